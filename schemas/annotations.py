@@ -1,0 +1,39 @@
+"""Labels and annotations Standby stamps on every copy in the destination.
+
+They make a copy self-describing: recovery needs nothing but the destination to activate it (the
+plan, the epoch, the source version and the exact inverse of every deactivating change travel on
+the object itself)."""
+
+from __future__ import annotations
+
+PREFIX = "dr.standby.dev/"
+
+# Label (selectable): this object was written by Standby and may be updated or deleted by it.
+MANAGED = PREFIX + "managed"
+MANAGED_VALUE = "true"
+
+# Annotations.
+PLAN = PREFIX + "plan"  # "<namespace>/<name>" of the RecoveryPlan
+EPOCH = PREFIX + "epoch"
+SOURCE_UID = PREFIX + "source-uid"
+SOURCE_RESOURCE_VERSION = PREFIX + "source-resource-version"
+STREAM_SEQUENCE = PREFIX + "stream-sequence"
+INVERSE = PREFIX + "inverse"  # JSON list of RFC 6902 operations that undo deactivation
+ACTIVATED = PREFIX + "activated"  # set on objects recovery has switched on
+
+# A node label no node carries: DaemonSets are parked on it.
+PARKING_NODE_LABEL = PREFIX + "deactivated"
+# A name no autoscaler target carries: autoscalers are pointed at it.
+HELD_TARGET_PREFIX = "standby-held-"
+# A label no object carries: held admission webhooks select on it.
+HELD_WEBHOOK_LABEL = PREFIX + "held-webhook"
+
+FIELD_MANAGER = "standby"
+
+
+def is_bookkeeping(key: str) -> bool:
+    return key.startswith(PREFIX)
+
+
+def plan_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"

@@ -1,0 +1,240 @@
+"""The Standby API, ``dr.standby.dev/v1alpha1``: pydantic models from which the CRDs are generated.
+
+Field names follow the operator Standby was modelled on, so its users can move by changing
+``apiVersion``. Python attributes are snake_case; the wire (and the CRD) is camelCase."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
+def cel(rule: str, message: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+# --- shared --------------------------------------------------------------------------------------
+
+
+class ObjectRef(Model):
+    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
+    namespace: str = Field(
+        default="", max_length=63, description="Namespace of the referenced object (default: the referrer's)."
+    )
+
+
+class Condition(Model):
+    type: str = Field(description="Condition type, e.g. Ready, Synced.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", description="CamelCase reason.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: str | None = Field(default=None, description="RFC 3339 time of the last change.")
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(Model):
+    """An ordinary Kubernetes label selector; all parts must match."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class PatchOperation(Model):
+    """One RFC 6902 operation."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.op in ['remove', 'move', 'copy'] || has(self.value)",
+                 "message": "value is required unless op is remove, move or copy"},
+                {"rule": "!(self.op in ['move', 'copy']) || has(self.from)",
+                 "message": "from is required for move and copy"},
+            ]
+        },
+    )
+
+    op: Literal["add", "remove", "replace", "move", "copy", "test"]
+    path: str = Field(pattern=r"^(/([^~/]|~[01])*)*$", description="JSON Pointer (RFC 6901).")
+    value: Any = Field(default=None, description="Value for add, replace and test.")
+    from_: str | None = Field(default=None, alias="from", description="Source pointer for move and copy.")
+
+    def as_operation(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True) | (
+            {"value": self.value} if self.op in ("add", "replace", "test") else {}
+        )
+
+
+# --- ManagedCluster ------------------------------------------------------------------------------
+
+
+class SecretRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+
+
+class ManagedClusterSpec(Model):
+    secret_ref: SecretRef = Field(description="Secret whose key kubeconfig.yaml holds a kubeconfig.")
+
+
+class ManagedClusterStatus(Model):
+    conditions: list[Condition] = Field(default_factory=list)
+    server_version: str | None = None
+    last_probe_time: str | None = None
+    error: str | None = None
+
+
+class ManagedCluster(Model):
+    spec: ManagedClusterSpec
+    status: ManagedClusterStatus | None = None
+
+
+# --- RecoveryPlan --------------------------------------------------------------------------------
+
+
+class NameSelector(Model):
+    include_regex: list[str] = Field(default_factory=list, description="Names must match one of these.")
+    exclude_regex: list[str] = Field(default_factory=list, description="Names must match none of these.")
+
+
+class Filters(Model):
+    """All given parts must match (AND)."""
+
+    selector: LabelSelector | None = Field(default=None, description="Label selector on the object.")
+    namespace_selector: LabelSelector | None = Field(default=None, description="Label selector on its namespace.")
+    namespaces: list[str] = Field(default_factory=list, description="Only these namespaces.")
+    name_selector: NameSelector | None = None
+
+
+class Transformation(Model):
+    patch: list[PatchOperation] = Field(default_factory=list, description="Applied to the copy in the destination.")
+
+
+class FromOriginal(Model):
+    enabled: bool = False
+
+
+class RecoveryProcess(Model):
+    from_patch: list[PatchOperation] = Field(default_factory=list, description="Applied at activation.")
+    from_original: FromOriginal = Field(
+        default_factory=FromOriginal, description="Restore the original object from the stream."
+    )
+
+
+class ResourceSelector(Model):
+    group: str = Field(default="", description='API group; "" for the core group.')
+    version: str = Field(min_length=1)
+    resource: str = Field(min_length=1, description="Plural resource name, e.g. deployments.")
+    filters: Filters = Field(default_factory=Filters)
+    transformation: Transformation = Field(default_factory=Transformation)
+    recovery_process: RecoveryProcess = Field(default_factory=RecoveryProcess)
+
+
+class RecoveryPlanSpec(Model):
+    suspend: bool = Field(default=False, description="Stop publishing and applying while true.")
+    force_namespace_creation: bool = Field(default=False, description="Create missing namespaces in the destination.")
+    source_cluster_ref: ObjectRef = Field(description="ManagedCluster of the source.")
+    destination_cluster_ref: ObjectRef | None = Field(
+        default=None, description="ManagedCluster of the destination; omitted: the cluster the plan lives in."
+    )
+    resources: list[ResourceSelector] = Field(min_length=1, max_length=200)
+
+
+class RecoveryPlanStatus(Model):
+    phase: Literal["Pending", "Syncing", "Synced", "Suspended", "Degraded", "Activated"] | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    objects_in_sync: int = 0
+    objects_out_of_sync: int = 0
+    objects_failed: int = 0
+    last_event_time: str | None = None
+    replication_lag_seconds: float | None = None
+    stream_sequence: int = 0
+    epoch: int = 0
+    observed_generation: int = 0
+
+
+class RecoveryPlan(Model):
+    spec: RecoveryPlanSpec
+    status: RecoveryPlanStatus | None = None
+
+
+# --- RecoveryExecutionPlan ----------------------------------------------------------------------
+
+
+class Wave(Model):
+    name: str = Field(min_length=1, max_length=63)
+    recovery_plans: list[ObjectRef] = Field(min_length=1)
+    wait_for_ready: bool = False
+    timeout_seconds: int = Field(default=300, ge=1, le=86400)
+
+
+class RecoveryExecutionPlanSpec(Model):
+    waves: list[Wave] = Field(min_length=1, max_length=50)
+
+
+class RecoveryExecutionPlan(Model):
+    spec: RecoveryExecutionPlanSpec
+
+
+# --- RecoveryExecutionJob -----------------------------------------------------------------------
+
+JobPhase = Literal["Pending", "Fencing", "Activating", "Completed", "PartiallyFailed", "Failed"]
+TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"})
+
+
+class Progress(Model):
+    done: int = 0
+    total: int = 0
+    summary: str = Field(default="", description='"done/total", for printer columns.')
+
+
+class ObjectResult(Model):
+    plan: str
+    ref: str
+    outcome: Literal["Activated", "Unchanged", "WouldChange", "Failed", "Skipped"]
+    reason: str = ""
+    changes: list[str] = Field(default_factory=list)
+
+
+class WaveResult(Model):
+    name: str
+    phase: Literal["Pending", "Running", "Completed", "PartiallyFailed", "Failed"] = "Pending"
+    done: int = 0
+    total: int = 0
+    failed: int = 0
+    message: str = ""
+
+
+class RecoveryExecutionJobSpec(Model):
+    recovery_execution_plan_ref: ObjectRef
+    dry_run: bool = Field(default=False, description="Report what would change; change nothing.")
+
+
+class RecoveryExecutionJobStatus(Model):
+    phase: JobPhase = "Pending"
+    progress: Progress = Field(default_factory=Progress)
+    waves: list[WaveResult] = Field(default_factory=list)
+    objects: list[ObjectResult] = Field(default_factory=list)
+    start_time: str | None = None
+    completion_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    epoch: int = 0
+    message: str = ""
+
+
+class RecoveryExecutionJob(Model):
+    spec: RecoveryExecutionJobSpec
+    status: RecoveryExecutionJobStatus | None = None

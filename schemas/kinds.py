@@ -1,0 +1,277 @@
+"""The per-kind rule table: what to skip, how to sanitize, how to deactivate.
+
+One small function per concern and kind, found by ``(group, kind)``; a kind not in the table gets
+the generic rules (strip server fields, no deactivation). Deactivators change the object in place
+and return the RFC 6902 operations that undo exactly what they changed (the *inverse*), which the
+copy carries so that activation needs nothing but the destination."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import annotations as ann
+from schemas.pointers import path
+
+Obj = dict[str, Any]
+Op = dict[str, Any]
+Sanitizer = Callable[[Obj], None]
+Deactivator = Callable[[Obj, "list[Op] | None"], "list[Op]"]
+Skipper = Callable[[Obj], "str | None"]
+
+
+@dataclass(frozen=True)
+class KindRules:
+    sanitize: Sanitizer | None = None
+    deactivate: Deactivator | None = None
+    skip: Skipper | None = None
+    keep_status: bool = False
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _restore(obj: Obj, *keys: str) -> Op:
+    """The operation that puts back the current value at ``keys`` (or removes what will be added)."""
+    node: Any = obj
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return {"op": "remove", "path": path(*keys)}
+        node = node[key]
+    return {"op": "replace", "path": path(*keys), "value": copy.deepcopy(node)}
+
+
+def _remembered(previous: list[Op] | None, pointer: str) -> Any:
+    for op in previous or ():
+        if op.get("path") == pointer and op.get("op") == "replace":
+            return op.get("value")
+    return None
+
+
+def _pop_path(obj: Obj, *keys: str) -> None:
+    node: Any = obj
+    for key in keys[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(keys[-1], None)
+
+
+# --- deactivators ------------------------------------------------------------------------------
+
+
+def scale_to_zero(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """Deployment, StatefulSet, ReplicaSet: ``spec.replicas`` 0.
+
+    When the source itself shows 0 (often: someone drained the old primary during a failover),
+    the value remembered from an earlier copy is kept, so activation does not start nothing."""
+    spec = obj.setdefault("spec", {})
+    inverse = _restore(obj, "spec", "replicas")
+    if spec.get("replicas") == 0:
+        earlier = _remembered(previous, "/spec/replicas")
+        if isinstance(earlier, int) and earlier > 0:
+            inverse = {"op": "replace", "path": "/spec/replicas", "value": earlier}
+    spec["replicas"] = 0
+    return [inverse]
+
+
+def suspend(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """CronJob, Job: ``spec.suspend`` true."""
+    spec = obj.setdefault("spec", {})
+    inverse = _restore(obj, "spec", "suspend")
+    spec["suspend"] = True
+    return [inverse]
+
+
+def park_on_no_node(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """DaemonSet: no replicas field, so a node selector that matches no node."""
+    pod_spec = obj.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+    if "nodeSelector" in pod_spec:
+        selector = pod_spec["nodeSelector"]
+        inverse = _restore(obj, "spec", "template", "spec", "nodeSelector", ann.PARKING_NODE_LABEL)
+    else:
+        selector = pod_spec["nodeSelector"] = {}
+        inverse = {"op": "remove", "path": "/spec/template/spec/nodeSelector"}
+    selector[ann.PARKING_NODE_LABEL] = "true"
+    return [inverse]
+
+
+def hold_autoscaler(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """HorizontalPodAutoscaler: point it at a target that does not exist, so it can never scale a
+    workload up in the stand-by (recent releases can scale from zero)."""
+    target = obj.setdefault("spec", {}).setdefault("scaleTargetRef", {})
+    inverse = _restore(obj, "spec", "scaleTargetRef", "name")
+    target["name"] = ann.HELD_TARGET_PREFIX + str(target.get("name", ""))
+    return [inverse]
+
+
+def hold_webhooks(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """Admission webhooks: their backends are off in the stand-by, and a failing webhook can block
+    every write (Standby's own included). Held: ignore failures and select no object."""
+    inverse = _restore(obj, "webhooks")
+    for hook in obj.get("webhooks") or []:
+        hook["failurePolicy"] = "Ignore"
+        hook["objectSelector"] = {
+            "matchExpressions": [{"key": ann.HELD_WEBHOOK_LABEL, "operator": "Exists"}]
+        }
+    return [inverse] if obj.get("webhooks") else []
+
+
+# --- sanitizers --------------------------------------------------------------------------------
+
+
+def sanitize_service(obj: Obj) -> None:
+    spec = obj.get("spec") or {}
+    if spec.get("clusterIP") != "None":
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+    spec.pop("loadBalancerIP", None)
+    spec.pop("healthCheckNodePort", None)
+    for port in spec.get("ports") or []:
+        port.pop("nodePort", None)
+
+
+def sanitize_pvc(obj: Obj) -> None:
+    (obj.get("spec") or {}).pop("volumeName", None)
+
+
+def sanitize_pv(obj: Obj) -> None:
+    claim = (obj.get("spec") or {}).get("claimRef")
+    if isinstance(claim, dict):
+        for key in ("uid", "resourceVersion"):
+            claim.pop(key, None)
+
+
+JOB_CONTROLLER_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid", "job-name",
+                         "batch.kubernetes.io/job-name")
+
+
+def sanitize_job(obj: Obj) -> None:
+    spec = obj.get("spec") or {}
+    if not spec.get("manualSelector"):
+        spec.pop("selector", None)
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    for key in JOB_CONTROLLER_LABELS:
+        labels.pop(key, None)
+    if not labels:
+        _pop_path(spec, "template", "metadata", "labels")
+    _pop_template_timestamp(obj)
+
+
+def _pop_template_timestamp(obj: Obj) -> None:
+    _pop_path(obj, "spec", "template", "metadata", "creationTimestamp")
+    _pop_path(obj, "spec", "jobTemplate", "metadata", "creationTimestamp")
+    _pop_path(obj, "spec", "jobTemplate", "spec", "template", "metadata", "creationTimestamp")
+
+
+def sanitize_workload(obj: Obj) -> None:
+    _pop_template_timestamp(obj)
+
+
+def sanitize_statefulset(obj: Obj) -> None:
+    _pop_template_timestamp(obj)
+    for template in (obj.get("spec") or {}).get("volumeClaimTemplates") or []:
+        template.pop("status", None)
+        (template.get("metadata") or {}).pop("creationTimestamp", None)
+
+
+def sanitize_service_account(obj: Obj) -> None:
+    name = (obj.get("metadata") or {}).get("name", "")
+    secrets = [s for s in obj.get("secrets") or [] if not str(s.get("name", "")).startswith(f"{name}-token-")]
+    if secrets:
+        obj["secrets"] = secrets
+    else:
+        obj.pop("secrets", None)
+
+
+SA_TOKEN_DATA = ("token", "ca.crt", "namespace")
+
+
+def sanitize_secret(obj: Obj) -> None:
+    if obj.get("type") == "kubernetes.io/service-account-token":
+        # The destination's token controller fills these for the destination's own issuer.
+        data = obj.get("data") or {}
+        for key in SA_TOKEN_DATA:
+            data.pop(key, None)
+        if not data:
+            obj.pop("data", None)
+
+
+# --- skippers ----------------------------------------------------------------------------------
+
+_AUTO_TOKEN = re.compile(r"^.+-token-[a-z0-9]{5}$")
+
+
+def skip_secret(obj: Obj) -> str | None:
+    if obj.get("type") != "kubernetes.io/service-account-token":
+        return None
+    name = (obj.get("metadata") or {}).get("name", "")
+    return "auto-generated service-account token" if _AUTO_TOKEN.match(name) else None
+
+
+def skip_configmap(obj: Obj) -> str | None:
+    name = (obj.get("metadata") or {}).get("name")
+    return "per-cluster root CA bundle" if name == "kube-root-ca.crt" else None
+
+
+def _always(reason: str) -> Skipper:
+    return lambda obj: reason
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+RULES: dict[tuple[str, str], KindRules] = {
+    ("apps", "Deployment"): KindRules(sanitize_workload, scale_to_zero),
+    ("apps", "StatefulSet"): KindRules(sanitize_statefulset, scale_to_zero),
+    ("apps", "ReplicaSet"): KindRules(sanitize_workload, scale_to_zero),
+    ("apps", "DaemonSet"): KindRules(sanitize_workload, park_on_no_node),
+    ("batch", "CronJob"): KindRules(sanitize_workload, suspend),
+    ("batch", "Job"): KindRules(sanitize_job, suspend),
+    ("autoscaling", "HorizontalPodAutoscaler"): KindRules(None, hold_autoscaler),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): KindRules(None, hold_webhooks),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): KindRules(None, hold_webhooks),
+    ("", "Service"): KindRules(sanitize_service),
+    ("", "PersistentVolumeClaim"): KindRules(sanitize_pvc),
+    ("", "PersistentVolume"): KindRules(sanitize_pv),
+    ("", "ServiceAccount"): KindRules(sanitize_service_account),
+    ("", "Secret"): KindRules(sanitize_secret, skip=skip_secret),
+    ("", "ConfigMap"): KindRules(skip=skip_configmap),
+    ("", "Pod"): KindRules(skip=_always("pods are created by their controllers")),
+    ("", "Event"): KindRules(skip=_always("events are per-cluster history")),
+    ("events.k8s.io", "Event"): KindRules(skip=_always("events are per-cluster history")),
+    ("", "Node"): KindRules(skip=_always("nodes belong to their cluster")),
+    ("", "Endpoints"): KindRules(skip=_always("endpoints are derived from Services")),
+    ("discovery.k8s.io", "EndpointSlice"): KindRules(skip=_always("endpoint slices are derived from Services")),
+    ("apps", "ControllerRevision"): KindRules(skip=_always("controller revisions are controller history")),
+    ("coordination.k8s.io", "Lease"): KindRules(skip=_always("leases are per-cluster leadership")),
+}
+
+GENERIC = KindRules()
+
+DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "standby-system"})
+
+
+def group_of(obj: Obj) -> str:
+    api_version = str(obj.get("apiVersion", ""))
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+def rules_for(obj: Obj) -> KindRules:
+    return RULES.get((group_of(obj), str(obj.get("kind", ""))), GENERIC)
+
+
+def skip_reason(obj: Obj, *, excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES) -> str | None:
+    """Why this source object is never copied, or None. Applied to the raw (unsanitized) object."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace") or (meta.get("name") if obj.get("kind") == "Namespace" else None)
+    if namespace and (namespace in excluded_namespaces or namespace.startswith("kube-")):
+        return f"namespace {namespace} is excluded"
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("controller"):
+            return f"owned by {owner.get('kind')}/{owner.get('name')}"
+    rules = rules_for(obj)
+    return rules.skip(obj) if rules.skip is not None else None

@@ -1,0 +1,66 @@
+"""Sanitize: make a source object safe to store and to copy.
+
+Server-populated fields (uid, resourceVersion, managedFields, ...) would turn an apply into a
+precondition or be refused; ownerReferences would let the destination's garbage collector delete
+the copy; finalizers would never be removed in a dark stand-by; allocated addresses and ports
+belong to the source cluster. Per-kind rules live in :mod:`schemas.kinds`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from schemas import kinds
+
+METADATA_KEPT = ("name", "namespace", "labels", "annotations")
+
+CONTROLLER_PRIVATE_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        "deployment.kubernetes.io/revision",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.daemonset.template.generation",
+        "control-plane.alpha.kubernetes.io/leader",
+        "endpoints.kubernetes.io/last-change-trigger-time",
+        "pv.kubernetes.io/bind-completed",
+        "pv.kubernetes.io/bound-by-controller",
+        "pv.kubernetes.io/provisioned-by",
+        "volume.kubernetes.io/selected-node",
+        "volume.kubernetes.io/storage-provisioner",
+        "volume.beta.kubernetes.io/storage-provisioner",
+        "kubernetes.io/service-account.uid",
+        "batch.kubernetes.io/job-tracking",
+    }
+)
+
+
+def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Keep apiVersion, kind, the user-owned part of metadata, and everything but status."""
+    meta = obj.get("metadata") or {}
+    kept: dict[str, Any] = {k: copy.deepcopy(meta[k]) for k in METADATA_KEPT if meta.get(k)}
+    annotations = {
+        k: v for k, v in (kept.get("annotations") or {}).items() if k not in CONTROLLER_PRIVATE_ANNOTATIONS
+    }
+    if annotations:
+        kept["annotations"] = annotations
+    else:
+        kept.pop("annotations", None)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in ("metadata", "status"):
+            continue
+        out[key] = copy.deepcopy(value)
+    out["metadata"] = kept
+    return out
+
+
+def sanitize(obj: dict[str, Any]) -> dict[str, Any]:
+    """The sanitized original: what the stream stores. Pure; ``obj`` is not modified."""
+    rules = kinds.rules_for(obj)
+    out = strip_server_fields(obj)
+    if rules.keep_status and "status" in obj:
+        out["status"] = copy.deepcopy(obj["status"])
+    if rules.sanitize is not None:
+        rules.sanitize(out)
+    return out

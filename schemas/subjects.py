@@ -1,0 +1,125 @@
+"""Subject and stream naming, and the deduplication id.
+
+Subject: ``<prefix>.<plan>.<group>.<version>.<resource>.<namespace>.<name>``.
+
+Subject tokens may not contain ``.``, ``*``, ``>`` or whitespace, and Kubernetes names can hold
+dots (DNS subdomains) and, for RBAC objects, almost anything but ``/`` and ``%``. Encoding is
+reversible: ``.`` becomes ``_`` (DNS names never contain ``_``), and any other character outside
+``[A-Za-z0-9-:]`` becomes ``%XX`` (``%`` never occurs in a Kubernetes name). The core group is
+``core``; the namespace token of a cluster-scoped object is ``_``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CORE_GROUP_TOKEN = "core"
+CLUSTER_SCOPED_TOKEN = "_"
+DEFAULT_PREFIX = "standby"
+_SAFE = re.compile(r"[A-Za-z0-9\-:]")
+_ESCAPE = re.compile(r"%([0-9A-F]{2})")
+
+
+class SubjectError(ValueError):
+    pass
+
+
+def encode_token(value: str) -> str:
+    if not value:
+        raise SubjectError("empty subject token")
+    out = []
+    for ch in value:
+        if ch == ".":
+            out.append("_")
+        elif _SAFE.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.append("".join(f"%{b:02X}" for b in ch.encode()))
+    return "".join(out)
+
+
+def decode_token(token: str) -> str:
+    if not token:
+        raise SubjectError("empty subject token")
+    raw = _ESCAPE.sub(lambda m: "\x00" + m.group(1), token.replace("_", "."))
+    if "\x00" not in raw:
+        return raw
+    parts = raw.split("\x00")
+    data = bytearray(parts[0].encode())
+    for part in parts[1:]:
+        data.append(int(part[:2], 16))
+        data.extend(part[2:].encode())
+    return data.decode()
+
+
+def plan_token(namespace: str, name: str) -> str:
+    """Plans are namespaced; ':' never occurs in a namespace or a plan name."""
+    return encode_token(f"{namespace}:{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectParts:
+    plan_namespace: str
+    plan_name: str
+    group: str
+    version: str
+    resource: str
+    namespace: str
+    name: str
+
+
+def object_subject(
+    *, prefix: str, plan_namespace: str, plan_name: str, group: str, version: str, resource: str,
+    namespace: str, name: str,
+) -> str:
+    return ".".join(
+        (
+            prefix,
+            plan_token(plan_namespace, plan_name),
+            encode_token(group) if group else CORE_GROUP_TOKEN,
+            encode_token(version),
+            encode_token(resource),
+            encode_token(namespace) if namespace else CLUSTER_SCOPED_TOKEN,
+            encode_token(name),
+        )
+    )
+
+
+def plan_filter(prefix: str, plan_namespace: str, plan_name: str) -> str:
+    """Every subject of one plan."""
+    return f"{prefix}.{plan_token(plan_namespace, plan_name)}.>"
+
+
+def dead_letter_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
+    return f"{prefix}-dlq.{plan_token(plan_namespace, plan_name)}"
+
+
+def parse_subject(subject: str, *, prefix: str) -> SubjectParts:
+    tokens = subject.split(".")
+    if len(tokens) != 7 or tokens[0] != prefix:
+        raise SubjectError(f"not a Standby object subject: {subject!r}")
+    plan = decode_token(tokens[1])
+    if ":" not in plan:
+        raise SubjectError(f"bad plan token in {subject!r}")
+    plan_ns, plan_name = plan.split(":", 1)
+    return SubjectParts(
+        plan_namespace=plan_ns,
+        plan_name=plan_name,
+        group="" if tokens[2] == CORE_GROUP_TOKEN else decode_token(tokens[2]),
+        version=decode_token(tokens[3]),
+        resource=decode_token(tokens[4]),
+        namespace="" if tokens[5] == CLUSTER_SCOPED_TOKEN else decode_token(tokens[5]),
+        name=decode_token(tokens[6]),
+    )
+
+
+def stream_name(plan_namespace: str, plan_name: str) -> str:
+    """One stream per plan. Namespaces hold no '_' or '.', so the first '_' after the prefix
+    separates namespace from name, and '.' in the name becomes '_' (names hold no '_')."""
+    return f"STANDBY_{plan_namespace}_{plan_name.replace('.', '_')}"
+
+
+def message_id(*, source_uid: str, resource_version: str, event_type: str) -> str:
+    """Deterministic ``Nats-Msg-Id``: republishing the same source state is deduplicated."""
+    return f"{source_uid}:{resource_version}:{event_type}"

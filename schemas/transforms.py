@@ -1,0 +1,116 @@
+"""Deactivate a sanitized original into the copy the stand-by keeps, and activate it again.
+
+``activate(deactivate(x)) == x`` for every sanitized ``x``: the copy records the exact inverse of
+every change (built-in rules and the plan's ``transformation.patch``) in one annotation, next to
+the plan, epoch, source uid/resourceVersion and stream sequence."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+
+from schemas import annotations as ann
+from schemas import kinds
+
+Obj = dict[str, Any]
+Op = dict[str, Any]
+
+
+class PatchError(ValueError):
+    """A plan patch cannot be applied to this object (reported as a condition, never a crash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    plan_namespace: str
+    plan_name: str
+    epoch: int
+    source_uid: str
+    source_resource_version: str
+    stream_sequence: int = 0
+
+
+def apply_patch(obj: Obj, operations: Sequence[Op]) -> Obj:
+    if not operations:
+        return obj
+    try:
+        result: Obj = jsonpatch.apply_patch(obj, list(operations), in_place=False)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+        raise PatchError(f"patch does not apply: {exc}") from exc
+    return result
+
+
+def inverse_of(obj: Obj) -> list[Op]:
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ann.INVERSE)
+    if not raw:
+        return []
+    value = json.loads(raw)
+    if not isinstance(value, list):
+        raise ValueError(f"{ann.INVERSE} is not a list of operations")
+    return value
+
+
+def is_copy(obj: Obj) -> bool:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(ann.MANAGED) == ann.MANAGED_VALUE
+
+
+def deactivate(
+    sanitized: Obj,
+    provenance: Provenance,
+    *,
+    plan_patch: Sequence[Op] = (),
+    previous_inverse: list[Op] | None = None,
+) -> Obj:
+    """The deactivated, stamped copy of a sanitized original. Pure.
+
+    ``previous_inverse`` is what the existing copy remembers (see :func:`kinds.scale_to_zero`)."""
+    out = copy.deepcopy(sanitized)
+    rules = kinds.rules_for(out)
+    inverse: list[Op] = rules.deactivate(out, previous_inverse) if rules.deactivate else []
+    if plan_patch:
+        before = out
+        out = apply_patch(before, plan_patch)
+        inverse = list(jsonpatch.make_patch(out, before)) + inverse
+    meta = out.setdefault("metadata", {})
+    meta.setdefault("labels", {})[ann.MANAGED] = ann.MANAGED_VALUE
+    annotations = meta.setdefault("annotations", {})
+    annotations[ann.PLAN] = ann.plan_key(provenance.plan_namespace, provenance.plan_name)
+    annotations[ann.EPOCH] = str(provenance.epoch)
+    annotations[ann.SOURCE_UID] = provenance.source_uid
+    annotations[ann.SOURCE_RESOURCE_VERSION] = provenance.source_resource_version
+    annotations[ann.STREAM_SEQUENCE] = str(provenance.stream_sequence)
+    annotations[ann.INVERSE] = json.dumps(inverse, separators=(",", ":"))
+    return out
+
+
+def strip_bookkeeping(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        values = meta.get(key)
+        if isinstance(values, dict):
+            for k in [k for k in values if ann.is_bookkeeping(k)]:
+                del values[k]
+    return out
+
+
+def _drop_empty_maps(obj: Obj) -> None:
+    meta = obj.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if key in meta and not meta[key]:
+            del meta[key]
+
+
+def activate(copy_obj: Obj, *, from_patch: Sequence[Op] = ()) -> Obj:
+    """Undo deactivation exactly, then apply the plan's ``recoveryProcess.fromPatch``. Pure."""
+    inverse = inverse_of(copy_obj)
+    out = strip_bookkeeping(copy_obj)
+    out = apply_patch(out, inverse)
+    out = apply_patch(out, from_patch)
+    _drop_empty_maps(out)
+    return out

@@ -1,0 +1,117 @@
+"""The ``standby`` command: local environments (``standby dev``), the demo, and CRD generation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from services.devenv import binaries
+
+DEFAULT_DIR = binaries.REPO_ROOT / ".devenv"
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    from services.devenv import bootstrap, environment
+
+    root = Path(args.dir).resolve()
+    if environment.status(root)["running"]:
+        print(f"an environment is already running in {root}; `standby dev down --dir {root}` first",
+              file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    env = environment.DevEnvironment(root, topology=args.topology, full=args.full)
+    try:
+        env.start()
+        bootstrap.install(env)
+        if args.services:
+            bootstrap.start_services(env)
+        env.write_files()
+    except BaseException:
+        env.stop()
+        raise
+    env.detach()
+    elapsed = time.monotonic() - started
+    print(f"standby dev environment ready in {elapsed:.1f}s ({args.topology} clusters, "
+          f"{'full' if args.full else 'light'} mode)")
+    for name, cluster in env.clusters.items():
+        print(f"  {name:<12} {cluster.server}  kubeconfig: {cluster.kubeconfig}")
+    assert env.nats is not None
+    print(f"  {'nats':<12} {env.nats.url}  (user {env.nats.user}, password in {root / 'env'})")
+    for name, proc in env.services.items():
+        print(f"  {name:<12} pid {proc.pid}  log: {proc.log_path}")
+    print(f"\nUse it:  source {root / 'env'}; kubectl --kubeconfig {root / 'source.kubeconfig'} get ns")
+    print(f"Stop it: standby dev down --dir {root}")
+    return 0
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    from services.devenv import environment
+
+    root = Path(args.dir).resolve()
+    stopped = environment.down(root)
+    print(f"stopped {len(stopped)} processes" + (f": {', '.join(stopped)}" if stopped else ""))
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    from services.devenv import environment
+
+    print(json.dumps(environment.status(Path(args.dir).resolve()), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.devenv import demo
+
+    return demo.run(Path(args.dir).resolve(), topology=args.topology, keep=args.keep)
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from schemas import crdgen
+
+    written = crdgen.write_all(Path(args.out))
+    for path in written:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="standby", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="local real clusters and NATS").add_subparsers(dest="dev", required=True)
+    up = dev.add_parser("up", help="start clusters and NATS, install CRDs")
+    up.add_argument("--topology", choices=["two", "three"], default="two")
+    up.add_argument("--full", action="store_true", help="add controller-manager, scheduler and kwok nodes")
+    up.add_argument("--services", action="store_true", help="also run watcher, syncer and recovery")
+    up.add_argument("--dir", default=str(DEFAULT_DIR))
+    up.set_defaults(func=_dev_up)
+    down = dev.add_parser("down", help="stop what `up` started")
+    down.add_argument("--dir", default=str(DEFAULT_DIR))
+    down.set_defaults(func=_dev_down)
+    status = dev.add_parser("status", help="what is running")
+    status.add_argument("--dir", default=str(DEFAULT_DIR))
+    status.set_defaults(func=_dev_status)
+
+    demo = sub.add_parser("demo", help="the whole story on local clusters: sync, then fail over")
+    demo.add_argument("--topology", choices=["two", "three"], default="two")
+    demo.add_argument("--dir", default=str(DEFAULT_DIR / "demo"))
+    demo.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
+    demo.set_defaults(func=_demo)
+
+    crds = sub.add_parser("crds", help="generate the CRD manifests from the models")
+    crds.add_argument("--out", default=str(binaries.REPO_ROOT / "k8s" / "crds"))
+    crds.set_defaults(func=_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

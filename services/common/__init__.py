@@ -1,0 +1,1 @@
+"""Glue shared by the services: Kubernetes and NATS connections, logging, metrics serving."""

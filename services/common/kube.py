@@ -1,0 +1,343 @@
+"""A small asyncio Kubernetes client speaking raw JSON.
+
+Only this module talks HTTP to API servers. The generated models of the official client are slow
+on hot paths and its calls block; the services need raw dicts, streaming watches, server-side
+apply and precise error statuses (429 with Retry-After, 410 Gone, 404, 409, 422), so they get a
+thin aiohttp client here. Kubeconfig parsing stays standard (YAML, token or client certificate)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yaml
+
+Obj = dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A kubeconfig that cannot be used (reported as a condition, never a crash)."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None,
+                 body: Obj | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        self.body = body or {}
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class UnreachableError(Exception):
+    """The API server did not answer (connection refused, reset, timeout)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    ca_pem: bytes | None
+    token: str | None
+    client_cert_pem: bytes | None = None
+    client_key_pem: bytes | None = None
+    insecure: bool = False
+
+
+def _data_or_file(entry: Mapping[str, Any], key: str, base: Path | None) -> bytes | None:
+    if entry.get(f"{key}-data"):
+        return base64.b64decode(entry[f"{key}-data"])
+    if entry.get(key):
+        p = Path(entry[key])
+        return (p if p.is_absolute() or base is None else base / p).read_bytes()
+    return None
+
+
+def credentials_from_kubeconfig(config: Mapping[str, Any] | str | Path, *, context: str | None = None) -> Credentials:
+    base: Path | None = None
+    try:
+        if isinstance(config, Path):
+            base = config.parent
+            config = yaml.safe_load(config.read_text())
+        elif isinstance(config, str):
+            config = yaml.safe_load(config)
+        if not isinstance(config, Mapping):
+            raise ConfigError("kubeconfig is not a mapping")
+        ctx_name = context or config.get("current-context")
+        contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
+        clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
+        users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
+        if ctx_name not in contexts:
+            raise ConfigError(f"context {ctx_name!r} not found in kubeconfig")
+        ctx = contexts[ctx_name]
+        cluster = clusters[ctx["cluster"]]
+        user = users.get(ctx.get("user", ""), {})
+        server = str(cluster["server"]).rstrip("/")
+    except (KeyError, TypeError, yaml.YAMLError, OSError) as exc:
+        raise ConfigError(f"unusable kubeconfig: {exc!r}") from exc
+    if not server.startswith("https://") and not server.startswith("http://"):
+        raise ConfigError(f"server {server!r} is not an http(s) URL")
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text().strip()
+    return Credentials(
+        server=server,
+        ca_pem=_data_or_file(cluster, "certificate-authority", base),
+        token=token,
+        client_cert_pem=_data_or_file(user, "client-certificate", base),
+        client_key_pem=_data_or_file(user, "client-key", base),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+    )
+
+
+def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
+    if not creds.server.startswith("https://"):
+        return False
+    ctx = ssl.create_default_context(cadata=creds.ca_pem.decode() if creds.ca_pem else None)
+    if creds.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if creds.client_cert_pem and creds.client_key_pem:
+        with tempfile.NamedTemporaryFile() as cert, tempfile.NamedTemporaryFile() as key:
+            cert.write(creds.client_cert_pem)
+            key.write(creds.client_key_pem)
+            cert.flush()
+            key.flush()
+            ctx.load_cert_chain(cert.name, key.name)
+    return ctx
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    group: str
+    version: str
+    resource: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection(self, namespace: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{quote(namespace, safe='')}/{self.resource}"
+        return f"{base}/{self.resource}"
+
+    def item(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{quote(name, safe='')}"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class KubeClient:
+    """One connection pool to one API server. Use as an async context manager."""
+
+    def __init__(self, creds: Credentials, *, connections: int = 64, timeout_seconds: float = 30.0,
+                 user_agent: str = "standby") -> None:
+        self.creds = creds
+        self._connections = connections
+        self._timeout = timeout_seconds
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._discovery: dict[str, dict[str, ResourceInfo]] = {}
+
+    @classmethod
+    def from_kubeconfig(cls, config: Mapping[str, Any] | str | Path, **kwargs: Any) -> KubeClient:
+        return cls(credentials_from_kubeconfig(config), **kwargs)
+
+    async def __aenter__(self) -> KubeClient:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        if self._session is None:
+            headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+            if self.creds.token:
+                headers["Authorization"] = f"Bearer {self.creds.token}"
+            self._session = aiohttp.ClientSession(
+                base_url=self.creds.server,
+                headers=headers,
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context(self.creds)),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self.open()
+        assert self._session is not None
+        return self._session
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None,
+        content_type: str = "application/json", timeout: float | None = None,
+    ) -> Obj:
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        headers = {"Content-Type": content_type} if data is not None else None
+        try:
+            async with self.session.request(
+                method, path, params=params, data=data, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self._timeout),
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _error(resp.status, raw, resp.headers)
+                return json.loads(raw) if raw else {}
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
+
+    async def get(self, path: str, **params: str) -> Obj:
+        return await self.request("GET", path, params=params or None)
+
+    async def apply(self, path: str, body: Obj, *, field_manager: str, force: bool = True,
+                    dry_run: bool = False) -> Obj:
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        if dry_run:
+            params["dryRun"] = "All"
+        return await self.request("PATCH", path, params=params, body=body,
+                                  content_type="application/apply-patch+yaml")
+
+    async def delete(self, path: str, *, uid: str | None = None) -> Obj:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        return await self.request("DELETE", path, body=body)
+
+    async def list_all(self, path: str, *, label_selector: str = "", page_size: int = 500) -> tuple[list[Obj], str]:
+        """A consistent paginated LIST (``resourceVersion`` unset: served from etcd, never stale)."""
+        items: list[Obj] = []
+        params = {"limit": str(page_size)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            page = await self.request("GET", path, params=params)
+            items.extend(page.get("items") or [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return items, str((page.get("metadata") or {}).get("resourceVersion", ""))
+            params["continue"] = cont
+
+    async def watch(
+        self, path: str, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300,
+    ) -> AsyncIterator[Obj]:
+        """Watch events from ``resource_version`` with bookmarks. Raises ApiError(410) when the
+        version is too old: the caller must LIST again, never resume from an expired version."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        try:
+            async with self.session.get(
+                path, params=params,
+                timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
+            ) as resp:
+                if resp.status >= 400:
+                    raise _error(resp.status, await resp.read(), resp.headers)
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiError(int(status.get("code", 500)), str(status.get("reason", "")),
+                                       str(status.get("message", "")), body=status)
+                    yield event
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise UnreachableError(f"{self.creds.server}: watch {path}: {exc!r}") from exc
+
+    # -- discovery ------------------------------------------------------------------------------
+    async def resources(self, group: str, version: str) -> dict[str, ResourceInfo]:
+        key = f"{group}/{version}"
+        if key not in self._discovery:
+            path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            doc = await self.get(path)
+            self._discovery[key] = {
+                r["name"]: ResourceInfo(group, version, r["name"], r["kind"], bool(r.get("namespaced")))
+                for r in doc.get("resources") or []
+                if "/" not in r["name"]
+            }
+        return self._discovery[key]
+
+    def forget_discovery(self) -> None:
+        self._discovery.clear()
+
+    async def resolve(self, group: str, version: str, resource: str) -> ResourceInfo:
+        """Resolve a plan's resource, falling back to the group's preferred served version."""
+        try:
+            found = (await self.resources(group, version)).get(resource)
+        except ApiError as exc:
+            if exc.status != 404 or not group:
+                raise
+            found = None
+        if found is not None:
+            return found
+        if group:
+            doc = await self.get(f"/apis/{group}")
+            preferred = (doc.get("preferredVersion") or {}).get("version")
+            if preferred and preferred != version:
+                found = (await self.resources(group, preferred)).get(resource)
+                if found is not None:
+                    return found
+        raise ApiError(404, "NotFound", f"resource {resource!r} is not served in {group or 'core'}/{version}")
+
+    async def server_version(self) -> str:
+        return str((await self.get("/version")).get("gitVersion", ""))
+
+
+def _error(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
+    try:
+        body = json.loads(raw)
+        reason, message = str(body.get("reason", "")), str(body.get("message", ""))
+    except ValueError:
+        body, reason, message = {}, "", raw[:500].decode(errors="replace")
+    return ApiError(status, reason, message, retry_after=_retry_after(headers), body=body)
+
+
+async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,103 @@
+"""What ``standby dev up`` installs into fresh clusters: the CRDs, the ``standby-system``
+namespace and, in the sync-side cluster, ManagedClusters ``source`` (read-only credentials) and
+``destination`` with their kubeconfig Secrets."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from schemas import API_VERSION, crdgen
+from services.devenv.clusters import LocalCluster
+from services.devenv.environment import DevEnvironment
+from services.devenv.processes import Process
+
+SYSTEM_NAMESPACE = "standby-system"
+READ_ONLY_RULES = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+CRD_BASE = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def apply(cluster: LocalCluster, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply as the dev tool."""
+    return cluster.request(
+        "PATCH", f"{path}?fieldManager=standby-dev&force=true", body, content_type="application/apply-patch+yaml"
+    )
+
+
+def install_crds(cluster: LocalCluster, *, timeout: float = 30.0) -> None:
+    crds = crdgen.all_crds()
+    for crd in crds:
+        apply(cluster, f"{CRD_BASE}/{crd['metadata']['name']}", crd)
+    deadline = time.monotonic() + timeout
+    for crd in crds:
+        while True:
+            conditions = cluster.request("GET", f"{CRD_BASE}/{crd['metadata']['name']}").get("status", {}).get(
+                "conditions", []
+            )
+            if {c["type"] for c in conditions if c["status"] == "True"} >= {"Established", "NamesAccepted"}:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{crd['metadata']['name']} not Established after {timeout}s")
+            time.sleep(0.1)
+
+
+def ensure_namespace(cluster: LocalCluster, name: str) -> None:
+    apply(cluster, f"/api/v1/namespaces/{name}", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+def register_cluster(sync: LocalCluster, name: str, kubeconfig: Path) -> None:
+    secret = f"{name}-kubeconfig"
+    apply(sync, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{secret}", {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret, "namespace": SYSTEM_NAMESPACE},
+        "data": {"kubeconfig.yaml": base64.b64encode(kubeconfig.read_bytes()).decode()},
+    })
+    apply(sync, f"/apis/{API_VERSION}/namespaces/{SYSTEM_NAMESPACE}/managedclusters/{name}", {
+        "apiVersion": API_VERSION, "kind": "ManagedCluster",
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
+        "spec": {"secretRef": {"name": secret, "namespace": SYSTEM_NAMESPACE}},
+    })
+
+
+def install(env: DevEnvironment) -> None:
+    for name, cluster in env.clusters.items():
+        if name == "source":
+            continue  # the source needs nothing installed
+        install_crds(cluster)
+        ensure_namespace(cluster, SYSTEM_NAMESPACE)
+    source = env.clusters["source"]
+    reader = source.mint_credentials(
+        "standby-reader", namespace=SYSTEM_NAMESPACE, rules=READ_ONLY_RULES, cluster_scoped=True
+    )
+    register_cluster(env.sync_cluster, "source", reader)
+    register_cluster(env.sync_cluster, "destination", env.clusters["destination"].kubeconfig)
+
+
+def service_env(env: DevEnvironment) -> dict[str, str]:
+    return env.env_vars()
+
+
+def start_services(env: DevEnvironment, names: tuple[str, ...] = ("watcher", "syncer", "recovery")) -> None:
+    """Run the services as local processes wired to the dev clusters (logs under DIR/logs)."""
+    vars_ = service_env(env)
+    for name in names:
+        env.services[name] = Process(
+            name, [sys.executable, "-m", f"services.{name}"], env.root / "logs" / f"{name}.log", env=vars_
+        ).start()
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not answering after {timeout}s")

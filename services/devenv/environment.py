@@ -1,0 +1,150 @@
+"""A whole local environment: the clusters of a topology plus NATS, as ``standby dev`` and the test
+fixtures see it. ``up`` leaves the processes running and records them in ``DIR/state.json`` so that
+``down`` stops exactly those and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.devenv.processes import Process, pid_alive, terminate_group
+
+Topology = Literal["two", "three"]
+STATE_FILE = "state.json"
+
+
+def cluster_names(topology: Topology) -> list[str]:
+    return ["source", "destination"] + (["management"] if topology == "three" else [])
+
+
+def sync_side(topology: Topology) -> str:
+    """The cluster that runs the broker, watcher and syncer and holds the plans."""
+    return "management" if topology == "three" else "destination"
+
+
+@dataclass
+class DevEnvironment:
+    root: Path
+    topology: Topology = "two"
+    full: bool = False
+    clusters: dict[str, LocalCluster] = field(default_factory=dict)
+    nats: LocalNats | None = None
+    services: dict[str, Process] = field(default_factory=dict)
+
+    def start(self, *, source_watch_cache: bool = True) -> DevEnvironment:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.nats = LocalNats(self.root).start()
+            for name in cluster_names(self.topology):
+                self.clusters[name] = LocalCluster(
+                    name, self.root, full=self.full,
+                    watch_cache=source_watch_cache if name == "source" else True,
+                )
+                self.clusters[name].start()
+        except BaseException:
+            self.stop()
+            raise
+        self.write_files()
+        return self
+
+    def stop(self) -> None:
+        for proc in self.services.values():
+            proc.stop()
+        self.services.clear()
+        for cluster in self.clusters.values():
+            cluster.stop()
+        if self.nats is not None:
+            self.nats.stop()
+
+    @property
+    def sync_cluster(self) -> LocalCluster:
+        return self.clusters[sync_side(self.topology)]
+
+    def env_vars(self) -> dict[str, str]:
+        assert self.nats is not None
+        env = {
+            "STANDBY_NATS_URL": self.nats.url,
+            "STANDBY_NATS_USER": self.nats.user,
+            "STANDBY_NATS_PASSWORD": self.nats.password,
+            "STANDBY_TOPOLOGY": self.topology,
+            "STANDBY_SYNC_KUBECONFIG": str(self.sync_cluster.kubeconfig),
+            "STANDBY_DESTINATION_KUBECONFIG": str(self.clusters["destination"].kubeconfig),
+        }
+        for name, cluster in self.clusters.items():
+            env[f"STANDBY_{name.upper()}_KUBECONFIG"] = str(cluster.kubeconfig)
+        return env
+
+    def write_files(self) -> None:
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.env_vars().items()]
+        (self.root / "env").write_text("\n".join(lines) + "\n")
+        (self.root / "env").chmod(0o600)
+        (self.root / STATE_FILE).write_text(json.dumps(self.to_state(), indent=2))
+
+    def to_state(self) -> dict[str, Any]:
+        assert self.nats is not None
+        return {
+            "topology": self.topology,
+            "full": self.full,
+            "started": time.time(),
+            "nats": self.nats.to_state(),
+            "clusters": {n: c.to_state() for n, c in self.clusters.items()},
+            "services": {n: p.pid for n, p in self.services.items()},
+        }
+
+    def detach(self) -> None:
+        """Hand the processes over to ``standby dev down``."""
+        for cluster in self.clusters.values():
+            for proc in cluster.processes.values():
+                proc.detach()
+        if self.nats and self.nats.process:
+            self.nats.process.detach()
+        for proc in self.services.values():
+            proc.detach()
+
+
+def read_state(root: Path) -> dict[str, Any] | None:
+    path = root / STATE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def recorded_pids(state: dict[str, Any]) -> dict[str, int]:
+    pids: dict[str, int] = {}
+    for name, pid in state.get("services", {}).items():
+        pids[f"service/{name}"] = pid
+    for cname, cluster in state.get("clusters", {}).items():
+        for proc, pid in cluster.get("pids", {}).items():
+            pids[f"{cname}/{proc}"] = pid
+    if state.get("nats", {}).get("pid"):
+        pids["nats-server"] = state["nats"]["pid"]
+    return pids
+
+
+def down(root: Path) -> list[str]:
+    """Stop every process recorded by ``up`` (services first, NATS last). Returns what it stopped."""
+    state = read_state(root)
+    if state is None:
+        return []
+    stopped = []
+    for name, pid in recorded_pids(state).items():
+        if pid_alive(pid):
+            terminate_group(pid)
+            stopped.append(name)
+    (root / STATE_FILE).unlink()
+    return stopped
+
+
+def status(root: Path) -> dict[str, Any]:
+    state = read_state(root)
+    if state is None:
+        return {"running": False, "processes": {}}
+    procs = {name: pid_alive(pid) for name, pid in recorded_pids(state).items()}
+    return {"running": any(procs.values()), "topology": state["topology"], "full": state["full"],
+            "processes": procs}

@@ -1,0 +1,269 @@
+"""Sanitize, skip, deactivate and activate: one row per kind, plus round-trip properties."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import annotations as ann
+from schemas import kinds, sanitizing, transforms
+from tests import builders as b
+
+pytestmark = pytest.mark.unit
+
+PROV = transforms.Provenance("standby-system", "shop", 2, "uid-1", "1234", 77)
+
+
+def roundtrip(obj: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    clean = sanitizing.sanitize(obj)
+    copy_ = transforms.deactivate(clean, PROV, **kwargs)
+    return clean, copy_
+
+
+ALL_KINDS = [
+    pytest.param(b.deployment(), id="Deployment"),
+    pytest.param(b.deployment(replicas=None), id="Deployment-no-replicas"),
+    pytest.param(b.statefulset(), id="StatefulSet"),
+    pytest.param(b.replicaset(), id="ReplicaSet"),
+    pytest.param(b.daemonset(), id="DaemonSet"),
+    pytest.param(b.daemonset(node_selector={"disk": "ssd"}), id="DaemonSet-with-selector"),
+    pytest.param(b.cronjob(), id="CronJob"),
+    pytest.param(b.cronjob(suspend=None), id="CronJob-no-suspend"),
+    pytest.param(b.job(), id="Job"),
+    pytest.param(b.hpa(), id="HPA"),
+    pytest.param(b.service(), id="Service-ClusterIP"),
+    pytest.param(b.service(headless=True), id="Service-headless"),
+    pytest.param(b.service(type_="NodePort"), id="Service-NodePort"),
+    pytest.param(b.service(type_="LoadBalancer"), id="Service-LoadBalancer"),
+    pytest.param(b.secret(), id="Secret"),
+    pytest.param(b.secret("manual-token", "kubernetes.io/service-account-token",
+                          {"token": "dA==", "ca.crt": "Yw==", "extra": "eA=="}), id="Secret-sa-token-manual"),
+    pytest.param(b.service_account(), id="ServiceAccount"),
+    pytest.param(b.configmap(), id="ConfigMap"),
+    pytest.param(b.pvc(), id="PVC"),
+    pytest.param(b.pv(), id="PV"),
+    pytest.param(b.ingress(), id="Ingress"),
+    pytest.param(b.network_policy(), id="NetworkPolicy"),
+    pytest.param(b.webhook(), id="ValidatingWebhookConfiguration"),
+    pytest.param(b.webhook("MutatingWebhookConfiguration"), id="MutatingWebhookConfiguration"),
+    pytest.param(b.crd(), id="CustomResourceDefinition"),
+    pytest.param(b.widget(), id="custom-resource"),
+]
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
+def test_sanitize_strips_server_fields(obj: dict[str, Any]) -> None:
+    clean = sanitizing.sanitize(obj)
+    meta = clean["metadata"]
+    assert set(meta) <= {"name", "namespace", "labels", "annotations"}
+    assert "status" not in clean
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in meta.get("annotations", {})
+    assert obj["metadata"]["uid"], "the input must not be modified"
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
+def test_activate_undoes_deactivate_exactly(obj: dict[str, Any]) -> None:
+    clean, copy_ = roundtrip(obj)
+    assert transforms.activate(copy_) == clean
+
+
+@pytest.mark.parametrize(
+    ("obj", "pointer", "deactivated", "original"),
+    [
+        pytest.param(b.deployment(replicas=3), ("spec", "replicas"), 0, 3, id="Deployment"),
+        pytest.param(b.statefulset(replicas=2), ("spec", "replicas"), 0, 2, id="StatefulSet"),
+        pytest.param(b.replicaset(replicas=5), ("spec", "replicas"), 0, 5, id="ReplicaSet"),
+        pytest.param(b.cronjob(suspend=False), ("spec", "suspend"), True, False, id="CronJob"),
+        pytest.param(b.job(), ("spec", "suspend"), True, False, id="Job"),
+        pytest.param(b.hpa(), ("spec", "scaleTargetRef", "name"), "standby-held-web", "web", id="HPA"),
+        pytest.param(b.daemonset(), ("spec", "template", "spec", "nodeSelector"),
+                     {ann.PARKING_NODE_LABEL: "true"}, None, id="DaemonSet"),
+    ],
+)
+def test_deactivation_per_kind(obj: dict[str, Any], pointer: tuple[str, ...], deactivated: Any,
+                               original: Any) -> None:
+    clean, copy_ = roundtrip(obj)
+
+    def at(o: dict[str, Any]) -> Any:
+        for key in pointer:
+            o = o.get(key) if isinstance(o, dict) else None  # type: ignore[assignment]
+        return o
+
+    assert at(copy_) == deactivated
+    assert at(transforms.activate(copy_)) == original
+
+
+def test_webhooks_are_held_until_activation() -> None:
+    clean, copy_ = roundtrip(b.webhook())
+    hook = copy_["webhooks"][0]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["objectSelector"]["matchExpressions"][0]["key"] == ann.HELD_WEBHOOK_LABEL
+    assert transforms.activate(copy_)["webhooks"][0]["failurePolicy"] == "Fail"
+
+
+def test_copy_is_stamped_with_provenance() -> None:
+    _, copy_ = roundtrip(b.deployment())
+    a = copy_["metadata"]["annotations"]
+    assert copy_["metadata"]["labels"][ann.MANAGED] == "true"
+    assert a[ann.PLAN] == "standby-system/shop"
+    assert (a[ann.EPOCH], a[ann.SOURCE_UID], a[ann.SOURCE_RESOURCE_VERSION], a[ann.STREAM_SEQUENCE]) == (
+        "2", "uid-1", "1234", "77")
+    assert json.loads(a[ann.INVERSE]) == [{"op": "replace", "path": "/spec/replicas", "value": 3}]
+
+
+def test_source_at_zero_keeps_remembered_replicas() -> None:
+    _, first = roundtrip(b.deployment(replicas=4))
+    remembered = transforms.inverse_of(first)
+    clean, second = roundtrip(b.deployment(replicas=0), previous_inverse=remembered)
+    assert second["spec"]["replicas"] == 0
+    assert transforms.activate(second)["spec"]["replicas"] == 4
+    # Without anything remembered, a source at 0 activates at 0.
+    _, fresh = roundtrip(b.deployment(replicas=0))
+    assert transforms.activate(fresh)["spec"]["replicas"] == 0
+
+
+def test_plan_patch_is_applied_and_undone() -> None:
+    patch = [{"op": "replace", "path": "/spec/size", "value": 0},
+             {"op": "add", "path": "/metadata/labels/tier", "value": "standby"}]
+    clean, copy_ = roundtrip(b.widget(size=5), plan_patch=patch)
+    assert copy_["spec"]["size"] == 0
+    assert copy_["metadata"]["labels"]["tier"] == "standby"
+    assert transforms.activate(copy_) == clean
+
+
+def test_from_patch_applies_after_inverse() -> None:
+    _, copy_ = roundtrip(b.deployment(replicas=3))
+    active = transforms.activate(copy_, from_patch=[{"op": "replace", "path": "/spec/replicas", "value": 6}])
+    assert active["spec"]["replicas"] == 6
+
+
+def test_bad_plan_patch_is_a_typed_error() -> None:
+    with pytest.raises(transforms.PatchError, match="does not apply"):
+        roundtrip(b.deployment(), plan_patch=[{"op": "replace", "path": "/spec/nothing/here", "value": 1}])
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param(b.service(), {"type": "ClusterIP"}, id="ClusterIP-drops-ip"),
+        pytest.param(b.service(headless=True), {"clusterIP": "None", "clusterIPs": ["None"]}, id="headless-keeps"),
+        pytest.param(b.service(type_="LoadBalancer"), {"externalTrafficPolicy": "Local"}, id="LB"),
+    ],
+)
+def test_service_sanitizing(obj: dict[str, Any], expected: dict[str, Any]) -> None:
+    spec = sanitizing.sanitize(obj)["spec"]
+    for key, value in expected.items():
+        assert spec[key] == value
+    assert "nodePort" not in spec["ports"][0]
+    assert not {"loadBalancerIP", "healthCheckNodePort"} & set(spec)
+    if spec.get("clusterIP") != "None":
+        assert "clusterIP" not in spec and "clusterIPs" not in spec
+
+
+def test_per_kind_sanitizing() -> None:
+    claim = sanitizing.sanitize(b.pvc())
+    assert "volumeName" not in claim["spec"]
+    assert not any(k.startswith(("pv.kubernetes.io", "volume.kubernetes.io"))
+                   for k in claim["metadata"].get("annotations", {}))
+    assert "finalizers" not in claim["metadata"]
+    pv = sanitizing.sanitize(b.pv())
+    assert pv["spec"]["claimRef"] == {"namespace": "app", "name": "data"}
+    job = sanitizing.sanitize(b.job())
+    assert "selector" not in job["spec"]
+    assert job["spec"]["template"]["metadata"]["labels"] == {"app": "migrate"}
+    sa = sanitizing.sanitize(b.service_account())
+    assert sa["secrets"] == [{"name": "registry-creds"}]
+    token = sanitizing.sanitize(b.secret("t", "kubernetes.io/service-account-token", {"token": "dA==", "x": "eA=="}))
+    assert token["data"] == {"x": "eA=="}
+    sts = sanitizing.sanitize(b.statefulset())
+    assert "status" not in sts["spec"]["volumeClaimTemplates"][0]
+    deployment = sanitizing.sanitize(b.realistic_deployment())
+    assert "deployment.kubernetes.io/revision" not in deployment["metadata"].get("annotations", {})
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        pytest.param(b.owned(b.deployment("web-7d9f")), "owned by ReplicaSet", id="controller-owned"),
+        pytest.param(b.secret("builder-token-x7k2p", "kubernetes.io/service-account-token"),
+                     "auto-generated", id="sa-token"),
+        pytest.param(b.configmap("kube-root-ca.crt"), "root CA", id="kube-root-ca"),
+        pytest.param(b.configmap("x", namespace="kube-system"), "excluded", id="kube-system"),
+        pytest.param(b.configmap("x", namespace="standby-system"), "excluded", id="own-namespace"),
+        pytest.param({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "app"}},
+                     "pods", id="pod"),
+        pytest.param({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "app"}},
+                     "events", id="event"),
+        pytest.param({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                      "metadata": {"name": "l", "namespace": "app"}}, "leases", id="lease"),
+        pytest.param({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}, "nodes", id="node"),
+        pytest.param({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                      "metadata": {"name": "s", "namespace": "app"}}, "endpoint", id="endpointslice"),
+        pytest.param({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-public"}},
+                     "excluded", id="kube-namespace-object"),
+    ],
+)
+def test_skip_rules(obj: dict[str, Any], reason: str) -> None:
+    found = kinds.skip_reason(obj)
+    assert found is not None and reason in found
+
+
+@pytest.mark.parametrize("obj", [b.deployment(), b.secret(), b.configmap(), b.crd(), b.widget()])
+def test_ordinary_objects_are_not_skipped(obj: dict[str, Any]) -> None:
+    assert kinds.skip_reason(obj) is None
+
+
+# --- properties ------------------------------------------------------------------------------
+
+label_keys = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+labels = st.dictionaries(label_keys, st.from_regex(r"[a-z0-9]{0,8}", fullmatch=True), max_size=4)
+workload_builders = st.sampled_from([b.deployment, b.statefulset, b.replicaset])
+
+
+@st.composite
+def workloads(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["scaled", "daemon", "cron", "job", "hpa", "webhook"]))
+    if kind == "scaled":
+        obj = draw(workload_builders)("w")
+        obj["spec"]["replicas"] = draw(st.integers(min_value=0, max_value=500))
+    elif kind == "daemon":
+        obj = b.daemonset(node_selector=draw(st.none() | labels))
+    elif kind == "cron":
+        obj = b.cronjob(suspend=draw(st.none() | st.booleans()))
+    elif kind == "job":
+        obj = b.job()
+        obj["spec"]["suspend"] = draw(st.booleans())
+    elif kind == "hpa":
+        obj = b.hpa(draw(label_keys))
+    else:
+        obj = b.webhook()
+    obj["metadata"]["labels"] = draw(labels)
+    obj["metadata"]["annotations"] = draw(labels)
+    return obj
+
+
+@settings(max_examples=300, deadline=None)
+@given(workloads())
+def test_property_activate_deactivate_sanitize_is_identity(obj: dict[str, Any]) -> None:
+    clean = sanitizing.sanitize(obj)
+    before = copy.deepcopy(clean)
+    assert transforms.activate(transforms.deactivate(clean, PROV)) == clean
+    assert clean == before, "deactivate must not modify its input"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=1000))
+def test_property_zero_never_overwrites_memory(replicas: int) -> None:
+    first = transforms.deactivate(sanitizing.sanitize(b.deployment(replicas=replicas)), PROV)
+    again = transforms.deactivate(
+        sanitizing.sanitize(b.deployment(replicas=0)), PROV, previous_inverse=transforms.inverse_of(first)
+    )
+    third = transforms.deactivate(
+        sanitizing.sanitize(b.deployment(replicas=0)), PROV, previous_inverse=transforms.inverse_of(again)
+    )
+    assert transforms.activate(third)["spec"]["replicas"] == replicas
