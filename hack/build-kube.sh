@@ -120,6 +120,24 @@ GO
   log "etcd: built"
 }
 
+kwok_stages() {
+  # kwok ships its lifecycle stages (node Ready, heartbeat, pod Ready/complete/delete) as YAML in
+  # its module; take the "fast" set from the same module version.
+  [[ -s "$OUT/kwok-stages.yaml" ]] && { log "kwok stages: cached"; return 0; }
+  local dir
+  dir=$(cd "$WORK" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || die "could not locate the kwok module to read its stages"
+  local stage="$dir/kustomize/stage"
+  for f in "$stage"/node/fast/node-initialize.yaml "$stage"/node/heartbeat/node-heartbeat.yaml \
+           "$stage"/pod/fast/pod-ready.yaml "$stage"/pod/fast/pod-complete.yaml "$stage"/pod/fast/pod-delete.yaml; do
+    [[ -f "$f" ]] || die "kwok stage $f missing"
+    echo "---"
+    cat "$f"
+  done >"$OUT/kwok-stages.yaml.tmp"
+  mv "$OUT/kwok-stages.yaml.tmp" "$OUT/kwok-stages.yaml"
+  log "kwok stages: written"
+}
+
 build_kwok() {
   want kwok || return 0
   log "building kwok $KWOK_VERSION"
@@ -133,6 +151,7 @@ start=$(date +%s)
 build_etcd
 build_kubernetes
 build_kwok
+kwok_stages
 echo "$KUBE_VERSION" >"$OUT/VERSION"
 log "all binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

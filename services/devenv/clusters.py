@@ -32,6 +32,15 @@ class ClusterStartError(RuntimeError):
     pass
 
 
+class RequestError(Exception):
+    """An HTTP error answer from the API server, already read and closed."""
+
+    def __init__(self, code: int, body: str) -> None:
+        super().__init__(f"HTTP {code}: {body[:500]}")
+        self.code = code
+        self.body = body
+
+
 def write_kubeconfig(path: Path, *, name: str, server: str, ca_pem: bytes, token: str) -> Path:
     config = {
         "apiVersion": "v1",
@@ -102,10 +111,14 @@ class LocalCluster:
             self.kubeconfig, name=self.name, server=self.server,
             ca_pem=self.pki.ca_cert.read_bytes(), token=self.token,
         )
-        self._start_etcd()
-        self.start_apiserver(timeout=timeout)
-        if self.full:
-            self._start_controllers()
+        try:
+            self._start_etcd()
+            self.start_apiserver(timeout=timeout)
+            if self.full:
+                self._start_controllers()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _start_etcd(self) -> None:
@@ -213,7 +226,7 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{kwok_port}",
-                "--node-lease-duration-seconds=40",
+                f"--config={binaries.kwok_stages()}",
             ],
             self.logs / f"{self.name}-kwok.log",
         ).start()
@@ -233,15 +246,19 @@ class LocalCluster:
         self, method: str, path: str, body: dict[str, Any] | None = None, *, token: str | None = None,
         content_type: str = "application/json", timeout: float = 30.0,
     ) -> dict[str, Any]:
-        """A plain HTTPS call as the admin (or ``token``); raises ``urllib.error.HTTPError``."""
+        """A plain HTTPS call as the admin (or ``token``); raises :class:`RequestError`."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {token or self.token}")
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", content_type)
-        with urllib.request.urlopen(req, context=self._ssl(), timeout=timeout) as resp:
-            payload = resp.read()
+        try:
+            with urllib.request.urlopen(req, context=self._ssl(), timeout=timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise RequestError(exc.code, exc.read().decode(errors="replace")) from None
         return json.loads(payload) if payload else {}
 
     def wait_ready(self, *, timeout: float = 60.0) -> None:
@@ -289,7 +306,7 @@ class LocalCluster:
     ) -> Path:
         """A ServiceAccount with exactly ``rules`` (a Role, or a ClusterRole when ``cluster_scoped``)
         and a kubeconfig holding a token for it. For RBAC tests and read-only source access."""
-        with contextlib.suppress(urllib.error.HTTPError):
+        with contextlib.suppress(RequestError):
             self.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
         sa = {"metadata": {"name": name, "namespace": namespace}}
         _create_or_replace(self, f"/api/v1/namespaces/{namespace}/serviceaccounts", name, sa)
@@ -333,7 +350,7 @@ class LocalCluster:
 def _create_or_replace(cluster: LocalCluster, collection: str, name: str, body: dict[str, Any]) -> None:
     try:
         cluster.request("POST", collection, body)
-    except urllib.error.HTTPError as exc:
+    except RequestError as exc:
         if exc.code != 409:
             raise
         current = cluster.request("GET", f"{collection}/{name}")

@@ -14,15 +14,14 @@ import os
 import signal
 import subprocess
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_LIVE: weakref.WeakSet[Process] = weakref.WeakSet()
+_LIVE: set[Process] = set()  # strong: a running child is never garbage-collected unnoticed
 
 
-@dataclass
+@dataclass(eq=False)
 class Process:
     name: str
     argv: Sequence[str]

@@ -1,0 +1,125 @@
+"""Reading RecoveryPlans and ManagedClusters from the service's own cluster, reaching the clusters
+they name, and writing their status. A broken ManagedCluster or an invalid plan becomes a
+condition with a reason; it never stops the other plans."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import API_VERSION, api
+from services.common.kube import ApiError, ConfigError, KubeClient, UnreachableError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Plan:
+    namespace: str
+    name: str
+    generation: int
+    spec: api.RecoveryPlanSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class PlanError(Exception):
+    """A plan or cluster reference that cannot be used; ``reason`` is the condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def parse_plan(obj: Obj) -> Plan:
+    meta = obj.get("metadata") or {}
+    try:
+        spec = api.RecoveryPlanSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        raise PlanError("InvalidSpec", str(exc)) from exc
+    return Plan(meta.get("namespace", ""), meta["name"], int(meta.get("generation", 0)), spec)
+
+
+async def list_plans(client: KubeClient, namespace: str = "") -> list[Obj]:
+    path = f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans" if namespace else (
+        f"/apis/{API_VERSION}/recoveryplans")
+    items, _ = await client.list_all(path)
+    return items
+
+
+async def cluster_client(own: KubeClient, ref: api.ObjectRef, default_namespace: str, **kwargs: Any) -> KubeClient:
+    """A client for the cluster a ManagedCluster points to (kubeconfig from its Secret)."""
+    ns = ref.namespace or default_namespace
+    try:
+        mc = await own.get(f"/apis/{API_VERSION}/namespaces/{ns}/managedclusters/{ref.name}")
+        spec = api.ManagedClusterSpec.model_validate(mc.get("spec") or {})
+        secret = await own.get(f"/api/v1/namespaces/{spec.secret_ref.namespace}/secrets/{spec.secret_ref.name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise PlanError("ClusterNotFound", f"ManagedCluster {ns}/{ref.name} or its Secret: {exc.message}") from exc
+        raise PlanError("ClusterUnreadable", str(exc)) from exc
+    except ValidationError as exc:
+        raise PlanError("InvalidManagedCluster", str(exc)) from exc
+    raw = (secret.get("data") or {}).get("kubeconfig.yaml")
+    if not raw:
+        raise PlanError("KubeconfigMissing", f"Secret {spec.secret_ref.namespace}/{spec.secret_ref.name} "
+                                             "has no key kubeconfig.yaml")
+    try:
+        return KubeClient.from_kubeconfig(base64.b64decode(raw).decode(), **kwargs)
+    except (ConfigError, ValueError) as exc:
+        raise PlanError("KubeconfigInvalid", str(exc)) from exc
+
+
+def condition(type_: str, ok: bool, reason: str, message: str = "") -> Obj:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message[:1000],
+            "lastTransitionTime": now_iso()}
+
+
+def merge_conditions(current: list[Obj], updates: list[Obj]) -> list[Obj]:
+    """Keep lastTransitionTime when the status of a condition did not change."""
+    by_type = {c.get("type"): c for c in current}
+    out = {c.get("type"): c for c in current}
+    for new in updates:
+        old = by_type.get(new["type"])
+        if old is not None and old.get("status") == new["status"]:
+            new = {**new, "lastTransitionTime": old.get("lastTransitionTime", new["lastTransitionTime"])}
+        out[new["type"]] = new
+    return list(out.values())
+
+
+async def patch_status(client: KubeClient, plural: str, namespace: str, name: str, status: Obj) -> None:
+    try:
+        await client.request(
+            "PATCH", f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+            body={"status": status}, content_type="application/merge-patch+json",
+        )
+    except (ApiError, UnreachableError) as exc:
+        log.warning("could not update status of %s %s/%s: %s", plural, namespace, name, exc)
+
+
+async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: list[Obj], **fields: Any) -> None:
+    if isinstance(plan, Plan):
+        ns, name = plan.namespace, plan.name
+    else:
+        ns, name = plan["metadata"]["namespace"], plan["metadata"]["name"]
+    try:
+        current = await client.get(f"/apis/{API_VERSION}/namespaces/{ns}/recoveryplans/{name}")
+    except (ApiError, UnreachableError):
+        return
+    status = dict(current.get("status") or {})
+    status["conditions"] = merge_conditions(status.get("conditions") or [], conditions)
+    status.update(fields)
+    await patch_status(client, "recoveryplans", ns, name, status)

@@ -1,0 +1,32 @@
+"""Settings shared by every service (each service's settings class nests these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class NatsSettings(BaseModel):
+    url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    user: str | None = Field(default=None, description="NATS user (the broker requires authentication).")
+    password: SecretStr | None = Field(default=None, description="NATS password.")
+    subject_prefix: str = Field(default="standby", description="First token of every object subject.")
+    max_payload_bytes: int = Field(default=8 * 1024 * 1024, description="Broker payload limit we stay under.")
+    history_per_subject: int = Field(default=5, ge=1, description="States kept per object (point-in-time rebuilds).")
+    max_age_seconds: float = Field(default=0, ge=0, description="Drop states older than this; 0 keeps them.")
+    duplicate_window_seconds: float = Field(default=120, gt=0, description="Nats-Msg-Id dedupe window.")
+
+
+class KubeSettings(BaseModel):
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig of the cluster the service lives in; None: in-cluster."
+    )
+    namespace: str = Field(default="standby-system", description="Namespace of Standby's own objects.")
+
+
+class ServeSettings(BaseModel):
+    port: int = Field(default=9100, description="Port for /metrics and /healthz; 0 picks a free one.")
+    host: str = Field(default="127.0.0.1", description="Address to serve on.")
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$", description="auto: JSON unless a TTY.")
+    log_level: str = Field(default="INFO")

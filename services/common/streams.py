@@ -1,0 +1,116 @@
+"""JetStream plumbing shared by watcher, syncer and recovery: connecting, the per-plan stream
+(created and reconfigured idempotently), and reading the last state of every subject.
+
+One stream per plan: a plan's history, limits and deletion are then independent of the others,
+and a rebuild or a ``fromOriginal`` reads only its own plan. The stream is limits-retention with a
+bounded per-subject history, so it compacts itself and always holds the latest state of every
+protected object."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from schemas import subjects
+from services.common.settings import NatsSettings
+
+HDR_TYPE = "Standby-Type"
+HDR_RV = "Standby-Rv"
+HDR_UID = "Standby-Uid"
+HDR_REASON = "Standby-Reason"
+
+
+async def connect(settings: NatsSettings, *, name: str) -> Client:
+    return await nats.connect(
+        settings.url,
+        user=settings.user,
+        password=settings.password.get_secret_value() if settings.password else None,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+    )
+
+
+def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=subjects.stream_name(plan_namespace, plan_name),
+        subjects=[
+            subjects.plan_filter(settings.subject_prefix, plan_namespace, plan_name),
+            subjects.dead_letter_subject(settings.subject_prefix, plan_namespace, plan_name),
+        ],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_msgs_per_subject=settings.history_per_subject,
+        max_msg_size=settings.max_payload_bytes,
+        max_age=settings.max_age_seconds,
+        duplicate_window=settings.duplicate_window_seconds,
+        discard=js_api.DiscardPolicy.OLD,
+        allow_direct=True,
+        description=f"Standby plan {plan_namespace}/{plan_name}",
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: NatsSettings, plan_namespace: str,
+                        plan_name: str) -> js_api.StreamInfo:
+    config = stream_config(settings, plan_namespace, plan_name)
+    try:
+        await js.stream_info(config.name)  # type: ignore[arg-type]
+    except NotFoundError:
+        return await js.add_stream(config)
+    return await js.update_stream(config)
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    type: str
+    resource_version: str
+    uid: str
+    sequence: int
+
+
+async def last_states(js: JetStreamContext, stream: str, filter_subject: str,
+                      *, timeout: float = 10.0) -> dict[str, SubjectState]:
+    """The last message of every subject under ``filter_subject``, headers only (cheap)."""
+    info = await js.stream_info(stream, subjects_filter=filter_subject)
+    expected = len(info.state.subjects or {}) if info.state.subjects is not None else None
+    states: dict[str, SubjectState] = {}
+    if expected == 0:
+        return states
+    sub = await js.pull_subscribe(
+        filter_subject, stream=stream,
+        config=js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=js_api.AckPolicy.NONE,
+            headers_only=True, inactive_threshold=30, mem_storage=True,
+        ),
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                batch = await sub.fetch(1000, timeout=1.0)
+            except TimeoutError:
+                batch = []
+            for msg in batch:
+                h = msg.headers or {}
+                states[msg.subject] = SubjectState(
+                    h.get(HDR_TYPE, ""), h.get(HDR_RV, ""), h.get(HDR_UID, ""), msg.metadata.sequence.stream
+                )
+                if msg.metadata.num_pending == 0:
+                    return states
+            if not batch and (expected is None or len(states) >= expected):
+                return states
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading last states of {filter_subject} took over {timeout}s")
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

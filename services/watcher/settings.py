@@ -1,0 +1,23 @@
+"""Watcher settings, from ``STANDBY_WATCHER_*`` environment variables (nested with ``__``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KubeSettings, NatsSettings, ServeSettings
+
+
+class WatcherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STANDBY_WATCHER_", env_nested_delimiter="__", extra="ignore")
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9101))
+    page_size: int = Field(default=500, ge=1, description="LIST page size.")
+    watch_timeout_seconds: int = Field(default=300, ge=5, description="Server-side watch timeout; then re-watch.")
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay.")
+    backoff_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay.")
+    plan_resync_seconds: float = Field(default=30.0, gt=0, description="Re-read plans even without events.")
+    publish_window: int = Field(default=2048, ge=1, description="Publishes in flight before waiting for acks.")
+    compress_over_bytes: int = Field(default=64 * 1024, ge=0, description="Compress bodies above this size.")
