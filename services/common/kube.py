@@ -341,3 +341,15 @@ async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, wha
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def in_cluster_credentials() -> Credentials:
+    """The pod's service account (the services' normal way in a cluster)."""
+    import os
+
+    root = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (root / "token").exists():
+        raise ConfigError("not running in a cluster and no kubeconfig given")
+    return Credentials(server=f"https://{host}:{port}", ca_pem=(root / "ca.crt").read_bytes(),
+                       token=(root / "token").read_text().strip())

@@ -77,16 +77,27 @@ def install(env: DevEnvironment) -> None:
     register_cluster(env.sync_cluster, "destination", env.clusters["destination"].kubeconfig)
 
 
-def service_env(env: DevEnvironment) -> dict[str, str]:
-    return env.env_vars()
+def service_env(env: DevEnvironment, service: str) -> dict[str, str]:
+    """Environment for one service process, in its settings' own prefix."""
+    assert env.nats is not None
+    prefix = f"STANDBY_{service.upper()}_"
+    own = env.clusters["destination"] if service == "recovery" else env.sync_cluster
+    return {
+        prefix + "NATS__URL": env.nats.url,
+        prefix + "NATS__USER": env.nats.user,
+        prefix + "NATS__PASSWORD": env.nats.password,
+        prefix + "KUBE__KUBECONFIG": str(own.kubeconfig),
+        prefix + "SERVE__PORT": "0",
+        prefix + "SERVE__LOG_FORMAT": "json",
+    }
 
 
 def start_services(env: DevEnvironment, names: tuple[str, ...] = ("watcher", "syncer", "recovery")) -> None:
     """Run the services as local processes wired to the dev clusters (logs under DIR/logs)."""
-    vars_ = service_env(env)
     for name in names:
         env.services[name] = Process(
-            name, [sys.executable, "-m", f"services.{name}"], env.root / "logs" / f"{name}.log", env=vars_
+            name, [sys.executable, "-m", f"services.{name}"], env.root / "logs" / f"{name}.log",
+            env=service_env(env, name),
         ).start()
 
 

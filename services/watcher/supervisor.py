@@ -1,0 +1,149 @@
+"""Starts, restarts and stops the per-plan, per-resource watches as plans come and go.
+
+Plans are re-read every ``plan_resync_seconds``; a plan whose generation or suspension changed has
+its watches restarted. A plan that cannot run (missing ManagedCluster, bad kubeconfig, invalid
+filter) gets a condition with the reason; the others keep running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from schemas import selection, subjects
+from services.common import plans, streams
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.watcher.publishing import Publisher
+from services.watcher.settings import WatcherSettings
+from services.watcher.watching import NamespaceLabels, ResourceWatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanRunner:
+    plan: plans.Plan
+    own: KubeClient
+    js: JetStreamContext
+    settings: WatcherSettings
+    watches: list[ResourceWatch] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    source: KubeClient | None = None
+
+    async def start(self) -> None:
+        plan = self.plan
+        try:
+            for r in plan.spec.resources:
+                selection.compile_filters(r.filters)
+            self.source = await plans.cluster_client(self.own, plan.spec.source_cluster_ref, plan.namespace,
+                                                     user_agent="standby-watcher")
+            version = await self.source.server_version()
+        except (plans.PlanError, selection.InvalidFilterError) as exc:
+            reason = getattr(exc, "reason", "InvalidFilter")
+            log.error("plan cannot run: %s", exc, extra={"plan": plan.key, "reason": reason})
+            await plans.set_plan_conditions(self.own, plan, [plans.condition("SourceReachable", False, reason, str(exc))],
+                                            phase="Degraded")
+            raise
+        except (ApiError, UnreachableError) as exc:
+            await plans.set_plan_conditions(self.own, plan, [plans.condition("SourceReachable", False,
+                                                                             "Unreachable", str(exc))],
+                                            phase="Degraded")
+            raise
+        info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name)
+        publisher = Publisher(self.js, stream=info.config.name or "", prefix=self.settings.nats.subject_prefix,
+                              window=self.settings.publish_window,
+                              max_payload_bytes=self.settings.nats.max_payload_bytes,
+                              compress_over_bytes=self.settings.compress_over_bytes)
+        namespaces = NamespaceLabels(self.source)
+        for r in plan.spec.resources:
+            watch = ResourceWatch(plan, r, self.source, self.js, publisher, self.settings, namespaces)
+            self.watches.append(watch)
+            self.tasks.append(asyncio.create_task(watch.run(), name=f"watch {watch.name}"))
+        await plans.set_plan_conditions(self.own, plan, [plans.condition(
+            "SourceReachable", True, "Connected", f"source {version}")])
+        log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+        if self.source is not None:
+            await self.source.close()
+
+
+@dataclass
+class Supervisor:
+    own: KubeClient
+    nc: Client
+    settings: WatcherSettings
+    runners: dict[str, tuple[tuple[int, bool], PlanRunner | None]] = field(default_factory=dict)
+    healthy: bool = False
+
+    async def sync_once(self) -> None:
+        raw = await plans.list_plans(self.own)
+        seen = set()
+        for obj in raw:
+            try:
+                plan = plans.parse_plan(obj)
+            except plans.PlanError as exc:
+                await plans.set_plan_conditions(self.own, obj, [plans.condition("Valid", False, exc.reason, exc.message)])
+                continue
+            seen.add(plan.key)
+            signature = (plan.generation, plan.spec.suspend)
+            current = self.runners.get(plan.key)
+            if current is not None and current[0] == signature and current[1] is not None:
+                continue
+            if current is not None and current[1] is not None:
+                await current[1].stop()
+            if plan.spec.suspend:
+                if current is None or current[0] != signature:
+                    log.info("Recovery plan is suspended", extra={"plan": plan.key})
+                    await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", True, "Suspended")],
+                                                    phase="Suspended")
+                self.runners[plan.key] = (signature, None)
+                continue
+            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings)
+            try:
+                await runner.start()
+            except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):
+                await runner.stop()
+                self.runners.pop(plan.key, None)  # retried at the next resync
+                continue
+            if current is not None and current[0][1]:
+                await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", False, "Resumed")])
+            self.runners[plan.key] = (signature, runner)
+        for key in set(self.runners) - seen:
+            _, runner = self.runners.pop(key)
+            if runner is not None:
+                log.info("plan deleted; stopping its watches", extra={"plan": key})
+                await runner.stop()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.sync_once()
+                    self.healthy = True
+                except (ApiError, UnreachableError) as exc:
+                    self.healthy = False
+                    log.warning("cannot read plans: %s", exc)
+                await asyncio.sleep(self.settings.plan_resync_seconds)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for _, runner in list(self.runners.values()):
+            if runner is not None:
+                await runner.stop()
+        self.runners.clear()
+
+
+def plan_subjects_prefix(settings: WatcherSettings) -> str:
+    return subjects.DEFAULT_PREFIX if not settings.nats.subject_prefix else settings.nats.subject_prefix

@@ -1,0 +1,242 @@
+"""List and watch one resource of one plan in the source; publish what changed.
+
+The loop, and why:
+
+1. a consistent LIST (``resourceVersion`` unset, paginated): never stale, never back in time;
+2. compare with the stream's last message per subject: publish what differs, and tombstones for
+   objects the stream holds but the source no longer has (deleted while nobody watched). A list
+   that failed, was forbidden or came back empty never produces tombstones;
+3. WATCH from the list's resourceVersion with bookmarks; ``410 Gone`` means LIST again (never
+   resume from an expired version); a broken connection resumes from the last version seen;
+4. capped exponential backoff between failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from schemas import api, kinds, sanitizing, selection, subjects
+from schemas.envelope import Envelope, EventType, ObjectReference
+from services.common import streams
+from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.plans import Plan
+from services.watcher import metrics
+from services.watcher.publishing import Publisher
+from services.watcher.settings import WatcherSettings
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+class RelistNeeded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NamespaceLabels:
+    """Labels of the source's namespaces, for ``namespaceSelector`` (refreshed on every LIST)."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.labels: dict[str, dict[str, str]] = {}
+
+    async def refresh(self) -> None:
+        items, _ = await self.client.list_all("/api/v1/namespaces")
+        self.labels = {i["metadata"]["name"]: i["metadata"].get("labels") or {} for i in items}
+
+    async def of(self, namespace: str) -> dict[str, str]:
+        if namespace not in self.labels:
+            try:
+                ns = await self.client.get(f"/api/v1/namespaces/{namespace}")
+                self.labels[namespace] = ns["metadata"].get("labels") or {}
+            except ApiError:
+                return {}
+        return self.labels[namespace]
+
+
+@dataclass
+class ResourceWatch:
+    plan: Plan
+    selector: api.ResourceSelector
+    source: KubeClient
+    js: JetStreamContext
+    publisher: Publisher
+    settings: WatcherSettings
+    namespaces: NamespaceLabels
+    epoch: int = 0
+    info: ResourceInfo | None = None
+    # subject -> (type, resourceVersion) of the last message this watch knows the stream holds
+    known: dict[str, tuple[str, str]] = field(default_factory=dict)
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+    _publish_failed: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.filters = selection.compile_filters(self.selector.filters)
+        self.label_query = selection.to_query(self.selector.filters.selector)
+
+    @property
+    def name(self) -> str:
+        return f"{self.plan.key}/{self.selector.resource}.{self.selector.group or 'core'}"
+
+    def subject_of(self, namespace: str, name: str) -> str:
+        assert self.info is not None
+        return subjects.object_subject(
+            prefix=self.settings.nats.subject_prefix, plan_namespace=self.plan.namespace,
+            plan_name=self.plan.name, group=self.info.group, version=self.info.version,
+            resource=self.info.resource, namespace=namespace, name=name)
+
+    def resource_filter(self) -> str:
+        assert self.info is not None
+        return ".".join((
+            subjects.plan_filter(self.settings.nats.subject_prefix, self.plan.namespace, self.plan.name)[:-2],
+            subjects.encode_token(self.info.group) if self.info.group else subjects.CORE_GROUP_TOKEN,
+            subjects.encode_token(self.info.version), subjects.encode_token(self.info.resource), ">"))
+
+    async def selected(self, obj: Obj) -> bool:
+        if kinds.skip_reason(obj) is not None:
+            return False
+        namespace = (obj.get("metadata") or {}).get("namespace", "")
+        ns_labels = await self.namespaces.of(namespace) if self.filters.needs_namespace_labels and namespace else None
+        return self.filters.matches(obj, ns_labels)
+
+    # -- publishing -------------------------------------------------------------------------
+    def _failed(self, exc: BaseException) -> None:
+        self._publish_failed = exc
+
+    async def _publish(self, type_: EventType, obj: Obj, *, resource_version: str | None = None,
+                       uid: str | None = None) -> None:
+        assert self.info is not None
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        rv = resource_version or str(meta.get("resourceVersion", ""))
+        env = Envelope(
+            type=type_,
+            ref=ObjectReference(group=self.info.group, version=self.info.version, resource=self.info.resource,
+                                kind=self.info.kind, namespace=namespace, name=name),
+            source_uid=uid or str(meta.get("uid", "")),
+            source_resource_version=rv,
+            observed_at=time.time(),
+            plan_namespace=self.plan.namespace,
+            plan_name=self.plan.name,
+            epoch=self.epoch,
+            body=sanitizing.sanitize(obj) if type_ is EventType.UPSERT else None,
+        )
+        if await self.publisher.publish(env, on_failure=self._failed):
+            self.known[self.subject_of(namespace, name)] = (type_.value, rv)
+
+    # -- list ---------------------------------------------------------------------------------
+    async def relist(self, reason: str) -> str:
+        assert self.info is not None
+        items, list_rv = await self.source.list_all(self.info.collection(), label_selector=self.label_query,
+                                                    page_size=self.settings.page_size)
+        if self.filters.needs_namespace_labels:
+            await self.namespaces.refresh()
+        states = await streams.last_states(self.js, self.publisher.stream, self.resource_filter())
+        self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
+        present: set[str] = set()
+        for obj in items:
+            obj.setdefault("apiVersion", self.info.api_version)
+            obj.setdefault("kind", self.info.kind)
+            if not await self.selected(obj):
+                continue
+            meta = obj["metadata"]
+            subject = self.subject_of(meta.get("namespace", ""), meta["name"])
+            present.add(subject)
+            if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))):
+                await self._publish(EventType.UPSERT, obj)
+        stale = [s for s, (t, _) in self.known.items() if t == EventType.UPSERT.value and s not in present]
+        if stale and not items:
+            # An empty list is never a reason to delete: a misconfigured or half-restored source
+            # must not wipe the stand-by.
+            metrics.refused(self.plan.key, self.info.resource, "empty_list_no_tombstones")
+            log.warning("source list is empty; refusing to publish %d tombstones", len(stale),
+                        extra={"plan": self.plan.key, "resource": self.info.resource})
+        else:
+            for subject in stale:
+                parts = subjects.parse_subject(subject, prefix=self.settings.nats.subject_prefix)
+                uid = states[subject].uid if subject in states else ""
+                await self._publish(EventType.DELETE, {"metadata": {"name": parts.name,
+                                                                    "namespace": parts.namespace}},
+                                    resource_version=list_rv, uid=uid)
+        await self.publisher.flush()
+        metrics.relisted(self.plan.key, self.info.resource, reason, len(present))
+        log.info("listed %d objects (%d selected, %d tombstones)", len(items), len(present),
+                 0 if not items else len(stale), extra={"plan": self.plan.key, "resource": self.info.resource,
+                                                        "reason": reason, "rv": list_rv})
+        self.listed.set()
+        return list_rv
+
+    # -- watch --------------------------------------------------------------------------------
+    async def watch_from(self, resource_version: str) -> None:
+        """Watch until 410 (raises RelistNeeded) or a failed publish; returns to re-watch on timeout."""
+        assert self.info is not None
+        rv = resource_version
+        while True:
+            async for event in self.source.watch(self.info.collection(), resource_version=rv,
+                                                 label_selector=self.label_query,
+                                                 timeout_seconds=self.settings.watch_timeout_seconds):
+                if self._publish_failed is not None:
+                    exc, self._publish_failed = self._publish_failed, None
+                    raise RelistNeeded(f"publish failed: {exc!r}")
+                type_, obj = event["type"], event["object"]
+                rv = str(obj.get("metadata", {}).get("resourceVersion", rv))
+                if type_ == "BOOKMARK":
+                    continue
+                metrics.observed(self.plan.key, self.info.resource, type_)
+                await self.handle(type_, obj)
+
+    async def handle(self, type_: str, obj: Obj) -> None:
+        assert self.info is not None
+        meta = obj.get("metadata") or {}
+        subject = self.subject_of(meta.get("namespace", ""), meta["name"])
+        previously = self.known.get(subject, ("", ""))[0] == EventType.UPSERT.value
+        if type_ in ("ADDED", "MODIFIED"):
+            obj.setdefault("apiVersion", self.info.api_version)
+            obj.setdefault("kind", self.info.kind)
+            if await self.selected(obj):
+                await self._publish(EventType.UPSERT, obj)
+                return
+        if previously:  # deleted, or no longer selected
+            await self._publish(EventType.DELETE, obj)
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        delay = self.settings.backoff_initial_seconds
+        reason = "start"
+        while True:
+            try:
+                if self.info is None:
+                    self.info = await self.source.resolve(self.selector.group, self.selector.version,
+                                                          self.selector.resource)
+                rv = await self.relist(reason)
+                delay = self.settings.backoff_initial_seconds
+                await self.watch_from(rv)
+            except RelistNeeded as exc:
+                reason = "publish_failed"
+                log.warning("re-listing: %s", exc.reason, extra={"plan": self.plan.key})
+            except ApiError as exc:
+                if exc.gone:
+                    reason = "gone"
+                    log.info("watch expired (410 Gone); re-listing", extra={"plan": self.plan.key,
+                                                                              "resource": self.selector.resource})
+                    continue
+                reason = f"error_{exc.status}"
+                metrics.error(self.plan.key, f"api_{exc.status}")
+                log.warning("source answered %s; retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+            except UnreachableError as exc:
+                reason = "unreachable"
+                metrics.error(self.plan.key, "unreachable")
+                log.warning("source unreachable (%s); retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+            except TimeoutError as exc:
+                reason = "stream_timeout"
+                metrics.error(self.plan.key, "stream")
+                log.warning("stream not answering (%s); retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.backoff_max_seconds)

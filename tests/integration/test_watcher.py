@@ -1,0 +1,326 @@
+"""The watcher against a real source API server and a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+
+from schemas import subjects
+from schemas.envelope import EventType
+from services.common import plans, streams
+from services.common.kube import KubeClient
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.watcher.publishing import Publisher
+from services.watcher.settings import WatcherSettings
+from services.watcher.supervisor import Supervisor
+from services.watcher.watching import NamespaceLabels, ResourceWatch
+from tests.support import env as h
+from tests.support.streams import messages
+
+WIDGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+@pytest.fixture
+def settings(nats_server: LocalNats, registered: LocalCluster) -> WatcherSettings:
+    return WatcherSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3,
+                           backoff_initial_seconds=0.1, backoff_max_seconds=1.0)
+
+
+@pytest.fixture
+async def kube(source: LocalCluster, registered: LocalCluster) -> AsyncIterator[tuple[KubeClient, KubeClient]]:
+    async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+            KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
+        yield src, dst
+
+
+@pytest.fixture(autouse=True)
+async def fresh_plans(registered: LocalCluster) -> AsyncIterator[None]:
+    """Each test sees only its own plans (a watcher runs every plan it finds)."""
+    async with KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
+        await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
+    yield
+
+
+@pytest.fixture
+async def js(nats_server: LocalNats) -> AsyncIterator[Any]:
+    nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def run_watcher(dst: KubeClient, settings: WatcherSettings) -> tuple[Supervisor, Any]:
+    nc = await streams.connect(settings.nats, name="test-watcher")
+    return Supervisor(dst, nc, settings), nc
+
+
+async def listed(supervisor: Supervisor, plan: str) -> None:
+    """Wait until every watch of ``plan`` has listed (changes after this are seen by the watch)."""
+    async def check() -> None:
+        runner = supervisor.runners[f"{h.SYSTEM}/{plan}"][1]
+        assert runner is not None and runner.watches and all(w.listed.is_set() for w in runner.watches)
+    await h.eventually(check, timeout=30)
+
+
+def by_object(msgs: list[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for _, subject, env in msgs:
+        out.setdefault(subject, []).append(env)
+    return out
+
+
+async def test_changes_of_several_kinds_appear_in_order(kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "w-order")
+    await src.apply("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com", WIDGET_CRD,
+                    field_manager="test")
+    await h.apply_plan(dst, h.plan_body("order", [
+        {"version": "v1", "resource": "configmaps", "filters": {"namespaces": ["w-order"]}},
+        {"group": "example.com", "version": "v1", "resource": "widgets"},
+        {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles",
+         "filters": {"nameSelector": {"includeRegex": ["^w-order-"]}}},
+    ]))
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await h.eventually(lambda: _resource_listed(src, "/apis/example.com/v1"), what="CRD served")
+        await listed(supervisor, "order")
+        cm = await h.configmap(src, "w-order", "app.settings", {"v": "1"})
+        cm2 = await h.configmap(src, "w-order", "app.settings", {"v": "2"})
+        await src.request("DELETE", "/api/v1/namespaces/w-order/configmaps/app.settings")
+        await src.apply("/apis/example.com/v1/namespaces/w-order/widgets/gear", {
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "gear", "namespace": "w-order"},
+            "spec": {"size": 3}}, field_manager="test")
+        await src.apply("/apis/rbac.authorization.k8s.io/v1/clusterroles/w-order-reader", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "w-order-reader"}, "rules": []}, field_manager="test")
+        stream = subjects.stream_name(h.SYSTEM, "order")
+
+        async def check() -> dict[str, list[Any]]:
+            got = by_object(await messages(js, stream))
+            [cm_subject] = [s for s in got if s.endswith(".configmaps.w-order.app_settings")]
+            assert [(e.type, e.source_resource_version) for e in got[cm_subject]] == [
+                (EventType.UPSERT, cm["metadata"]["resourceVersion"]),
+                (EventType.UPSERT, cm2["metadata"]["resourceVersion"]),
+                (EventType.DELETE, got[cm_subject][2].source_resource_version)]
+            assert got[cm_subject][1].body["data"] == {"v": "2"}
+            assert "resourceVersion" not in got[cm_subject][1].body["metadata"]
+            widget = got["standby.standby-system:order.example_com.v1.widgets.w-order.gear"][-1]
+            assert widget.body["spec"] == {"size": 3}
+            role = got["standby.standby-system:order.rbac_authorization_k8s_io.v1.clusterroles._.w-order-reader"]
+            assert role[-1].ref.namespace == ""
+            assert not any(s.rsplit(".", 1)[1].startswith("system:") for s in got), "name filter must exclude others"
+            return got
+
+        await h.eventually(check, timeout=30)
+    await supervisor.stop()
+    await nc.close()
+
+
+async def _resource_listed(src: KubeClient, path: str) -> None:
+    assert (await src.get(path))["resources"]
+
+
+async def test_filters_select_exactly(kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "f-in", {"dr": "on"})
+    await h.namespace(src, "f-out", {"dr": "off"})
+    await h.apply_plan(dst, h.plan_body("filters", [{"version": "v1", "resource": "configmaps", "filters": {
+        "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "db"]}]},
+        "namespaceSelector": {"matchLabels": {"dr": "on"}},
+        "nameSelector": {"excludeRegex": ["-tmp$"]}}}]))
+    await h.configmap(src, "f-in", "yes-web", labels={"tier": "web"})
+    await h.configmap(src, "f-in", "yes-db", labels={"tier": "db"})
+    await h.configmap(src, "f-in", "no-label")
+    await h.configmap(src, "f-in", "no-cache", labels={"tier": "cache"})
+    await h.configmap(src, "f-in", "no-tmp", labels={"tier": "web"})
+    await h.configmap(src, "f-out", "no-ns", labels={"tier": "web"})
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await listed(supervisor, "filters")
+        await h.configmap(src, "f-in", "yes-later", labels={"tier": "web"})
+
+        async def check() -> None:
+            got = by_object(await messages(js, subjects.stream_name(h.SYSTEM, "filters")))
+            names = sorted(s.rsplit(".", 1)[1] for s in got)
+            assert names == ["yes-db", "yes-later", "yes-web"]
+        await h.eventually(check)
+    await supervisor.stop()
+    await nc.close()
+
+
+async def test_restart_publishes_exactly_the_missed_changes(kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "w-restart")
+    await asyncio.gather(*(h.configmap(src, "w-restart", f"old-{i}") for i in range(100)))
+    await h.apply_plan(dst, h.plan_body("restart", [{"version": "v1", "resource": "configmaps",
+                                                     "filters": {"namespaces": ["w-restart"]}}]))
+    stream = subjects.stream_name(h.SYSTEM, "restart")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        async def all_published() -> None:
+            assert len(await messages(js, stream)) == 100
+        await h.eventually(all_published)
+    await supervisor.stop()
+    await nc.close()
+    before = len(await messages(js, stream))
+
+    await asyncio.gather(*(src.request("DELETE", f"/api/v1/namespaces/w-restart/configmaps/old-{i}")
+                           for i in range(50)))
+    await asyncio.gather(*(h.configmap(src, "w-restart", f"new-{i}") for i in range(50)))
+
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        async def caught_up() -> list[Any]:
+            new = (await messages(js, stream))[before:]
+            assert len(new) == 100
+            return new
+        new = await h.eventually(caught_up)
+        await asyncio.sleep(1)  # nothing more may follow
+        assert len(await messages(js, stream)) == before + 100
+    await supervisor.stop()
+    await nc.close()
+    tombstones = sorted(s.rsplit(".", 1)[1] for _, s, e in new if e.type is EventType.DELETE)
+    upserts = sorted(s.rsplit(".", 1)[1] for _, s, e in new if e.type is EventType.UPSERT)
+    assert tombstones == sorted(f"old-{i}" for i in range(50))
+    assert upserts == sorted(f"new-{i}" for i in range(50))
+
+
+async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kube: Any, js: Any,
+                                                       settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "w-gone")
+    await h.apply_plan(dst, h.plan_body("gone", [{"version": "v1", "resource": "configmaps",
+                                                  "filters": {"namespaces": ["w-gone"]}}]))
+    plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/gone"))
+    nc = await streams.connect(settings.nats, name="test")
+    jsc = nc.jetstream()
+    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone")
+    publisher = Publisher(jsc, stream=info.config.name or "", prefix="standby", window=100,
+                          max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
+    watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
+    stale_rv = (await src.get("/api/v1/namespaces/w-gone/configmaps"))["metadata"]["resourceVersion"]
+    for i in range(5):
+        await h.configmap(src, "w-gone", f"c{i}")
+    source.compact_etcd()
+
+    real_relist, reasons = watch.relist, []
+
+    async def relist(reason: str) -> str:
+        reasons.append(reason)
+        rv = await real_relist(reason)
+        return stale_rv if len(reasons) == 1 else rv  # the first watch starts from an expired version
+
+    watch.relist = relist  # type: ignore[method-assign]
+    async with h.running(watch.run(), "watch"):
+        await h.eventually(lambda: _assert(reasons == ["start", "gone"]), timeout=20)
+        await h.configmap(src, "w-gone", "after")
+
+        async def check() -> None:
+            names = {s.rsplit(".", 1)[1] for _, s, _ in await messages(js, info.config.name or "")}
+            assert names == {"c0", "c1", "c2", "c3", "c4", "after"}
+        await h.eventually(check)
+    await nc.close()
+
+
+async def _assert(ok: bool) -> None:
+    assert ok
+
+
+async def test_forbidden_or_unreachable_source_publishes_no_tombstone(
+        source: LocalCluster, kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "w-rbac")
+    for i in range(5):
+        await h.configmap(src, "w-rbac", f"c{i}")
+    await h.apply_plan(dst, h.plan_body("rbac", [{"version": "v1", "resource": "configmaps",
+                                                  "filters": {"namespaces": ["w-rbac"]}}]))
+    stream = subjects.stream_name(h.SYSTEM, "rbac")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await h.eventually(lambda: _count(js, stream, 5))
+    await supervisor.stop()
+    await nc.close()
+
+    binding = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/standby-reader"
+    saved = await src.get(binding)
+    await src.request("DELETE", binding)
+    try:
+        supervisor, nc = await run_watcher(dst, settings)
+        async with h.running(supervisor.run(), "watcher"):
+            await asyncio.sleep(3)  # several failed LISTs (403) with backoff
+            reader = supervisor.runners["standby-system/rbac"][1]
+            assert reader is not None and not reader.watches[0].listed.is_set()
+        await supervisor.stop()
+        await nc.close()
+    finally:
+        saved["metadata"] = {"name": "standby-reader"}
+        await src.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=saved)
+    msgs = await messages(js, stream)
+    assert [e.type for _, _, e in msgs] == [EventType.UPSERT] * 5
+
+    # An unreachable source: a ManagedCluster pointing at a closed port.
+    import base64
+
+    import yaml
+    config = yaml.safe_load(source.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
+    await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/dead-kubeconfig", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dead-kubeconfig", "namespace": h.SYSTEM},
+        "data": {"kubeconfig.yaml": base64.b64encode(yaml.safe_dump(config).encode()).decode()}}, field_manager="t")
+    await dst.apply(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/dead", {
+        "apiVersion": "dr.standby.dev/v1alpha1", "kind": "ManagedCluster",
+        "metadata": {"name": "dead", "namespace": h.SYSTEM},
+        "spec": {"secretRef": {"name": "dead-kubeconfig", "namespace": h.SYSTEM}}}, field_manager="t")
+    body = h.plan_body("rbac", [{"version": "v1", "resource": "configmaps", "filters": {"namespaces": ["w-rbac"]}}])
+    body["spec"]["sourceClusterRef"]["name"] = "dead"
+    await h.apply_plan(dst, body)
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        async def degraded() -> None:
+            status = (await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/rbac"))["status"]
+            cond = {c["type"]: c for c in status["conditions"]}["SourceReachable"]
+            assert cond["status"] == "False" and cond["reason"] == "Unreachable"
+        await h.eventually(degraded)
+    await supervisor.stop()
+    await nc.close()
+    assert [e.type for _, _, e in await messages(js, stream)] == [EventType.UPSERT] * 5
+
+
+async def _count(js: Any, stream: str, n: int) -> None:
+    assert len(await messages(js, stream)) == n
+
+
+async def test_suspend_stops_publishing_and_resume_catches_up(kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.namespace(src, "w-suspend")
+    body = h.plan_body("suspend", [{"version": "v1", "resource": "configmaps",
+                                    "filters": {"namespaces": ["w-suspend"]}}])
+    await h.apply_plan(dst, body)
+    stream = subjects.stream_name(h.SYSTEM, "suspend")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await listed(supervisor, "suspend")
+        await h.configmap(src, "w-suspend", "before")
+        await h.eventually(lambda: _count(js, stream, 1))
+        body["spec"]["suspend"] = True
+        await h.apply_plan(dst, body)
+        await h.eventually(lambda: _assert(supervisor.runners["standby-system/suspend"][1] is None))
+        await h.configmap(src, "w-suspend", "during")
+        await asyncio.sleep(1.5)
+        assert len(await messages(js, stream)) == 1
+        body["spec"]["suspend"] = False
+        await h.apply_plan(dst, body)
+        await h.eventually(lambda: _count(js, stream, 2))
+    await supervisor.stop()
+    await nc.close()

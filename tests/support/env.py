@@ -1,0 +1,74 @@
+"""Helpers the integration and e2e tests share: plans, objects in the source, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from schemas import API_VERSION
+from services.common.kube import ApiError, KubeClient
+from services.common.settings import NatsSettings
+from services.devenv.natsd import LocalNats
+
+T = TypeVar("T")
+SYSTEM = "standby-system"
+
+
+def nats_settings(server: LocalNats, **kwargs: Any) -> NatsSettings:
+    return NatsSettings(url=server.url, user=server.user, password=server.password, **kwargs)  # type: ignore[arg-type]
+
+
+def plan_body(name: str, resources: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "RecoveryPlan", "metadata": {"name": name, "namespace": SYSTEM},
+            "spec": {"sourceClusterRef": {"name": "source", "namespace": SYSTEM}, "resources": resources, **spec}}
+
+
+async def apply_plan(kube: KubeClient, body: dict[str, Any]) -> None:
+    await kube.apply(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryplans/{body['metadata']['name']}", body,
+                     field_manager="test")
+
+
+async def namespace(kube: KubeClient, name: str, labels: dict[str, str] | None = None) -> None:
+    await kube.apply(f"/api/v1/namespaces/{name}", {"apiVersion": "v1", "kind": "Namespace",
+                                                    "metadata": {"name": name, "labels": labels or {}}},
+                     field_manager="test")
+
+
+async def configmap(kube: KubeClient, ns: str, name: str, data: dict[str, str] | None = None,
+                    labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return await kube.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "data": data or {"v": "1"}}, field_manager="test")
+
+
+async def delete(kube: KubeClient, path: str) -> None:
+    with contextlib.suppress(ApiError):
+        await kube.request("DELETE", path)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.2,
+                     what: str = "condition") -> T:
+    """Retry ``check`` (which asserts) until it passes; re-raise its last failure at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await check()
+        except Exception:  # the check asserts; anything it raises means "not yet"
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running(coro: Awaitable[Any], name: str) -> AsyncIterator[asyncio.Task[Any]]:
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
