@@ -37,3 +37,12 @@ def is_bookkeeping(key: str) -> bool:
 
 def plan_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
+
+# Fences: ConfigMaps in the destination's Standby namespace, one per activated plan. The syncer
+# refuses to write any copy of a fenced plan; recovery writes the fence before it changes anything.
+FENCE_LABEL = PREFIX + "fence"
+FENCE_PREFIX = "standby-fence."
+
+
+def fence_name(plan_namespace: str, plan_name: str) -> str:
+    return f"{FENCE_PREFIX}{plan_namespace}.{plan_name}"

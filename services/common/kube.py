@@ -231,7 +231,7 @@ class KubeClient:
                                   content_type="application/apply-patch+yaml")
 
     async def delete(self, path: str, *, uid: str | None = None) -> Obj:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
         return await self.request("DELETE", path, body=body)
@@ -353,3 +353,9 @@ def in_cluster_credentials() -> Credentials:
         raise ConfigError("not running in a cluster and no kubeconfig given")
     return Credentials(server=f"https://{host}:{port}", ca_pem=(root / "ca.crt").read_bytes(),
                        token=(root / "token").read_text().strip())
+
+
+def own_client(kubeconfig: Path | None, **kwargs: Any) -> KubeClient:
+    """The cluster a service lives in: a kubeconfig in development, the service account in a pod."""
+    return KubeClient.from_kubeconfig(kubeconfig, **kwargs) if kubeconfig else KubeClient(in_cluster_credentials(),
+                                                                                        **kwargs)

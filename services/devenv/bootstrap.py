@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import sys
 import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 

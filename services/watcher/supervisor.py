@@ -120,10 +120,10 @@ class Supervisor:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", False, "Resumed")])
             self.runners[plan.key] = (signature, runner)
         for key in set(self.runners) - seen:
-            _, runner = self.runners.pop(key)
-            if runner is not None:
+            _, gone = self.runners.pop(key)
+            if gone is not None:
                 log.info("plan deleted; stopping its watches", extra={"plan": key})
-                await runner.stop()
+                await gone.stop()
 
     async def run(self) -> None:
         try:

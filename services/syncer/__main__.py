@@ -1,0 +1,29 @@
+"""``python -m services.syncer``: settings, logging, metrics, then the supervisor until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.common import kube, logs, running, streams
+from services.syncer.settings import SyncerSettings
+from services.syncer.supervisor import Supervisor
+
+log = logging.getLogger("services.syncer")
+
+
+async def main(settings: SyncerSettings) -> None:
+    own = kube.own_client(settings.kube.kubeconfig, connections=settings.destination_connections,
+                          user_agent="standby-syncer")
+    nc = await streams.connect(settings.nats, name="standby-syncer")
+    supervisor = Supervisor(own, nc, settings)
+    await running.until_signalled(
+        supervisor.run(), serve=settings.serve, healthy=lambda: supervisor.healthy and nc.is_connected, name="syncer")
+    await nc.drain()
+    await own.close()
+
+
+if __name__ == "__main__":
+    settings = SyncerSettings()
+    logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
+    asyncio.run(main(settings))

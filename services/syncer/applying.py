@@ -1,0 +1,274 @@
+"""Turn one stream message into the destination's state for one object.
+
+UPSERT: fence check, staleness check against what the copy records, deactivate (with what the
+copy remembers), server-side apply under one field manager. DELETE: only copies Standby made, 404
+is done, and a circuit breaker refuses mass deletion. Errors are classified into
+:class:`TemporaryError` and :class:`PermanentError`; :mod:`services.syncer.consuming` settles them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import annotations as ann
+from schemas import transforms
+from schemas.envelope import Envelope, EventType
+from services.common.fencing import FenceCache
+from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.plans import Plan
+from services.syncer import metrics
+from services.syncer.outcomes import Done, PermanentError, TemporaryError
+from services.syncer.settings import SyncerSettings
+
+log = logging.getLogger(__name__)
+Op = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """What the destination copy records (kept in memory after the first read or write)."""
+
+    resource_version: int | None
+    inverse: list[Op] | None
+
+
+def _rv(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def copy_record(obj: dict[str, Any]) -> Copy | None:
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(ann.MANAGED) != ann.MANAGED_VALUE:
+        return None
+    annotations = meta.get("annotations") or {}
+    try:
+        inverse = transforms.inverse_of(obj)
+    except ValueError:
+        inverse = None
+    return Copy(_rv(annotations.get(ann.SOURCE_RESOURCE_VERSION)), inverse)
+
+
+class RateLimiter:
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.times: collections.deque[float] = collections.deque()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        while self.times and now - self.times[0] > 60:
+            self.times.popleft()
+        if len(self.times) >= self.per_minute:
+            return False
+        self.times.append(now)
+        return True
+
+
+def classify(exc: ApiError | UnreachableError, ref: str) -> TemporaryError | PermanentError:
+    if isinstance(exc, UnreachableError):
+        return TemporaryError(f"destination unreachable: {exc}")
+    if exc.status == 429:
+        return TemporaryError("throttled (429)", delay=exc.retry_after or 1.0)
+    if exc.status >= 500 or exc.status in (408, 409):
+        return TemporaryError(f"{exc.status} {exc.reason}")
+    if exc.status == 403:
+        return TemporaryError(f"forbidden: {exc.message}", delay=10.0)
+    if exc.status == 404:
+        return TemporaryError(f"not served yet: {exc.message}")
+    return PermanentError("Invalid" if exc.status == 422 else f"Http{exc.status}", f"{ref}: {exc.message}")
+
+
+@dataclass
+class PlanApplier:
+    plan: Plan
+    dest: KubeClient
+    fences: FenceCache
+    settings: SyncerSettings
+    cache: dict[str, Copy] = field(default_factory=dict)
+    warmed: set[tuple[str, str]] = field(default_factory=set)
+    namespaces_made: set[str] = field(default_factory=set)
+    deletes: collections.deque[float] = field(default_factory=collections.deque)
+    breaker_open: bool = False
+    last_applied_at: float = 0.0
+    last_lag_seconds: float | None = None
+    failed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.patches = {(r.group, r.resource): [op.as_operation() for op in r.transformation.patch]
+                        for r in self.plan.spec.resources}
+        self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
+
+    # -- warm-up: one LIST per resource instead of one GET per object ---------------------------
+    async def warm(self) -> None:
+        for r in self.plan.spec.resources:
+            try:
+                info = await self.dest.resolve(r.group, r.version, r.resource)
+                items, _ = await self.dest.list_all(info.collection(), label_selector=f"{ann.MANAGED}=true")
+            except (ApiError, UnreachableError):
+                continue  # not served yet: objects of this resource are read one by one
+            for obj in items:
+                meta = obj["metadata"]
+                if (meta.get("annotations") or {}).get(ann.PLAN) != self.plan.key:
+                    continue
+                record = copy_record(obj)
+                if record is not None:
+                    self.cache[info.item(meta.get("namespace", ""), meta["name"])] = record
+            self.warmed.add((r.group, r.resource))
+
+    async def existing(self, info: ResourceInfo, env: Envelope, path: str) -> Copy | None:
+        if path in self.cache:
+            return self.cache[path]
+        if (info.group, info.resource) in self.warmed:
+            return None
+        try:
+            return copy_record(await self.dest.get(path))
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise classify(exc, str(env.ref)) from exc
+        except UnreachableError as exc:
+            raise classify(exc, str(env.ref)) from exc
+
+    # -- one message ----------------------------------------------------------------------------
+    async def handle(self, env: Envelope, sequence: int) -> Done:
+        if env.plan_namespace != self.plan.namespace or env.plan_name != self.plan.name:
+            raise PermanentError("WrongPlan", f"message for {env.plan_namespace}/{env.plan_name} in {self.plan.key}")
+        if self.fences.fenced(self.plan.key) is not None:
+            return Done("skipped_fenced")
+        r = env.ref
+        info = ResourceInfo(r.group, r.version, r.resource, r.kind, bool(r.namespace))
+        path = info.item(r.namespace, r.name)
+        current = await self.existing(info, env, path)
+        incoming = _rv(env.source_resource_version)
+        if current is not None and current.resource_version is not None and incoming is not None \
+                and incoming <= current.resource_version and env.type is EventType.UPSERT:
+            return Done("skipped_stale")
+        if env.type is EventType.DELETE:
+            return await self._delete(env, info, path, current, incoming)
+        return await self._upsert(env, info, path, current, sequence)
+
+    async def _upsert(self, env: Envelope, info: ResourceInfo, path: str, current: Copy | None,
+                      sequence: int) -> Done:
+        if env.body is None:
+            raise PermanentError("EmptyBody", f"{env.ref}: UPSERT without a body")
+        provenance = transforms.Provenance(self.plan.namespace, self.plan.name, env.epoch, env.source_uid,
+                                           env.source_resource_version, sequence)
+        try:
+            body = transforms.deactivate(env.body, provenance, plan_patch=self.patches.get((info.group, info.resource), ()),
+                                         previous_inverse=current.inverse if current else None)
+        except transforms.PatchError as exc:
+            raise PermanentError("PlanPatchDoesNotApply", f"{env.ref}: {exc}") from exc
+        body["apiVersion"], body["kind"] = info.api_version, info.kind
+        started = time.monotonic()
+        try:
+            await self._apply(env, info, path, body)
+        except ApiError as exc:
+            if exc.status == 422 and "immutable" in exc.message:
+                await self._recreate(env, info, path, body, exc)
+            else:
+                raise classify(exc, str(env.ref)) from exc
+        except UnreachableError as exc:
+            raise classify(exc, str(env.ref)) from exc
+        metrics.handled(self.plan.key, info.resource, "applied", time.monotonic() - started)
+        self.cache[path] = Copy(_rv(env.source_resource_version), transforms.inverse_of(body))
+        self.failed.discard(path)
+        self._applied(env)
+        return Done("applied")
+
+    async def _apply(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any]) -> None:
+        try:
+            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
+        except ApiError as exc:
+            missing_ns = exc.status == 404 and info.namespaced and "namespaces" in exc.message
+            if not missing_ns:
+                raise
+            if not self.plan.spec.force_namespace_creation:
+                raise TemporaryError(f"namespace {env.ref.namespace} does not exist in the destination",
+                                     delay=5.0) from exc
+            await self._ensure_namespace(env.ref.namespace)
+            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
+
+    async def _ensure_namespace(self, name: str) -> None:
+        if name in self.namespaces_made:
+            return
+        await self.dest.apply(f"/api/v1/namespaces/{name}", {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {ann.MANAGED: ann.MANAGED_VALUE},
+                         "annotations": {ann.PLAN: self.plan.key}}}, field_manager=ann.FIELD_MANAGER)
+        self.namespaces_made.add(name)
+
+    async def _recreate(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any],
+                        cause: ApiError) -> None:
+        if not self.recreates.allow():
+            raise TemporaryError("immutable-field change: recreate rate limit reached", delay=10.0) from cause
+        log.info("immutable field changed; deleting and recreating", extra={"plan": self.plan.key, "ref": env.ref})
+        try:
+            await self.dest.request("DELETE", path, params={"propagationPolicy": "Background"})
+        except ApiError as exc:
+            if not exc.not_found:
+                raise classify(exc, str(env.ref)) from exc
+        try:
+            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
+        except ApiError as exc:
+            if exc.status == 409:  # still terminating
+                raise TemporaryError("recreate: previous object still terminating", delay=1.0) from exc
+            raise classify(exc, str(env.ref)) from exc
+        metrics.recreated(self.plan.key, info.resource)
+
+    async def _delete(self, env: Envelope, info: ResourceInfo, path: str, current: Copy | None,
+                      incoming: int | None) -> Done:
+        try:
+            obj = await self.dest.get(path)
+        except ApiError as exc:
+            if exc.not_found:
+                self.cache.pop(path, None)
+                return Done("absent")
+            raise classify(exc, str(env.ref)) from exc
+        except UnreachableError as exc:
+            raise classify(exc, str(env.ref)) from exc
+        record = copy_record(obj)
+        if record is None:
+            return Done("skipped_unmanaged")  # not made by Standby: never ours to delete
+        if record.resource_version is not None and incoming is not None and incoming < record.resource_version:
+            return Done("skipped_stale")
+        self._check_breaker()
+        try:
+            await self.dest.delete(path, uid=obj["metadata"].get("uid"))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise classify(exc, str(env.ref)) from exc
+        except UnreachableError as exc:
+            raise classify(exc, str(env.ref)) from exc
+        self.deletes.append(time.monotonic())
+        self.cache.pop(path, None)
+        self.failed.discard(path)
+        metrics.handled(self.plan.key, info.resource, "deleted")
+        self._applied(env)
+        return Done("deleted")
+
+    def _check_breaker(self) -> None:
+        window = self.settings.deletes.breaker_window_seconds
+        now = time.monotonic()
+        while self.deletes and now - self.deletes[0] > window:
+            self.deletes.popleft()
+        limit = max(self.settings.deletes.breaker_min_deletes,
+                    int(self.settings.deletes.breaker_share * max(len(self.cache), 1)))
+        open_ = len(self.deletes) >= limit
+        if open_ != self.breaker_open:
+            self.breaker_open = open_
+            metrics.breaker(self.plan.key, open_)
+            log.warning("delete circuit breaker %s (%d deletes in %.0fs, limit %d)", "OPEN" if open_ else "closed",
+                        len(self.deletes), window, limit, extra={"plan": self.plan.key})
+        if open_:
+            raise TemporaryError("mass deletion refused by the circuit breaker", delay=window / 4)
+
+    def _applied(self, env: Envelope) -> None:
+        self.last_applied_at = time.time()
+        self.last_lag_seconds = max(0.0, self.last_applied_at - env.observed_at)
+        metrics.lag(self.plan.key, self.last_lag_seconds)

@@ -1,0 +1,186 @@
+"""Durable consumption of one plan's stream with a bounded in-flight window.
+
+Messages are fetched in batches from a durable pull consumer (explicit acks, ``max_ack_pending``
+set) and handed to ``workers`` queues keyed by subject: one object always lands on the same
+queue, so its changes apply in order, while different objects apply in parallel. A message is
+acknowledged only after its write succeeded (:func:`settle`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+
+from schemas import codec, subjects
+from services.common import plans, streams
+from services.common.kube import KubeClient
+from services.syncer import metrics
+from services.syncer.applying import PlanApplier
+from services.syncer.outcomes import PermanentError, TemporaryError, backoff
+from services.syncer.settings import SyncerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlanConsumer:
+    plan: plans.Plan
+    applier: PlanApplier
+    js: JetStreamContext
+    own: KubeClient
+    settings: SyncerSettings
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    in_flight: int = 0
+    last_sequence: int = 0
+    pending: int = 0
+
+    @property
+    def stream(self) -> str:
+        return subjects.stream_name(self.plan.namespace, self.plan.name)
+
+    def consumer_config(self) -> js_api.ConsumerConfig:
+        c = self.settings.consumer
+        return js_api.ConsumerConfig(
+            durable_name=c.durable_name, ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL, ack_wait=c.ack_wait_seconds,
+            max_ack_pending=c.max_ack_pending, max_deliver=c.max_deliver,
+            filter_subject=subjects.plan_filter(self.settings.nats.subject_prefix, self.plan.namespace, self.plan.name),
+        )
+
+    async def start(self) -> None:
+        await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name)
+        await self.applier.warm()
+        queues: list[asyncio.Queue[Msg]] = [asyncio.Queue() for _ in range(self.settings.consumer.workers)]
+        window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
+        self.tasks = [asyncio.create_task(self._worker(q, window), name=f"apply {self.plan.key} #{i}")
+                      for i, q in enumerate(queues)]
+        self.tasks.append(asyncio.create_task(self._fetch(queues, window), name=f"fetch {self.plan.key}"))
+        self.tasks.append(asyncio.create_task(self._report(), name=f"status {self.plan.key}"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+
+    async def _fetch(self, queues: list[asyncio.Queue[Msg]], window: asyncio.Semaphore) -> None:
+        sub = await self.js.pull_subscribe_bind(self.settings.consumer.durable_name, stream=self.stream) \
+            if await self._consumer_exists() else await self.js.pull_subscribe(
+                self.consumer_config().filter_subject or "", durable=self.settings.consumer.durable_name,
+                stream=self.stream, config=self.consumer_config())
+        try:
+            while True:
+                # Never hold more than the window: wait until a slot is free before pulling.
+                await window.acquire()
+                window.release()
+                free = self.settings.consumer.max_ack_pending - self.in_flight
+                try:
+                    batch = await sub.fetch(max(1, min(self.settings.consumer.fetch_batch, free)), timeout=1.0)
+                except TimeoutError:
+                    continue
+                for msg in batch:
+                    await window.acquire()
+                    self.in_flight += 1
+                    self.pending = msg.metadata.num_pending
+                    queues[zlib.crc32(msg.subject.encode()) % len(queues)].put_nowait(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _consumer_exists(self) -> bool:
+        try:
+            await self.js.consumer_info(self.stream, self.settings.consumer.durable_name)
+        except NotFoundError:
+            return False
+        await self.js.add_consumer(self.stream, self.consumer_config())  # keep its config current
+        return True
+
+    async def _worker(self, queue: asyncio.Queue[Msg], window: asyncio.Semaphore) -> None:
+        while True:
+            msg = await queue.get()
+            try:
+                await self.settle(msg)
+            finally:
+                self.in_flight -= 1
+                window.release()
+
+    async def settle(self, msg: Msg) -> None:
+        """The one place a message's fate is decided: ack, nak with delay, or dead letter."""
+        seq = msg.metadata.sequence.stream
+        deliveries = msg.metadata.num_delivered
+        resource = "unknown"
+        try:
+            env = codec.decode(msg.data)
+            resource = env.ref.resource
+            done = await self.applier.handle(env, seq)
+        except TemporaryError as exc:
+            delay = exc.delay if exc.delay is not None else backoff(
+                deliveries, initial=self.settings.retry.initial_seconds, cap=self.settings.retry.max_seconds)
+            metrics.handled(self.plan.key, resource, "retry")
+            log.info("retrying in %.1fs: %s", delay, exc.reason, extra={"plan": self.plan.key, "seq": seq})
+            await msg.nak(delay=delay)
+            return
+        except (PermanentError, codec.DecodeError) as exc:
+            reason = exc.reason if isinstance(exc, PermanentError) else "Undecodable"
+            await self.dead_letter(msg, reason, str(exc))
+            metrics.handled(self.plan.key, resource, "dead_letter")
+            await msg.ack()
+            return
+        metrics.handled(self.plan.key, resource, done.outcome)
+        self.last_sequence = max(self.last_sequence, seq)
+        await msg.ack()
+
+    async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
+        subject = subjects.dead_letter_subject(self.settings.nats.subject_prefix, self.plan.namespace,
+                                               self.plan.name)
+        self.applier.failed.add(msg.subject)
+        metrics.dead_letter(self.plan.key, reason)
+        log.error("dead-lettered: %s", detail[:500], extra={"plan": self.plan.key, "reason": reason,
+                                                            "seq": msg.metadata.sequence.stream})
+        await self.js.publish(subject, msg.data, headers={
+            streams.HDR_REASON: reason, "Standby-Detail": detail[:2000], "Standby-Subject": msg.subject,
+            "Standby-Sequence": str(msg.metadata.sequence.stream),
+            "Nats-Msg-Id": f"dlq:{msg.metadata.sequence.stream}"})
+
+    async def _report(self) -> None:
+        last: dict[str, Any] = {}
+        while True:
+            await asyncio.sleep(self.settings.status_interval_seconds)
+            a = self.applier
+            out_of_sync = self.pending + self.in_flight
+            metrics.plan_counts(self.plan.key, in_sync=len(a.cache), out_of_sync=out_of_sync, backlog=self.pending)
+            conditions = [
+                plans.condition("Synced", out_of_sync == 0 and not a.failed,
+                                "UpToDate" if out_of_sync == 0 else "CatchingUp",
+                                f"{out_of_sync} changes pending, {len(a.failed)} failed"),
+                plans.condition("Degraded", bool(a.failed) or a.breaker_open,
+                                "DeleteBreakerOpen" if a.breaker_open else ("DeadLetters" if a.failed else "Healthy")),
+            ]
+            if self.applier.fences.fenced(self.plan.key):
+                phase = "Activated"
+            elif a.breaker_open or a.failed:
+                phase = "Degraded"
+            else:
+                phase = "Synced" if out_of_sync == 0 else "Syncing"
+            status = {
+                "phase": phase, "objectsInSync": len(a.cache), "objectsOutOfSync": out_of_sync,
+                "objectsFailed": len(a.failed), "streamSequence": self.last_sequence,
+                "replicationLagSeconds": round(a.last_lag_seconds, 3) if a.last_lag_seconds is not None else None,
+                "lastEventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.last_applied_at))
+                if a.last_applied_at else None,
+                "observedGeneration": self.plan.generation,
+            }
+            if status != last:
+                await plans.set_plan_conditions(self.own, self.plan, conditions, **status)
+                last = status

@@ -1,0 +1,47 @@
+"""Every syncer metric, with intention-named helpers."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+APPLIES = Counter("standby_syncer_applies_total", "Messages handled, by outcome", ["plan", "resource", "outcome"])
+APPLY_SECONDS = Histogram("standby_syncer_apply_seconds", "Destination write latency",
+                          buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+LAG_SECONDS = Histogram("standby_replication_lag_seconds", "Source observed to applied in the destination",
+                        ["plan"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+LAG_GAUGE = Gauge("standby_replication_lag_last_seconds", "Lag of the last applied change", ["plan"])
+BACKLOG = Gauge("standby_consumer_backlog", "Messages not yet delivered to the syncer", ["plan"])
+DEAD_LETTERS = Counter("standby_dead_letters_total", "Messages sent to the dead-letter subject", ["plan", "reason"])
+IN_SYNC = Gauge("standby_objects_in_sync", "Copies applied and current", ["plan"])
+OUT_OF_SYNC = Gauge("standby_objects_out_of_sync", "Changes not yet applied", ["plan"])
+BREAKER = Gauge("standby_delete_breaker_open", "1 while mass deletion is being refused", ["plan"])
+RECREATES = Counter("standby_recreates_total", "Delete-and-recreate for immutable fields", ["plan", "resource"])
+
+
+def handled(plan: str, resource: str, outcome: str, seconds: float | None = None) -> None:
+    APPLIES.labels(plan, resource, outcome).inc()
+    if seconds is not None:
+        APPLY_SECONDS.observe(seconds)
+
+
+def lag(plan: str, seconds: float) -> None:
+    LAG_SECONDS.labels(plan).observe(seconds)
+    LAG_GAUGE.labels(plan).set(seconds)
+
+
+def dead_letter(plan: str, reason: str) -> None:
+    DEAD_LETTERS.labels(plan, reason).inc()
+
+
+def plan_counts(plan: str, *, in_sync: int, out_of_sync: int, backlog: int) -> None:
+    IN_SYNC.labels(plan).set(in_sync)
+    OUT_OF_SYNC.labels(plan).set(out_of_sync)
+    BACKLOG.labels(plan).set(backlog)
+
+
+def breaker(plan: str, open_: bool) -> None:
+    BREAKER.labels(plan).set(1 if open_ else 0)
+
+
+def recreated(plan: str, resource: str) -> None:
+    RECREATES.labels(plan, resource).inc()

@@ -1,0 +1,45 @@
+"""Syncer settings, from ``STANDBY_SYNCER_*`` environment variables (nested with ``__``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KubeSettings, NatsSettings, ServeSettings
+
+
+class ConsumerSettings(BaseModel):
+    durable_name: str = Field(default="standby-syncer", description="Durable consumer name per plan stream.")
+    max_ack_pending: int = Field(default=4096, ge=1, description="Unacknowledged messages the server allows.")
+    ack_wait_seconds: float = Field(default=30.0, gt=0, description="Redelivery after this without an ack.")
+    fetch_batch: int = Field(default=256, ge=1, description="Messages per pull.")
+    workers: int = Field(default=48, ge=1, description="Parallel appliers; one object always maps to one.")
+    max_deliver: int = Field(default=-1, description="Deliveries before giving up; -1: never.")
+
+
+class RetrySettings(BaseModel):
+    initial_seconds: float = Field(default=0.5, gt=0, description="First nak delay for a transient failure.")
+    max_seconds: float = Field(default=30.0, gt=0, description="Cap of the nak delay.")
+
+
+class DeleteSettings(BaseModel):
+    breaker_share: float = Field(default=0.5, gt=0, le=1,
+                                 description="Trip when deletes in the window exceed this share of a plan's copies.")
+    breaker_min_deletes: int = Field(default=50, ge=1, description="Never trip below this many deletes.")
+    breaker_window_seconds: float = Field(default=60.0, gt=0, description="Window for counting deletes.")
+    recreates_per_minute: int = Field(default=60, ge=1, description="Delete-and-recreate rate limit per plan.")
+
+
+class SyncerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STANDBY_SYNCER_", env_nested_delimiter="__", extra="ignore")
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9102))
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    deletes: DeleteSettings = Field(default_factory=DeleteSettings)
+    plan_resync_seconds: float = Field(default=5.0, gt=0, description="Re-read plans at least this often.")
+    status_interval_seconds: float = Field(default=2.0, gt=0, description="Plan status update period.")
+    fence_refresh_seconds: float = Field(default=0.5, gt=0, description="Fence cache refresh period.")
+    destination_connections: int = Field(default=64, ge=1, description="HTTP connections to the destination.")

@@ -1,0 +1,110 @@
+"""Starts and stops one consumer per active plan as plans come and go (polling the plans; a plan
+whose spec changed gets a fresh consumer with the new patches)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+
+from services.common import plans
+from services.common.fencing import FenceCache
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.syncer.applying import PlanApplier
+from services.syncer.consuming import PlanConsumer
+from services.syncer.settings import SyncerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Destination:
+    client: KubeClient
+    fences: FenceCache
+    task: asyncio.Task[None]
+
+
+@dataclass
+class Supervisor:
+    own: KubeClient
+    nc: Client
+    settings: SyncerSettings
+    consumers: dict[str, tuple[tuple[int, bool], PlanConsumer | None]] = field(default_factory=dict)
+    destinations: dict[str, Destination] = field(default_factory=dict)
+    healthy: bool = False
+
+    async def destination(self, plan: plans.Plan) -> Destination:
+        ref = plan.spec.destination_cluster_ref
+        key = f"{ref.namespace or plan.namespace}/{ref.name}" if ref else ""
+        if key not in self.destinations:
+            client = self.own if ref is None else await plans.cluster_client(
+                self.own, ref, plan.namespace, connections=self.settings.destination_connections,
+                user_agent="standby-syncer")
+            fences = FenceCache(client, self.settings.kube.namespace, self.settings.fence_refresh_seconds)
+            await fences.refresh()
+            task = asyncio.create_task(fences.run(), name=f"fences {key or 'local'}")
+            self.destinations[key] = Destination(client, fences, task)
+        return self.destinations[key]
+
+    async def sync_once(self) -> None:
+        seen = set()
+        for obj in await plans.list_plans(self.own):
+            try:
+                plan = plans.parse_plan(obj)
+            except plans.PlanError:
+                continue  # the watcher reports invalid plans
+            seen.add(plan.key)
+            signature = (plan.generation, plan.spec.suspend)
+            current = self.consumers.get(plan.key)
+            if current is not None and current[0] == signature:
+                continue
+            if current is not None and current[1] is not None:
+                await current[1].stop()
+            if plan.spec.suspend:
+                self.consumers[plan.key] = (signature, None)
+                continue
+            try:
+                dest = await self.destination(plan)
+                consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
+                                        self.nc.jetstream(), self.own, self.settings)
+                await consumer.start()
+            except plans.PlanError as exc:
+                await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                    "DestinationReachable", False, exc.reason, exc.message)], phase="Degraded")
+                continue
+            except (ApiError, UnreachableError) as exc:
+                log.warning("cannot start consumer: %s", exc, extra={"plan": plan.key})
+                continue
+            log.info("consuming", extra={"plan": plan.key})
+            self.consumers[plan.key] = (signature, consumer)
+        for key in set(self.consumers) - seen:
+            _, gone = self.consumers.pop(key)
+            if gone is not None:
+                await gone.stop()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.sync_once()
+                    self.healthy = True
+                except (ApiError, UnreachableError) as exc:
+                    self.healthy = False
+                    log.warning("cannot read plans: %s", exc)
+                await asyncio.sleep(self.settings.plan_resync_seconds)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for _, consumer in list(self.consumers.values()):
+            if consumer is not None:
+                await consumer.stop()
+        self.consumers.clear()
+        for key, dest in list(self.destinations.items()):
+            dest.task.cancel()
+            await asyncio.gather(dest.task, return_exceptions=True)
+            if dest.client is not self.own:
+                await dest.client.close()
+            del self.destinations[key]

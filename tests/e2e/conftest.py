@@ -1,0 +1,72 @@
+"""Watcher and syncer running in-process against the session's real clusters and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import pytest
+
+from services.common import streams
+from services.common.kube import KubeClient
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.syncer.settings import DeleteSettings, SyncerSettings
+from services.syncer.supervisor import Supervisor as SyncSupervisor
+from services.watcher.settings import WatcherSettings
+from services.watcher.supervisor import Supervisor as WatchSupervisor
+from tests.support import env as h
+
+
+@dataclass
+class Pipeline:
+    src: KubeClient
+    dst: KubeClient
+    js: Any
+    watcher: WatchSupervisor
+    syncer: SyncSupervisor | None
+
+
+def watcher_settings(nats_server: LocalNats) -> WatcherSettings:
+    return WatcherSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3,
+                           backoff_initial_seconds=0.1, backoff_max_seconds=1.0)
+
+
+def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
+    kwargs.setdefault("deletes", DeleteSettings(breaker_min_deletes=1000))  # churn tests delete a lot on purpose
+    return SyncerSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3, status_interval_seconds=0.5,
+                          fence_refresh_seconds=0.2, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server: LocalNats, *,
+                   with_syncer: bool = True) -> AsyncIterator[Pipeline]:
+    async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+            KubeClient.from_kubeconfig(destination.kubeconfig) as dst:
+        await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
+        wnc = await streams.connect(h.nats_settings(nats_server), name="e2e-watcher")
+        snc = await streams.connect(h.nats_settings(nats_server), name="e2e-syncer")
+        nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
+        watcher = WatchSupervisor(dst, wnc, watcher_settings(nats_server))
+        syncer = SyncSupervisor(dst, snc, syncer_settings(nats_server)) if with_syncer else None
+        tasks = [asyncio.create_task(watcher.run(), name="watcher")]
+        if syncer is not None:
+            tasks.append(asyncio.create_task(syncer.run(), name="syncer"))
+        try:
+            yield Pipeline(src, dst, nc.jetstream(), watcher, syncer)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for c in (wnc, snc, nc):
+                await c.close()
+
+
+@pytest.fixture
+async def pipe(source: LocalCluster, registered: LocalCluster, nats_server: LocalNats) -> AsyncIterator[Pipeline]:
+    async with pipeline(source, registered, nats_server) as p:
+        yield p

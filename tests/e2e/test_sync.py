@@ -1,0 +1,212 @@
+"""Source to stand-by, end to end: real watcher, real syncer, real clusters, real NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import sys
+from typing import Any
+
+import pytest
+
+from schemas import annotations as ann
+from schemas import subjects
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.devenv.processes import Process
+from tests.e2e.conftest import Pipeline, pipeline
+from tests.support import app
+from tests.support import env as h
+
+DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+
+
+async def create_app(p: Pipeline, ns: str) -> None:
+    await h.namespace(p.src, ns, {"dr": "enabled"})
+    for path, body in app.manifests(ns):
+        body = json.loads(json.dumps(body))
+        body["metadata"]["namespace"] = ns
+        await p.src.request("POST", path, body=body)
+
+
+async def test_realistic_application_is_copied_deactivated(pipe: Pipeline) -> None:
+    ns = "shop"
+    await create_app(pipe, ns)
+    await h.apply_plan(pipe.dst, h.plan_body("shop", app.plan_resources([ns]), forceNamespaceCreation=True))
+
+    async def copied() -> None:
+        web = await pipe.dst.get(DEPLOY.format(ns=ns, name="web"))
+        assert web["spec"]["replicas"] == 0
+        assert json.loads(web["metadata"]["annotations"][ann.INVERSE]) == [
+            {"op": "replace", "path": "/spec/replicas", "value": 3}]
+        db = await pipe.dst.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/db")
+        assert db["spec"]["replicas"] == 0
+        agent = await pipe.dst.get(f"/apis/apps/v1/namespaces/{ns}/daemonsets/agent")
+        assert agent["spec"]["template"]["spec"]["nodeSelector"] == {ann.PARKING_NODE_LABEL: "true"}
+        assert (await pipe.dst.get(f"/apis/batch/v1/namespaces/{ns}/cronjobs/report"))["spec"]["suspend"] is True
+        assert (await pipe.dst.get(f"/apis/batch/v1/namespaces/{ns}/jobs/migrate"))["spec"]["suspend"] is True
+        hpa = await pipe.dst.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/web")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "standby-held-web"
+        secret = await pipe.dst.get(f"/api/v1/namespaces/{ns}/secrets/db-credentials")
+        assert base64.b64decode(secret["data"]["password"]) == b"s3cret"
+        for name in ("web", "db", "web-nodeport", "web-lb"):
+            await pipe.dst.get(f"/api/v1/namespaces/{ns}/services/{name}")
+        for path in (f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/web",
+                     f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/deny-all",
+                     f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/reader",
+                     f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data",
+                     f"/api/v1/namespaces/{ns}/serviceaccounts/shop"):
+            await pipe.dst.get(path)
+
+    await h.eventually(copied, timeout=30)
+    src_lb = await pipe.src.get(f"/api/v1/namespaces/{ns}/services/web-lb")
+    dst_lb = await pipe.dst.get(f"/api/v1/namespaces/{ns}/services/web-lb")
+    assert dst_lb["spec"]["type"] == "LoadBalancer"
+    assert src_lb["metadata"]["uid"] != dst_lb["metadata"]["uid"]
+
+    async def status() -> None:
+        plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/shop")
+        s = plan["status"]
+        assert s["phase"] == "Synced" and s["objectsInSync"] >= 19 and s["replicationLagSeconds"] is not None
+    await h.eventually(status, timeout=15)
+
+    # The stand-by is full (scheduler, controllers, kwok nodes): still no Pod may appear.
+    await asyncio.sleep(3)
+    pods = (await pipe.dst.get(f"/api/v1/namespaces/{ns}/pods"))["items"]
+    assert pods == [], [p["metadata"]["name"] for p in pods]
+
+    # A change in the source follows within seconds, and keeps the copy deactivated.
+    await pipe.src.request("PATCH", DEPLOY.format(ns=ns, name="web"), body={"spec": {"replicas": 5}},
+                           content_type="application/merge-patch+json")
+
+    async def followed() -> None:
+        web = await pipe.dst.get(DEPLOY.format(ns=ns, name="web"))
+        assert web["spec"]["replicas"] == 0
+        assert json.loads(web["metadata"]["annotations"][ann.INVERSE])[0]["value"] == 5
+    await h.eventually(followed, timeout=15)
+
+
+async def test_churn_converges_with_no_extra_objects(pipe: Pipeline) -> None:
+    rng = random.Random(7)
+    namespaces = ["churn-a", "churn-b"]
+    for ns in namespaces:
+        await h.namespace(pipe.src, ns)
+    await h.apply_plan(pipe.dst, h.plan_body("churn", [{"version": "v1", "resource": "configmaps",
+                                                        "filters": {"namespaces": namespaces}}],
+                                             forceNamespaceCreation=True))
+    live: dict[tuple[str, str], str] = {}
+    for step in range(300):
+        ns, name = rng.choice(namespaces), f"cm-{rng.randrange(40)}"
+        if (ns, name) in live and rng.random() < 0.35:
+            await pipe.src.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/{name}")
+            del live[(ns, name)]
+        else:
+            live[(ns, name)] = str(step)
+            await h.configmap(pipe.src, ns, name, {"v": str(step)})
+    await pipe.src.request("DELETE", "/api/v1/namespaces/churn-b")  # a whole namespace goes
+    live = {k: v for k, v in live.items() if k[0] != "churn-b"}
+
+    async def converged() -> None:
+        got = {}
+        for ns in namespaces:
+            try:
+                items = (await pipe.dst.get(f"/api/v1/namespaces/{ns}/configmaps"))["items"]
+            except Exception:
+                items = []
+            for cm in items:
+                if (cm["metadata"].get("labels") or {}).get(ann.MANAGED):
+                    got[(ns, cm["metadata"]["name"])] = cm["data"]["v"]
+        assert got == live
+    await h.eventually(converged, timeout=60, interval=1)
+
+
+async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeline) -> None:
+    await h.namespace(pipe.src, "poison")
+    await h.apply_plan(pipe.dst, h.plan_body("poison", [{"version": "v1", "resource": "configmaps",
+                                                         "filters": {"namespaces": ["poison"]}}],
+                                             forceNamespaceCreation=True))
+    await h.configmap(pipe.src, "poison", "before")
+    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/poison/configmaps/before"))
+    subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="poison", group="",
+                                      version="v1", resource="configmaps", namespace="poison", name="garbage")
+    await pipe.js.publish(subject, b"\x00not an envelope")
+    await h.configmap(pipe.src, "poison", "after")
+    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/poison/configmaps/after"))
+    dlq = subjects.dead_letter_subject("standby", h.SYSTEM, "poison")
+    msg = await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, "poison"), dlq)
+    assert msg.headers["Standby-Reason"] == "Undecodable"
+    assert msg.headers["Standby-Subject"] == subject
+
+
+def syncer_process(nats_server: LocalNats, destination: LocalCluster, name: str) -> Process:
+    prefix = "STANDBY_SYNCER_"
+    return Process(name, [sys.executable, "-m", "services.syncer"], destination.root / "logs" / f"{name}.log", env={
+        prefix + "NATS__URL": nats_server.url, prefix + "NATS__USER": nats_server.user,
+        prefix + "NATS__PASSWORD": nats_server.password, prefix + "KUBE__KUBECONFIG": str(destination.kubeconfig),
+        prefix + "SERVE__PORT": "0", prefix + "PLAN_RESYNC_SECONDS": "0.3", prefix + "SERVE__LOG_FORMAT": "json"})
+
+
+async def test_syncer_killed_mid_burst_converges(source: LocalCluster, registered: LocalCluster,
+                                                 nats_server: LocalNats) -> None:
+    async with pipeline(source, registered, nats_server, with_syncer=False) as p:
+        await h.namespace(p.src, "burst")
+        await h.apply_plan(p.dst, h.plan_body("burst", [{"version": "v1", "resource": "configmaps",
+                                                         "filters": {"namespaces": ["burst"]}}],
+                                              forceNamespaceCreation=True))
+        proc = syncer_process(nats_server, registered, "syncer-kill").start()
+        try:
+            sem = asyncio.Semaphore(32)
+
+            async def put(i: int) -> None:
+                async with sem:
+                    await h.configmap(p.src, "burst", f"cm-{i}", {"v": "1"})
+            burst = asyncio.gather(*(put(i) for i in range(600)))
+
+            async def some_applied() -> None:
+                items = (await p.dst.get("/api/v1/namespaces/burst/configmaps"))["items"]
+                assert len(items) > 50
+            await h.eventually(some_applied, timeout=60)
+            proc.kill()
+            await burst
+            proc = syncer_process(nats_server, registered, "syncer-kill-2").start()
+
+            async def converged() -> None:
+                items = (await p.dst.get("/api/v1/namespaces/burst/configmaps"))["items"]
+                names = {i["metadata"]["name"] for i in items if (i["metadata"].get("labels") or {}).get(ann.MANAGED)}
+                assert names == {f"cm-{i}" for i in range(600)}
+            await h.eventually(converged, timeout=90, interval=1)
+            # No duplicate side effects: every copy was written for its one source version.
+            items = (await p.dst.get("/api/v1/namespaces/burst/configmaps"))["items"]
+            assert all(i["data"] == {"v": "1"} for i in items if i["metadata"]["name"].startswith("cm-"))
+        finally:
+            proc.stop()
+
+
+@pytest.mark.parametrize("outage_seconds", [30])
+async def test_destination_outage_converges(source: LocalCluster, registered: LocalCluster, nats_server: LocalNats,
+                                            outage_seconds: int) -> None:
+    async with pipeline(source, registered, nats_server) as p:
+        await h.namespace(p.src, "outage")
+        await h.apply_plan(p.dst, h.plan_body("outage", [{"version": "v1", "resource": "configmaps",
+                                                          "filters": {"namespaces": ["outage"]}}],
+                                              forceNamespaceCreation=True))
+        await h.configmap(p.src, "outage", "before")
+        await h.eventually(lambda: p.dst.get("/api/v1/namespaces/outage/configmaps/before"))
+        registered.stop_apiserver()
+        try:
+            for i in range(20):
+                await h.configmap(p.src, "outage", f"during-{i}")
+            await asyncio.sleep(outage_seconds)
+        finally:
+            await asyncio.to_thread(registered.start_apiserver)
+
+        async def converged() -> None:
+            items = (await p.dst.get("/api/v1/namespaces/outage/configmaps"))["items"]
+            names = {i["metadata"]["name"] for i in items}
+            assert {f"during-{i}" for i in range(20)} <= names
+        await h.eventually(converged, timeout=90, interval=1)
+
+
+def _unused(_: Any) -> None: ...
