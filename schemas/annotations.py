@@ -19,7 +19,8 @@ SOURCE_UID = PREFIX + "source-uid"
 SOURCE_RESOURCE_VERSION = PREFIX + "source-resource-version"
 STREAM_SEQUENCE = PREFIX + "stream-sequence"
 INVERSE = PREFIX + "inverse"  # JSON list of RFC 6902 operations that undo deactivation
-ACTIVATED = PREFIX + "activated"  # set on objects recovery has switched on
+FROM_PATCH = PREFIX + "from-patch"  # the plan's recoveryProcess.fromPatch, so recovery needs no plan
+FROM_ORIGINAL = PREFIX + "from-original"  # "true": restore the original from the stream
 
 # A node label no node carries: DaemonSets are parked on it.
 PARKING_NODE_LABEL = PREFIX + "deactivated"

@@ -33,6 +33,8 @@ class Provenance:
     source_uid: str
     source_resource_version: str
     stream_sequence: int = 0
+    from_patch: tuple[Op, ...] = ()
+    from_original: bool = False
 
 
 def apply_patch(obj: Obj, operations: Sequence[Op]) -> Obj:
@@ -85,7 +87,20 @@ def deactivate(
     annotations[ann.SOURCE_RESOURCE_VERSION] = provenance.source_resource_version
     annotations[ann.STREAM_SEQUENCE] = str(provenance.stream_sequence)
     annotations[ann.INVERSE] = json.dumps(inverse, separators=(",", ":"))
+    if provenance.from_patch:
+        annotations[ann.FROM_PATCH] = json.dumps(list(provenance.from_patch), separators=(",", ":"))
+    if provenance.from_original:
+        annotations[ann.FROM_ORIGINAL] = "true"
     return out
+
+
+def stamped_from_patch(obj: Obj) -> list[Op]:
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ann.FROM_PATCH)
+    return list(json.loads(raw)) if raw else []
+
+
+def wants_original(obj: Obj) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ann.FROM_ORIGINAL) == "true"
 
 
 def strip_bookkeeping(obj: Obj) -> Obj:
@@ -106,8 +121,11 @@ def _drop_empty_maps(obj: Obj) -> None:
             del meta[key]
 
 
-def activate(copy_obj: Obj, *, from_patch: Sequence[Op] = ()) -> Obj:
-    """Undo deactivation exactly, then apply the plan's ``recoveryProcess.fromPatch``. Pure."""
+def activate(copy_obj: Obj, *, from_patch: Sequence[Op] | None = None) -> Obj:
+    """Undo deactivation exactly, then apply the plan's ``recoveryProcess.fromPatch`` (by default
+    the one stamped on the copy). Pure."""
+    if from_patch is None:
+        from_patch = stamped_from_patch(copy_obj)
     inverse = inverse_of(copy_obj)
     out = strip_bookkeeping(copy_obj)
     out = apply_patch(out, inverse)

@@ -102,6 +102,9 @@ class PlanApplier:
     def __post_init__(self) -> None:
         self.patches = {(r.group, r.resource): [op.as_operation() for op in r.transformation.patch]
                         for r in self.plan.spec.resources}
+        self.recovery = {(r.group, r.resource): (tuple(op.as_operation() for op in r.recovery_process.from_patch),
+                                                 r.recovery_process.from_original.enabled)
+                         for r in self.plan.spec.resources}
         self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
 
     # -- warm-up: one LIST per resource instead of one GET per object ---------------------------
@@ -157,8 +160,9 @@ class PlanApplier:
                       sequence: int) -> Done:
         if env.body is None:
             raise PermanentError("EmptyBody", f"{env.ref}: UPSERT without a body")
+        from_patch, from_original = self.recovery.get((info.group, info.resource), ((), False))
         provenance = transforms.Provenance(self.plan.namespace, self.plan.name, env.epoch, env.source_uid,
-                                           env.source_resource_version, sequence)
+                                           env.source_resource_version, sequence, from_patch, from_original)
         try:
             body = transforms.deactivate(env.body, provenance, plan_patch=self.patches.get((info.group, info.resource), ()),
                                          previous_inverse=current.inverse if current else None)

@@ -267,3 +267,12 @@ def test_property_zero_never_overwrites_memory(replicas: int) -> None:
         sanitizing.sanitize(b.deployment(replicas=0)), PROV, previous_inverse=transforms.inverse_of(again)
     )
     assert transforms.activate(third)["spec"]["replicas"] == replicas
+
+
+def test_recovery_instructions_travel_on_the_copy() -> None:
+    prov = transforms.Provenance("ns", "p", 1, "u", "5", 0,
+                                 ({"op": "replace", "path": "/spec/replicas", "value": 9},), True)
+    copy_ = transforms.deactivate(sanitizing.sanitize(b.deployment(replicas=3)), prov)
+    assert transforms.wants_original(copy_)
+    assert transforms.activate(copy_)["spec"]["replicas"] == 9
+    assert transforms.activate(copy_, from_patch=())["spec"]["replicas"] == 3

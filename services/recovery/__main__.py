@@ -1,0 +1,42 @@
+"""``python -m services.recovery``: the failover operator (kopf) plus /metrics and /healthz.
+
+It needs only the destination; NATS is optional (for ``fromOriginal``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from services.common import kube, logs, running, streams
+from services.recovery import activating, operator
+from services.recovery.settings import RecoverySettings
+
+log = logging.getLogger("services.recovery")
+
+
+async def main(settings: RecoverySettings) -> None:
+    client = kube.own_client(settings.kube.kubeconfig, user_agent="standby-recovery")
+    nc = None
+    if settings.nats is not None:
+        try:
+            nc = await asyncio.wait_for(streams.connect(settings.nats, name="standby-recovery"), 5)
+        except Exception as exc:  # recovery must work with the sync side gone
+            log.warning("stream unreachable (%r); fromOriginal will report it per object", exc)
+    stream = activating.StreamReader(nc.jetstream() if nc else None,
+                                     settings.nats.subject_prefix if settings.nats else "standby")
+    ready = asyncio.Event()
+    operator_task = kopf.operator(
+        registry=operator.build_registry(client), memo=operator.memo_for(client, settings, stream),
+        standalone=True, clusterwide=True, ready_flag=ready)
+    await running.until_signalled(operator_task, serve=settings.serve, healthy=ready.is_set, name="recovery")
+    if nc is not None:
+        await nc.close()
+    await client.close()
+
+
+if __name__ == "__main__":
+    settings = RecoverySettings()
+    logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
+    asyncio.run(main(settings))

@@ -1,0 +1,177 @@
+"""Find a plan's copies in the destination and switch each one on.
+
+Everything needed is on the copies themselves: the plan name, the exact inverse of deactivation,
+the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is a
+server-side apply under the syncer's field manager, so the bookkeeping annotations the syncer
+owned disappear in the same write. Activated objects no longer carry the managed label: a re-run
+finds nothing left to do."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+
+from schemas import annotations as ann
+from schemas import codec, kinds, ordering, sanitizing, subjects, transforms
+from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    info: ResourceInfo
+    obj: Obj
+
+    @property
+    def plan(self) -> str:
+        return str(self.obj["metadata"]["annotations"][ann.PLAN])
+
+    @property
+    def ref(self) -> str:
+        meta = self.obj["metadata"]
+        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        return f"{self.info.resource}.{self.info.group or 'core'}/{where}{meta['name']}"
+
+    @property
+    def rank(self) -> int:
+        return ordering.rank(self.info.group, self.info.kind)
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: str  # Activated | WouldChange | Unchanged | Failed
+    reason: str = ""
+    changes: tuple[str, ...] = ()
+
+
+async def listable_resources(client: KubeClient) -> list[ResourceInfo]:
+    """Every resource the destination serves that can be listed and patched (preferred versions)."""
+    out: list[ResourceInfo] = []
+    core = await client.get("/api/v1")
+    groups = (await client.get("/apis")).get("groups") or []
+    docs: list[tuple[str, str, Obj]] = [("", "v1", core)]
+    fetched = await asyncio.gather(*(client.get(f"/apis/{g['preferredVersion']['groupVersion']}") for g in groups),
+                                   return_exceptions=True)
+    for g, doc in zip(groups, fetched, strict=True):
+        if isinstance(doc, dict):
+            docs.append((g["name"], g["preferredVersion"]["version"], doc))
+    for group, version, doc in docs:
+        for r in doc.get("resources") or []:
+            verbs = set(r.get("verbs") or [])
+            if "/" in r["name"] or not {"list", "patch"} <= verbs:
+                continue
+            out.append(ResourceInfo(group, version, r["name"], r["kind"], bool(r.get("namespaced"))))
+    return out
+
+
+async def find_copies(client: KubeClient, plans: set[str]) -> list[Target]:
+    resources = await listable_resources(client)
+
+    async def one(info: ResourceInfo) -> list[Target]:
+        try:
+            items, _ = await client.list_all(info.collection(), label_selector=f"{ann.MANAGED}=true")
+        except ApiError:
+            return []
+        return [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in items
+                if (obj["metadata"].get("annotations") or {}).get(ann.PLAN) in plans]
+
+    found = await asyncio.gather(*(one(r) for r in resources))
+    targets = [t for batch in found for t in batch]
+    return sorted(targets, key=lambda t: (t.rank, t.ref))
+
+
+def _changes(before: Obj, after: Obj) -> tuple[str, ...]:
+    ops = jsonpatch.make_patch(sanitizing.strip_server_fields(before), sanitizing.strip_server_fields(after))
+    return tuple(f"{op['op']} {op['path']}" for op in ops)[:20]
+
+
+class StreamReader:
+    """Reads originals for ``fromOriginal``; says clearly when the stream cannot be reached."""
+
+    def __init__(self, js: Any | None, prefix: str) -> None:
+        self.js = js
+        self.prefix = prefix
+
+    async def original(self, target: Target) -> Obj:
+        if self.js is None:
+            raise LookupError("fromOriginal needs the stream, and no NATS connection is configured")
+        plan_ns, plan_name = target.plan.split("/", 1)
+        meta = target.obj["metadata"]
+        subject = subjects.object_subject(prefix=self.prefix, plan_namespace=plan_ns, plan_name=plan_name,
+                                          group=target.info.group, version=target.info.version,
+                                          resource=target.info.resource, namespace=meta.get("namespace", ""),
+                                          name=meta["name"])
+        try:
+            msg = await asyncio.wait_for(self.js.get_last_msg(subjects.stream_name(plan_ns, plan_name), subject), 5)
+        except Exception as exc:
+            raise LookupError(f"the stream is unreachable for fromOriginal: {exc!r}") from exc
+        env = codec.decode(msg.data)
+        if env.body is None:
+            raise LookupError("the stream's last state of this object is a deletion")
+        return env.body
+
+
+async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
+    obj = target.obj
+    try:
+        if transforms.wants_original(obj):
+            body = transforms.apply_patch(await stream.original(target), transforms.stamped_from_patch(obj))
+        else:
+            body = transforms.activate(obj)
+    except (transforms.PatchError, ValueError, LookupError) as exc:
+        return Result("Failed", str(exc))
+    body = sanitizing.strip_server_fields(body)
+    rules = kinds.rules_for(body)
+    if rules.sanitize is not None:
+        rules.sanitize(body)
+    body["apiVersion"], body["kind"] = target.info.api_version, target.info.kind
+    meta = obj["metadata"]
+    path = target.info.item(meta.get("namespace", ""), meta["name"])
+    try:
+        result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run)
+    except (ApiError, UnreachableError) as exc:
+        return Result("Failed", str(exc))
+    changes = _changes(obj, result)
+    if dry_run:
+        return Result("WouldChange" if changes else "Unchanged", changes=changes)
+    return Result("Activated", changes=changes)
+
+
+def is_ready(obj: Obj) -> bool:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < (obj.get("metadata") or {}).get("generation", 0):
+        return False
+    if obj.get("kind") == "Deployment":
+        return bool(status.get("availableReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want)
+    return bool(status.get("readyReplicas", 0) >= want)
+
+
+GATED_KINDS = frozenset({("apps", "Deployment"), ("apps", "StatefulSet")})
+
+
+async def wait_ready(client: KubeClient, targets: list[Target], *, timeout: float, poll: float) -> list[str]:
+    """Wait until every gated workload is ready; returns the refs still not ready at the deadline."""
+    gated = [t for t in targets if (t.info.group, t.info.kind) in GATED_KINDS]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {t.ref: t for t in gated}
+    while pending:
+        for ref, t in list(pending.items()):
+            meta = t.obj["metadata"]
+            try:
+                current = await client.get(t.info.item(meta.get("namespace", ""), meta["name"]))
+            except (ApiError, UnreachableError):
+                continue
+            if is_ready(current):
+                del pending[ref]
+        if not pending or loop.time() > deadline:
+            break
+        await asyncio.sleep(poll)
+    return sorted(pending)

@@ -1,0 +1,191 @@
+"""One RecoveryExecutionJob, as a resumable state machine: Pending -> Fencing -> Activating ->
+Completed | PartiallyFailed | Failed.
+
+Every step is idempotent and the progress lives in the job's status, so killing the operator at
+any point and starting it again finishes the job without redoing or undoing work: fences are
+re-written with the same epoch, and activated objects no longer look like copies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import API_VERSION, api
+from schemas import annotations as ann
+from services.common import fencing, plans
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.recovery import activating, metrics
+from services.recovery.settings import RecoverySettings
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Notify = Callable[[str, str, str], None]  # (type, reason, message) -> a Kubernetes event
+
+
+def now() -> str:
+    return plans.now_iso()
+
+
+@dataclass
+class JobRun:
+    client: KubeClient
+    job: Obj
+    settings: RecoverySettings
+    stream: activating.StreamReader
+    notify: Notify = lambda type_, reason, message: None
+    status: Obj = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.job["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.job["metadata"]["namespace"])
+
+    async def save(self, **fields: Any) -> None:
+        self.status.update(fields)
+        progress = self.status.get("progress") or {}
+        progress["summary"] = f"{progress.get('done', 0)}/{progress.get('total', 0)}"
+        self.status["progress"] = progress
+        await plans.patch_status(self.client, "recoveryexecutionjobs", self.namespace, self.name, self.status)
+
+    async def fail(self, reason: str, message: str) -> None:
+        log.error("job failed: %s", message, extra={"job": self.name, "reason": reason})
+        self.notify("Warning", reason, message)
+        await self.save(phase="Failed", message=message, completionTime=now(),
+                        conditions=[plans.condition("Complete", False, reason, message)])
+
+    async def run(self) -> None:
+        self.status = dict(self.job.get("status") or {})
+        if self.status.get("phase") in api.TERMINAL_PHASES:
+            return
+        started = time.monotonic()
+        try:
+            spec = api.RecoveryExecutionJobSpec.model_validate(self.job.get("spec") or {})
+        except ValidationError as exc:
+            await self.fail("InvalidSpec", str(exc))
+            return
+        ref = spec.recovery_execution_plan_ref
+        try:
+            rep_obj = await self.client.get(
+                f"/apis/{API_VERSION}/namespaces/{ref.namespace or self.namespace}/recoveryexecutionplans/{ref.name}")
+            rep = api.RecoveryExecutionPlanSpec.model_validate(rep_obj.get("spec") or {})
+        except ApiError as exc:
+            await self.fail("PlanNotFound", f"RecoveryExecutionPlan {ref.namespace or self.namespace}/{ref.name}: "
+                                            f"{exc.message}")
+            return
+        except ValidationError as exc:
+            await self.fail("InvalidPlan", str(exc))
+            return
+        if not self.status.get("startTime"):
+            self.notify("Normal", "Started", f"{'dry run' if spec.dry_run else 'failover'} of {ref.name}")
+            await self.save(phase="Pending", startTime=now(),
+                            waves=[{"name": w.name, "phase": "Pending"} for w in rep.waves])
+        plan_keys = [[f"{p.namespace or self.namespace}/{p.name}" for p in w.recovery_plans] for w in rep.waves]
+        if not spec.dry_run:
+            await self.fence({k for keys in plan_keys for k in keys})
+        await self.activate(rep, plan_keys, dry_run=spec.dry_run)
+        metrics.finished(time.monotonic() - started)
+
+    async def fence(self, plan_keys: set[str]) -> None:
+        await self.save(phase="Fencing")
+        epoch = int(self.status.get("epoch") or 0)
+        if not epoch:
+            existing = await self.client.list_all(f"/api/v1/namespaces/{self.settings.kube.namespace}/configmaps",
+                                                  label_selector=f"{ann.FENCE_LABEL}=true")
+            epoch = 1 + max((f.epoch for f in map(fencing.parse, existing[0]) if f is not None), default=0)
+        wrote = False
+        for key in sorted(plan_keys):
+            ns, name = key.split("/", 1)
+            path = f"/api/v1/namespaces/{self.settings.kube.namespace}/configmaps/{ann.fence_name(ns, name)}"
+            try:
+                current = fencing.parse(await self.client.get(path))
+            except ApiError:
+                current = None
+            if current is not None and current.job == self.name:
+                continue
+            await self.client.apply(path, fencing.fence_body(self.settings.kube.namespace, ns, name, epoch=epoch,
+                                                             job=self.name), field_manager="standby-recovery")
+            wrote = True
+        await self.save(epoch=epoch)
+        self.notify("Normal", "Fenced", f"sync fenced for {len(plan_keys)} plans at epoch {epoch}")
+        if wrote:  # let every syncer see the fence before anything changes
+            await asyncio.sleep(self.settings.fence_settle_seconds)
+
+    async def activate(self, rep: api.RecoveryExecutionPlanSpec, plan_keys: list[list[str]], *, dry_run: bool) -> None:
+        all_keys = {k for keys in plan_keys for k in keys}
+        targets = await activating.find_copies(self.client, all_keys)
+        progress = dict(self.status.get("progress") or {})
+        done_before = int(progress.get("done", 0)) if self.status.get("phase") == "Activating" else 0
+        total = done_before + len(targets)
+        await self.save(phase="Activating", progress={"done": done_before, "total": total})
+        results: list[Obj] = list(self.status.get("objects") or []) if done_before else []
+        waves = list(self.status.get("waves") or [{"name": w.name} for w in rep.waves])
+        failed_total = sum(1 for r in results if r.get("outcome") == "Failed")
+        done = done_before
+        gate = asyncio.Semaphore(self.settings.concurrency)
+        for index, (wave, keys) in enumerate(zip(rep.waves, plan_keys, strict=True)):
+            mine = [t for t in targets if t.plan in keys]
+            waves[index] = {**waves[index], "name": wave.name, "phase": "Running",
+                            "total": int(waves[index].get("total", 0) or 0) + len(mine)}
+            await self.save(waves=waves)
+            failed = 0
+            for rank in sorted({t.rank for t in mine}):  # priority order, each rank in parallel
+                batch = [t for t in mine if t.rank == rank]
+
+                async def one(t: activating.Target) -> tuple[activating.Target, activating.Result]:
+                    async with gate:
+                        return t, await activating.activate_one(self.client, t, dry_run=dry_run, stream=self.stream)
+
+                for t, r in await asyncio.gather(*(one(t) for t in batch)):
+                    metrics.activated(t.plan, r.outcome)
+                    if r.outcome == "Failed":
+                        failed += 1
+                    results.append({"plan": t.plan, "ref": t.ref, "outcome": r.outcome, "reason": r.reason[:500],
+                                    "changes": list(r.changes)})
+                done += len(batch)
+                metrics.progress(self.name, done, total)
+                await self.save(progress={"done": done, "total": total}, objects=self._report(results))
+            message = ""
+            if wave.wait_for_ready and not dry_run:
+                late = await activating.wait_ready(self.client, [t for t in mine if not _failed(results, t)],
+                                                   timeout=wave.timeout_seconds, poll=self.settings.ready_poll_seconds)
+                if late:
+                    failed += len(late)
+                    message = f"not ready after {wave.timeout_seconds}s: {', '.join(late[:10])}"
+            failed_total += failed
+            waves[index] = {**waves[index], "phase": "Completed" if not failed else "PartiallyFailed",
+                            "done": int(waves[index].get("done", 0) or 0) + len(mine), "failed": failed,
+                            "message": message}
+            await self.save(waves=waves)
+            self.notify("Normal" if not failed else "Warning", "WaveDone",
+                        f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
+        phase = "Completed" if not failed_total else ("Failed" if failed_total >= total > 0 else "PartiallyFailed")
+        summary = f"{total} objects, {failed_total} failed" + (" (dry run: nothing changed)" if dry_run else "")
+        await self.save(phase=phase, completionTime=now(), message=summary,
+                        conditions=[plans.condition("Complete", phase == "Completed", phase, summary)])
+        self.notify("Normal" if phase == "Completed" else "Warning", phase, summary)
+
+    def _report(self, results: list[Obj]) -> list[Obj]:
+        failures = [r for r in results if r["outcome"] == "Failed"]
+        rest = [r for r in results if r["outcome"] != "Failed"]
+        return (failures + rest)[: self.settings.max_reported_objects]
+
+
+def _failed(results: list[Obj], target: activating.Target) -> bool:
+    return any(r["ref"] == target.ref and r["outcome"] == "Failed" for r in results)
+
+
+async def reachable(client: KubeClient) -> bool:
+    try:
+        await client.server_version()
+    except (ApiError, UnreachableError):
+        return False
+    return True

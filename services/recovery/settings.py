@@ -1,0 +1,21 @@
+"""Recovery settings, from ``STANDBY_RECOVERY_*`` environment variables (nested with ``__``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KubeSettings, NatsSettings, ServeSettings
+
+
+class RecoverySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STANDBY_RECOVERY_", env_nested_delimiter="__", extra="ignore")
+
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    nats: NatsSettings | None = Field(default=None, description="Only for fromOriginal; recovery works without it.")
+    serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9103))
+    fence_settle_seconds: float = Field(
+        default=2.0, ge=0, description="Wait after fencing, longer than the syncer's fence refresh.")
+    concurrency: int = Field(default=32, ge=1, description="Objects activated in parallel.")
+    ready_poll_seconds: float = Field(default=0.5, gt=0, description="Readiness gate poll period.")
+    max_reported_objects: int = Field(default=200, ge=0, description="Per-object results kept in status.")

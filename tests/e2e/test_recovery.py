@@ -1,0 +1,129 @@
+"""Failover end to end: copies made by the real pipeline, activated by the real operator process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from schemas import API_VERSION
+from schemas import annotations as ann
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.devenv.processes import Process
+from tests.e2e.conftest import Pipeline
+from tests.e2e.test_sync import create_app
+from tests.support import app
+from tests.support import env as h
+
+JOBS = f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryexecutionjobs"
+
+
+def recovery_process(destination: LocalCluster, nats_server: LocalNats | None, name: str) -> Process:
+    p = "STANDBY_RECOVERY_"
+    env = {p + "KUBE__KUBECONFIG": str(destination.kubeconfig), p + "SERVE__PORT": "0",
+           p + "SERVE__LOG_FORMAT": "json", p + "FENCE_SETTLE_SECONDS": "2"}
+    if nats_server is not None:
+        env.update({p + "NATS__URL": nats_server.url, p + "NATS__USER": nats_server.user,
+                    p + "NATS__PASSWORD": nats_server.password})
+    return Process(name, [sys.executable, "-m", "services.recovery"], destination.root / "logs" / f"{name}.log",
+                   env=env)
+
+
+async def execution_plan(p: Pipeline, name: str, plan: str, *, wait: bool = True) -> None:
+    await p.dst.apply(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryexecutionplans/{name}", {
+        "apiVersion": API_VERSION, "kind": "RecoveryExecutionPlan", "metadata": {"name": name, "namespace": h.SYSTEM},
+        "spec": {"waves": [{"name": "all", "recoveryPlans": [{"name": plan, "namespace": h.SYSTEM}],
+                            "waitForReady": wait, "timeoutSeconds": 120}]}}, field_manager="test")
+
+
+async def start_job(p: Pipeline, plan: str, *, dry_run: bool = False) -> str:
+    job = await p.dst.request("POST", JOBS, body={
+        "apiVersion": API_VERSION, "kind": "RecoveryExecutionJob",
+        "metadata": {"generateName": f"{plan}-", "namespace": h.SYSTEM},
+        "spec": {"recoveryExecutionPlanRef": {"name": plan, "namespace": h.SYSTEM}, "dryRun": dry_run}})
+    return str(job["metadata"]["name"])
+
+
+async def finished(p: Pipeline, name: str, timeout: float = 150) -> dict[str, Any]:
+    async def check() -> dict[str, Any]:
+        status = (await p.dst.get(f"{JOBS}/{name}")).get("status") or {}
+        assert status.get("phase") in ("Completed", "PartiallyFailed", "Failed"), status.get("phase")
+        return status
+    return await h.eventually(check, timeout=timeout, interval=0.5)
+
+
+async def deployment(p: Pipeline, ns: str, name: str) -> dict[str, Any]:
+    return await p.dst.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+
+
+async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registered: LocalCluster,
+                                                       nats_server: LocalNats) -> None:
+    ns = "rec"
+    await create_app(pipe, ns)
+    await h.apply_plan(pipe.dst, h.plan_body("rec", app.plan_resources([ns]), forceNamespaceCreation=True))
+
+    async def copied() -> None:
+        assert (await deployment(pipe, ns, "web"))["metadata"]["annotations"][ann.PLAN] == f"{h.SYSTEM}/rec"
+        assert (await pipe.dst.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/web"))
+    await h.eventually(copied, timeout=30)
+    await execution_plan(pipe, "rec", "rec")
+    operator = recovery_process(registered, nats_server, "recovery-1").start()
+    try:
+        # 1. Dry run: a readable report, nothing changed.
+        dry = await finished(pipe, await start_job(pipe, "rec", dry_run=True))
+        assert dry["phase"] == "Completed", dry
+        changes = {o["ref"]: o for o in dry["objects"]}
+        web = changes[f"deployments.apps/{ns}/web"]
+        assert web["outcome"] == "WouldChange" and any("/spec/replicas" in c for c in web["changes"])
+        assert (await deployment(pipe, ns, "web"))["spec"]["replicas"] == 0
+
+        # 2. The failover, with the operator killed mid-job (during fencing) and restarted.
+        name = await start_job(pipe, "rec")
+
+        async def fencing() -> None:
+            status = (await pipe.dst.get(f"{JOBS}/{name}")).get("status") or {}
+            assert status.get("phase") == "Fencing"
+        await h.eventually(fencing, timeout=30, interval=0.05)
+        operator.kill()
+        operator = recovery_process(registered, nats_server, "recovery-2").start()
+        status = await finished(pipe, name)
+        assert status["phase"] == "Completed", json.dumps(status)[:2000]
+        assert status["progress"]["done"] == status["progress"]["total"] > 0
+
+        web = await deployment(pipe, ns, "web")
+        assert web["spec"]["replicas"] == 3
+        assert not any(k.startswith(ann.PREFIX) for k in web["metadata"].get("annotations") or {})
+        assert (await deployment(pipe, ns, "api"))["spec"]["replicas"] == 2
+        assert (await pipe.dst.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/db"))["spec"]["replicas"] == 2
+        agent = await pipe.dst.get(f"/apis/apps/v1/namespaces/{ns}/daemonsets/agent")
+        assert "nodeSelector" not in agent["spec"]["template"]["spec"]
+        assert (await pipe.dst.get(f"/apis/batch/v1/namespaces/{ns}/cronjobs/report"))["spec"]["suspend"] is False
+        hpa = await pipe.dst.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/web")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "web"
+        status_web = web.get("status") or {}
+        assert status_web.get("availableReplicas") == 3, "the readiness gate waited for Available on kwok nodes"
+
+        # 3. A late change from the old primary changes nothing in the activated stand-by.
+        await pipe.src.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/web",
+                               body={"spec": {"replicas": 7}}, content_type="application/merge-patch+json")
+        await asyncio.sleep(3)
+        assert (await deployment(pipe, ns, "web"))["spec"]["replicas"] == 3
+
+        # 4. Running the job again is harmless.
+        again = await finished(pipe, await start_job(pipe, "rec"))
+        assert again["phase"] == "Completed" and again["progress"]["total"] == 0
+        assert (await deployment(pipe, ns, "web"))["spec"]["replicas"] == 3
+    finally:
+        operator.stop()
+
+
+async def test_missing_execution_plan_fails_clearly(pipe: Pipeline, registered: LocalCluster) -> None:
+    operator = recovery_process(registered, None, "recovery-missing").start()
+    try:
+        status = await finished(pipe, await start_job(pipe, "does-not-exist"), timeout=60)
+        assert status["phase"] == "Failed"
+        assert "does-not-exist" in status["message"]
+    finally:
+        operator.stop()
