@@ -1,0 +1,42 @@
+# One entry point for people and CI. Every target installs what it needs first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup binaries test check demo bench crds clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+binaries:
+	bash hack/build-kube.sh
+
+setup: $(VENV)/.installed binaries
+
+## The README's test command.
+test: setup
+	$(PY) -m pytest
+
+## Lint, types and architecture contracts.
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## The README's main command: the whole story on local real clusters.
+demo: setup
+	$(VENV)/bin/standby demo
+
+bench: setup
+	$(PY) benchmarks/transforms.py
+	$(PY) benchmarks/sync.py
+	$(PY) benchmarks/activation.py
+
+crds: $(VENV)/.installed
+	$(VENV)/bin/standby crds
+
+clean:
+	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache
