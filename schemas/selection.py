@@ -72,9 +72,9 @@ class CompiledFilters:
             return False
         if not selector_matches(f.selector, meta.get("labels")):
             return False
-        if f.namespace_selector is not None and namespace:
-            if not selector_matches(f.namespace_selector, namespace_labels):
-                return False
+        if f.namespace_selector is not None and namespace \
+                and not selector_matches(f.namespace_selector, namespace_labels):
+            return False
         if self.include and not any(p.search(name) for p in self.include):
             return False
         return not any(p.search(name) for p in self.exclude)

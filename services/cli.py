@@ -64,9 +64,9 @@ def _dev_status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.devenv import demo
+    from services.devenv.demo import run
 
-    return demo.run(Path(args.dir).resolve(), topology=args.topology, keep=args.keep)
+    return run(Path(args.dir).resolve(), topology=args.topology, keep=args.keep)
 
 
 def _crds(args: argparse.Namespace) -> int:

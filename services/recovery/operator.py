@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def build_registry(client: KubeClient) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)  # type: ignore[untyped-decorator]
+    @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         creds = client.creds
         return kopf.ConnectionInfo(server=creds.server, ca_data=creds.ca_pem, token=creds.token,
@@ -29,15 +29,15 @@ def build_registry(client: KubeClient) -> kopf.OperatorRegistry:
                                    certificate_data=creds.client_cert_pem, private_key_data=creds.client_key_pem,
                                    insecure=creds.insecure)
 
-    @kopf.on.startup(registry=registry)  # type: ignore[untyped-decorator]
+    @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="recovery.dr.standby.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="recovery.dr.standby.dev")
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 60
 
-    @kopf.on.resume(GROUP, VERSION, "recoveryexecutionjobs", registry=registry)  # type: ignore[untyped-decorator]
-    @kopf.on.create(GROUP, VERSION, "recoveryexecutionjobs", registry=registry)  # type: ignore[untyped-decorator]
+    @kopf.on.resume(GROUP, VERSION, "recoveryexecutionjobs", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "recoveryexecutionjobs", registry=registry)
     async def run_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if (body.get("status") or {}).get("phase") in api.TERMINAL_PHASES:
             return

@@ -164,7 +164,8 @@ class PlanApplier:
         provenance = transforms.Provenance(self.plan.namespace, self.plan.name, env.epoch, env.source_uid,
                                            env.source_resource_version, sequence, from_patch, from_original)
         try:
-            body = transforms.deactivate(env.body, provenance, plan_patch=self.patches.get((info.group, info.resource), ()),
+            body = transforms.deactivate(env.body, provenance,
+                                         plan_patch=self.patches.get((info.group, info.resource), ()),
                                          previous_inverse=current.inverse if current else None)
         except transforms.PatchError as exc:
             raise PermanentError("PlanPatchDoesNotApply", f"{env.ref}: {exc}") from exc

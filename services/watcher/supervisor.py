@@ -45,8 +45,8 @@ class PlanRunner:
         except (plans.PlanError, selection.InvalidFilterError) as exc:
             reason = getattr(exc, "reason", "InvalidFilter")
             log.error("plan cannot run: %s", exc, extra={"plan": plan.key, "reason": reason})
-            await plans.set_plan_conditions(self.own, plan, [plans.condition("SourceReachable", False, reason, str(exc))],
-                                            phase="Degraded")
+            await plans.set_plan_conditions(
+                self.own, plan, [plans.condition("SourceReachable", False, reason, str(exc))], phase="Degraded")
             raise
         except (ApiError, UnreachableError) as exc:
             await plans.set_plan_conditions(self.own, plan, [plans.condition("SourceReachable", False,
@@ -93,7 +93,8 @@ class Supervisor:
             try:
                 plan = plans.parse_plan(obj)
             except plans.PlanError as exc:
-                await plans.set_plan_conditions(self.own, obj, [plans.condition("Valid", False, exc.reason, exc.message)])
+                await plans.set_plan_conditions(
+                    self.own, obj, [plans.condition("Valid", False, exc.reason, exc.message)])
                 continue
             seen.add(plan.key)
             signature = (plan.generation, plan.spec.suspend)

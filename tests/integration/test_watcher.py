@@ -46,11 +46,10 @@ async def kube(source: LocalCluster, registered: LocalCluster) -> AsyncIterator[
 
 
 @pytest.fixture(autouse=True)
-async def fresh_plans(registered: LocalCluster) -> AsyncIterator[None]:
+async def fresh_plans(registered: LocalCluster) -> None:
     """Each test sees only its own plans (a watcher runs every plan it finds)."""
     async with KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
         await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
-    yield
 
 
 @pytest.fixture
@@ -288,7 +287,8 @@ async def test_forbidden_or_unreachable_source_publishes_no_tombstone(
     supervisor, nc = await run_watcher(dst, settings)
     async with h.running(supervisor.run(), "watcher"):
         async def degraded() -> None:
-            status = (await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/rbac"))["status"]
+            plan = await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/rbac")
+            status = plan["status"]
             cond = {c["type"]: c for c in status["conditions"]}["SourceReachable"]
             assert cond["status"] == "False" and cond["reason"] == "Unreachable"
         await h.eventually(degraded)

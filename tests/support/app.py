@@ -21,7 +21,8 @@ def manifests(ns: str) -> list[tuple[str, dict[str, Any]]]:
     core, apps = f"/api/v1/namespaces/{ns}", f"/apis/apps/v1/namespaces/{ns}"
     batch, net = f"/apis/batch/v1/namespaces/{ns}", f"/apis/networking.k8s.io/v1/namespaces/{ns}"
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}"
-    job_spec = {"template": {**_template("migrate"), "spec": {**_template("migrate")["spec"], "restartPolicy": "Never"}}}
+    job_pod = {**_template("migrate")["spec"], "restartPolicy": "Never"}
+    job_spec = {"template": {**_template("migrate"), "spec": job_pod}}
     return [
         (f"{core}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
                                 "data": {"mode": "production"}}),

@@ -87,7 +87,7 @@ def test_activate_undoes_deactivate_exactly(obj: dict[str, Any]) -> None:
 )
 def test_deactivation_per_kind(obj: dict[str, Any], pointer: tuple[str, ...], deactivated: Any,
                                original: Any) -> None:
-    clean, copy_ = roundtrip(obj)
+    _, copy_ = roundtrip(obj)
 
     def at(o: dict[str, Any]) -> Any:
         for key in pointer:
@@ -99,7 +99,7 @@ def test_deactivation_per_kind(obj: dict[str, Any], pointer: tuple[str, ...], de
 
 
 def test_webhooks_are_held_until_activation() -> None:
-    clean, copy_ = roundtrip(b.webhook())
+    _, copy_ = roundtrip(b.webhook())
     hook = copy_["webhooks"][0]
     assert hook["failurePolicy"] == "Ignore"
     assert hook["objectSelector"]["matchExpressions"][0]["key"] == ann.HELD_WEBHOOK_LABEL
@@ -119,7 +119,7 @@ def test_copy_is_stamped_with_provenance() -> None:
 def test_source_at_zero_keeps_remembered_replicas() -> None:
     _, first = roundtrip(b.deployment(replicas=4))
     remembered = transforms.inverse_of(first)
-    clean, second = roundtrip(b.deployment(replicas=0), previous_inverse=remembered)
+    _, second = roundtrip(b.deployment(replicas=0), previous_inverse=remembered)
     assert second["spec"]["replicas"] == 0
     assert transforms.activate(second)["spec"]["replicas"] == 4
     # Without anything remembered, a source at 0 activates at 0.
