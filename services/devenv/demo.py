@@ -65,7 +65,8 @@ async def _scenario(env: environment.DevEnvironment) -> int:
                                                      "metadata": {"name": NS}}, field_manager="demo")
         for path, body in SAMPLE:
             await src.apply(path, {**body, "metadata": {**body["metadata"], "namespace": NS}}, field_manager="demo")
-        plan: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "RecoveryPlan", "metadata": {"name": NS, "namespace": SYSTEM},
+        plan: dict[str, Any] = {
+                "apiVersion": API_VERSION, "kind": "RecoveryPlan", "metadata": {"name": NS, "namespace": SYSTEM},
                 "spec": {"forceNamespaceCreation": True,
                          "sourceClusterRef": {"name": "source", "namespace": SYSTEM},
                          "resources": [{"group": g, "version": v, "resource": r, "filters": {"namespaces": [NS]}}
