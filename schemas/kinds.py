@@ -7,13 +7,13 @@ copy carries so that activation needs nothing but the destination."""
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from schemas import annotations as ann
+from schemas.jsondata import clone
 from schemas.pointers import path
 
 Obj = dict[str, Any]
@@ -41,7 +41,23 @@ def _restore(obj: Obj, *keys: str) -> Op:
         if not isinstance(node, dict) or key not in node:
             return {"op": "remove", "path": path(*keys)}
         node = node[key]
-    return {"op": "replace", "path": path(*keys), "value": copy.deepcopy(node)}
+    value = clone(node) if isinstance(node, (dict, list)) else node
+    return {"op": "replace", "path": path(*keys), "value": value}
+
+
+def fresh(obj: Obj, *keys: str) -> Obj:
+    """The dict at ``keys``, shallow-copied on the way down (created where missing).
+
+    Deactivators receive a shallow copy of the object and must not mutate anything they did not
+    copy: this copies exactly the path they change, so the untouched rest can be shared with the
+    input (the deep copy of every object was the transforms' dominant cost)."""
+    node = obj
+    for key in keys:
+        child = node.get(key)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[key] = child
+        node = child
+    return node
 
 
 def _remembered(previous: list[Op] | None, pointer: str) -> Any:
@@ -69,8 +85,8 @@ def scale_to_zero(obj: Obj, previous: list[Op] | None) -> list[Op]:
 
     When the source itself shows 0 (often: someone drained the old primary during a failover),
     the value remembered from an earlier copy is kept, so activation does not start nothing."""
-    spec = obj.setdefault("spec", {})
     inverse = _restore(obj, "spec", "replicas")
+    spec = fresh(obj, "spec")
     if spec.get("replicas") == 0:
         earlier = _remembered(previous, "/spec/replicas")
         if isinstance(earlier, int) and earlier > 0:
@@ -81,30 +97,27 @@ def scale_to_zero(obj: Obj, previous: list[Op] | None) -> list[Op]:
 
 def suspend(obj: Obj, previous: list[Op] | None) -> list[Op]:
     """CronJob, Job: ``spec.suspend`` true."""
-    spec = obj.setdefault("spec", {})
     inverse = _restore(obj, "spec", "suspend")
-    spec["suspend"] = True
+    fresh(obj, "spec")["suspend"] = True
     return [inverse]
 
 
 def park_on_no_node(obj: Obj, previous: list[Op] | None) -> list[Op]:
     """DaemonSet: no replicas field, so a node selector that matches no node."""
-    pod_spec = obj.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
-    if "nodeSelector" in pod_spec:
-        selector = pod_spec["nodeSelector"]
+    pod_spec = fresh(obj, "spec", "template", "spec")
+    if isinstance(pod_spec.get("nodeSelector"), dict):
         inverse = _restore(obj, "spec", "template", "spec", "nodeSelector", ann.PARKING_NODE_LABEL)
     else:
-        selector = pod_spec["nodeSelector"] = {}
         inverse = {"op": "remove", "path": "/spec/template/spec/nodeSelector"}
-    selector[ann.PARKING_NODE_LABEL] = "true"
+    fresh(pod_spec, "nodeSelector")[ann.PARKING_NODE_LABEL] = "true"
     return [inverse]
 
 
 def hold_autoscaler(obj: Obj, previous: list[Op] | None) -> list[Op]:
     """HorizontalPodAutoscaler: point it at a target that does not exist, so it can never scale a
     workload up in the stand-by (recent releases can scale from zero)."""
-    target = obj.setdefault("spec", {}).setdefault("scaleTargetRef", {})
     inverse = _restore(obj, "spec", "scaleTargetRef", "name")
+    target = fresh(obj, "spec", "scaleTargetRef")
     target["name"] = ann.HELD_TARGET_PREFIX + str(target.get("name", ""))
     return [inverse]
 
@@ -113,7 +126,8 @@ def hold_webhooks(obj: Obj, previous: list[Op] | None) -> list[Op]:
     """Admission webhooks: their backends are off in the stand-by, and a failing webhook can block
     every write (Standby's own included). Held: ignore failures and select no object."""
     inverse = _restore(obj, "webhooks")
-    for hook in obj.get("webhooks") or []:
+    obj["webhooks"] = clone(obj.get("webhooks") or [])
+    for hook in obj["webhooks"]:
         hook["failurePolicy"] = "Ignore"
         hook["objectSelector"] = {
             "matchExpressions": [{"key": ann.HELD_WEBHOOK_LABEL, "operator": "Exists"}]

@@ -7,10 +7,10 @@ belong to the source cluster. Per-kind rules live in :mod:`schemas.kinds`."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from schemas import kinds
+from schemas.jsondata import clone
 
 METADATA_KEPT = ("name", "namespace", "labels", "annotations")
 
@@ -36,22 +36,20 @@ CONTROLLER_PRIVATE_ANNOTATIONS = frozenset(
 
 
 def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """Keep apiVersion, kind, the user-owned part of metadata, and everything but status."""
+    """Keep apiVersion, kind, the user-owned part of metadata, and everything but status.
+
+    One deep copy (the transforms' dominant cost), made of exactly what is kept."""
     meta = obj.get("metadata") or {}
-    kept: dict[str, Any] = {k: copy.deepcopy(meta[k]) for k in METADATA_KEPT if meta.get(k)}
-    annotations = {
-        k: v for k, v in (kept.get("annotations") or {}).items() if k not in CONTROLLER_PRIVATE_ANNOTATIONS
-    }
+    shallow = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    shallow["metadata"] = {k: meta[k] for k in METADATA_KEPT if meta.get(k)}
+    out: dict[str, Any] = clone(shallow)
+    kept = out["metadata"]
+    annotations = kept.get("annotations")
     if annotations:
-        kept["annotations"] = annotations
-    else:
-        kept.pop("annotations", None)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        if key in ("metadata", "status"):
-            continue
-        out[key] = copy.deepcopy(value)
-    out["metadata"] = kept
+        for key in CONTROLLER_PRIVATE_ANNOTATIONS.intersection(annotations):
+            del annotations[key]
+        if not annotations:
+            del kept["annotations"]
     return out
 
 
@@ -60,7 +58,7 @@ def sanitize(obj: dict[str, Any]) -> dict[str, Any]:
     rules = kinds.rules_for(obj)
     out = strip_server_fields(obj)
     if rules.keep_status and "status" in obj:
-        out["status"] = copy.deepcopy(obj["status"])
+        out["status"] = clone(obj["status"])
     if rules.sanitize is not None:
         rules.sanitize(out)
     return out

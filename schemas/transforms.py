@@ -6,7 +6,6 @@ the plan, epoch, source uid/resourceVersion and stream sequence."""
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import jsonpatch
 
 from schemas import annotations as ann
 from schemas import kinds
+from schemas.jsondata import clone
 
 Obj = dict[str, Any]
 Op = dict[str, Any]
@@ -37,11 +37,14 @@ class Provenance:
     from_original: bool = False
 
 
-def apply_patch(obj: Obj, operations: Sequence[Op]) -> Obj:
+def apply_patch(obj: Obj, operations: Sequence[Op], *, in_place: bool = False, owned_operations: bool = False) -> Obj:
+    """RFC 6902. ``in_place`` only for an object the caller owns (a fresh copy); likewise
+    ``owned_operations`` for operations whose values may end up inside the object."""
     if not operations:
         return obj
+    ops = list(operations) if owned_operations else clone(list(operations))
     try:
-        result: Obj = jsonpatch.apply_patch(obj, list(operations), in_place=False)
+        result: Obj = jsonpatch.apply_patch(obj if in_place else clone(obj), ops, in_place=True)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
         raise PatchError(f"patch does not apply: {exc}") from exc
     return result
@@ -68,19 +71,20 @@ def deactivate(
     plan_patch: Sequence[Op] = (),
     previous_inverse: list[Op] | None = None,
 ) -> Obj:
-    """The deactivated, stamped copy of a sanitized original. Pure.
+    """The deactivated, stamped copy of a sanitized original. Pure: ``sanitized`` is not changed,
+    but the result shares the sub-trees deactivation does not touch with it (treat both as
+    immutable, or clone).
 
     ``previous_inverse`` is what the existing copy remembers (see :func:`kinds.scale_to_zero`)."""
-    out = copy.deepcopy(sanitized)
+    out = dict(sanitized)
     rules = kinds.rules_for(out)
     inverse: list[Op] = rules.deactivate(out, previous_inverse) if rules.deactivate else []
     if plan_patch:
         before = out
         out = apply_patch(before, plan_patch)
         inverse = list(jsonpatch.make_patch(out, before)) + inverse
-    meta = out.setdefault("metadata", {})
-    meta.setdefault("labels", {})[ann.MANAGED] = ann.MANAGED_VALUE
-    annotations = meta.setdefault("annotations", {})
+    kinds.fresh(out, "metadata", "labels")[ann.MANAGED] = ann.MANAGED_VALUE
+    annotations = kinds.fresh(out, "metadata", "annotations")
     annotations[ann.PLAN] = ann.plan_key(provenance.plan_namespace, provenance.plan_name)
     annotations[ann.EPOCH] = str(provenance.epoch)
     annotations[ann.SOURCE_UID] = provenance.source_uid
@@ -104,7 +108,7 @@ def wants_original(obj: Obj) -> bool:
 
 
 def strip_bookkeeping(obj: Obj) -> Obj:
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     meta = out.get("metadata") or {}
     for key in ("labels", "annotations"):
         values = meta.get(key)
@@ -124,11 +128,12 @@ def _drop_empty_maps(obj: Obj) -> None:
 def activate(copy_obj: Obj, *, from_patch: Sequence[Op] | None = None) -> Obj:
     """Undo deactivation exactly, then apply the plan's ``recoveryProcess.fromPatch`` (by default
     the one stamped on the copy). Pure."""
+    fresh = from_patch is None
     if from_patch is None:
         from_patch = stamped_from_patch(copy_obj)
-    inverse = inverse_of(copy_obj)
+    inverse = inverse_of(copy_obj)  # parsed from JSON: ours to hand over
     out = strip_bookkeeping(copy_obj)
-    out = apply_patch(out, inverse)
-    out = apply_patch(out, from_patch)
+    out = apply_patch(out, inverse, in_place=True, owned_operations=True)
+    out = apply_patch(out, from_patch, in_place=True, owned_operations=fresh)
     _drop_empty_maps(out)
     return out
