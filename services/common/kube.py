@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 import yaml
 
 Obj = dict[str, Any]
@@ -203,9 +203,11 @@ class KubeClient:
 
     async def request(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None,
-        content_type: str = "application/json", timeout: float | None = None,
+        content_type: str = "application/json", timeout: float | None = None, parse: bool = True,
     ) -> Obj:
-        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        """One call. ``parse=False`` skips decoding the answer (server-side apply echoes the whole
+        object, which the syncer never reads)."""
+        data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if data is not None else None
         try:
             async with self.session.request(
@@ -215,7 +217,7 @@ class KubeClient:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _error(resp.status, raw, resp.headers)
-                return json.loads(raw) if raw else {}
+                return orjson.loads(raw) if raw and parse else {}
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
 
@@ -223,12 +225,12 @@ class KubeClient:
         return await self.request("GET", path, params=params or None)
 
     async def apply(self, path: str, body: Obj, *, field_manager: str, force: bool = True,
-                    dry_run: bool = False) -> Obj:
+                    dry_run: bool = False, parse: bool = True) -> Obj:
         params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
         return await self.request("PATCH", path, params=params, body=body,
-                                  content_type="application/apply-patch+yaml")
+                                  content_type="application/apply-patch+yaml", parse=parse)
 
     async def delete(self, path: str, *, uid: str | None = None) -> Obj:
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -273,7 +275,7 @@ class KubeClient:
                 async for line in resp.content:
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = orjson.loads(line)
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
                         raise ApiError(int(status.get("code", 500)), str(status.get("reason", "")),
@@ -323,7 +325,7 @@ class KubeClient:
 
 def _error(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
         reason, message = str(body.get("reason", "")), str(body.get("message", ""))
     except ValueError:
         body, reason, message = {}, "", raw[:500].decode(errors="replace")

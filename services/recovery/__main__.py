@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 import kopf
+import uvloop
 
 from services.common import kube, logs, running, streams
 from services.recovery import activating, operator
@@ -39,4 +40,4 @@ async def main(settings: RecoverySettings) -> None:
 if __name__ == "__main__":
     settings = RecoverySettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
-    asyncio.run(main(settings))
+    uvloop.run(main(settings))

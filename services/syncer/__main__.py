@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+import uvloop
 
 from services.common import kube, logs, running, streams
 from services.syncer.settings import SyncerSettings
@@ -26,4 +27,4 @@ async def main(settings: SyncerSettings) -> None:
 if __name__ == "__main__":
     settings = SyncerSettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
-    asyncio.run(main(settings))
+    uvloop.run(main(settings))

@@ -188,7 +188,7 @@ class PlanApplier:
 
     async def _apply(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any]) -> None:
         try:
-            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
+            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER, parse=False)
         except ApiError as exc:
             missing_ns = exc.status == 404 and info.namespaced and "namespaces" in exc.message
             if not missing_ns:

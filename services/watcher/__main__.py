@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from services.common import kube, logs, running, streams
 from services.watcher.settings import WatcherSettings
@@ -23,4 +23,4 @@ async def main(settings: WatcherSettings) -> None:
 if __name__ == "__main__":
     settings = WatcherSettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
-    asyncio.run(main(settings))
+    uvloop.run(main(settings))

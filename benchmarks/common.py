@@ -1,0 +1,162 @@
+"""Shared pieces of the benchmarks: a local environment with the services as processes, object
+factories, concurrent writers, percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas import API_VERSION
+from services.common.kube import KubeClient
+from services.devenv import bootstrap, environment
+
+SYSTEM = bootstrap.SYSTEM_NAMESPACE
+
+
+def configmap(ns: str, name: str, value: str = "1") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns,
+                                                                  "labels": {"app": "bench"}},
+            "data": {"value": value, "config.yaml": "key: value\n" * 20}}
+
+
+def deployment(ns: str, name: str, replicas: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns,
+                                                                        "labels": {"app": name}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
+                         "name": "main", "image": f"registry.example/{name}:1.0",
+                         "env": [{"name": f"SETTING_{i}", "value": "x" * 20} for i in range(10)],
+                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+
+
+def path_of(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    if obj["kind"] == "ConfigMap":
+        return f"/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}"
+    return f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
+
+
+async def apply_all(client: KubeClient, objects: Iterable[dict[str, Any]], *, concurrency: int = 64,
+                    manager: str = "bench") -> float:
+    """Server-side apply every object with ``concurrency`` in flight; returns objects/s."""
+    items = list(objects)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(obj: dict[str, Any]) -> None:
+        async with sem:
+            await client.apply(path_of(obj), obj, field_manager=manager)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(o) for o in items))
+    return len(items) / (time.perf_counter() - start)
+
+
+async def namespace(client: KubeClient, name: str) -> None:
+    await client.apply(f"/api/v1/namespaces/{name}", {"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"name": name}}, field_manager="bench")
+
+
+async def plan(client: KubeClient, name: str, namespaces: list[str], resources: list[tuple[str, str, str]]) -> None:
+    await client.apply(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryplans/{name}", {
+        "apiVersion": API_VERSION, "kind": "RecoveryPlan", "metadata": {"name": name, "namespace": SYSTEM},
+        "spec": {"forceNamespaceCreation": True, "sourceClusterRef": {"name": "source", "namespace": SYSTEM},
+                 "resources": [{"group": g, "version": v, "resource": r, "filters": {"namespaces": namespaces}}
+                               for g, v, r in resources]}}, field_manager="bench")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_env(full: bool = False, services: tuple[str, ...] = ("watcher", "syncer"),
+              extra_env: dict[str, str] | None = None) -> environment.DevEnvironment:
+    root = Path(tempfile.mkdtemp(prefix="standby-bench-"))
+    env = environment.DevEnvironment(root, topology="two", full=full)
+    env.start()
+    bootstrap.install(env)
+    if services:
+        original = bootstrap.service_env
+
+        def with_extra(e: environment.DevEnvironment, service: str) -> dict[str, str]:
+            return {**original(e, service), **(extra_env or {})}
+
+        bootstrap.service_env = with_extra  # type: ignore[assignment]
+        try:
+            bootstrap.start_services(env, services)
+        finally:
+            bootstrap.service_env = original  # type: ignore[assignment]
+    return env
+
+
+async def count_until(client: KubeClient, paths: list[str], target: int, *, timeout: float,
+                      predicate: Callable[[dict[str, Any]], bool]) -> float:
+    """Watch ``paths`` from now; returns the monotonic time when ``target`` distinct objects matching
+    ``predicate`` have been seen (ADDED/MODIFIED)."""
+    seen: set[str] = set()
+    done = asyncio.Event()
+    finished_at = 0.0
+
+    async def watch(path: str) -> None:
+        nonlocal finished_at
+        items, rv = await client.list_all(path)
+        for obj in items:
+            if predicate(obj):
+                seen.add(path + obj["metadata"]["name"])
+        while not done.is_set():
+            async for event in client.watch(path, resource_version=rv, timeout_seconds=60):
+                obj = event["object"]
+                rv = obj["metadata"].get("resourceVersion", rv)
+                if event["type"] in ("ADDED", "MODIFIED") and predicate(obj):
+                    seen.add(path + obj["metadata"]["name"])
+                    if len(seen) >= target and not done.is_set():
+                        finished_at = time.monotonic()
+                        done.set()
+                        return
+
+    tasks = [asyncio.create_task(watch(p)) for p in paths]
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return finished_at
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+def run(main: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    result = asyncio.run(main())
+    emit(result)
+    os._exit(0 if result.get("ok", True) else 1)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
