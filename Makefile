@@ -31,9 +31,10 @@ demo: setup
 	$(VENV)/bin/standby demo
 
 bench: setup
-	$(PY) benchmarks/transforms.py
-	$(PY) benchmarks/sync.py
-	$(PY) benchmarks/activation.py
+	cd benchmarks && ../$(PY) transforms.py
+	cd benchmarks && ../$(PY) watcher.py
+	cd benchmarks && ../$(PY) sync.py
+	cd benchmarks && ../$(PY) activation.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds

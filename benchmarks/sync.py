@@ -112,7 +112,7 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
     await asyncio.gather(*pending)
     achieved = count / (time.monotonic() - start)
     deadline = time.monotonic() + 30
-    while set(written) - set(seen) and time.monotonic() < deadline:  # noqa: ASYNC110 - a deadline poll
+    while set(written) - set(seen) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)

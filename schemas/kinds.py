@@ -284,6 +284,8 @@ def skip_reason(obj: Obj, *, excluded_namespaces: frozenset[str] = DEFAULT_EXCLU
     namespace = meta.get("namespace") or (meta.get("name") if obj.get("kind") == "Namespace" else None)
     if namespace and (namespace in excluded_namespaces or namespace.startswith("kube-")):
         return f"namespace {namespace} is excluded"
+    if (meta.get("labels") or {}).get(ann.MANAGED) == ann.MANAGED_VALUE:
+        return "a Standby copy (never a source object: no loops between clusters)"
     for owner in meta.get("ownerReferences") or []:
         if owner.get("controller"):
             return f"owned by {owner.get('kind')}/{owner.get('name')}"

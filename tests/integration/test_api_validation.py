@@ -43,7 +43,10 @@ async def create(client: KubeClient, doc: dict[str, Any], *, dry_run: bool = Tru
 
 @pytest.mark.parametrize("kind", sorted(PLURALS))
 async def test_examples_are_accepted(dst: KubeClient, kind: str) -> None:
-    created = await create(dst, examples()[kind])
+    doc = copy.deepcopy(examples()[kind])
+    if "name" in doc["metadata"]:  # other tests may hold the example's name already
+        doc["metadata"]["name"] = f"example-{kind.lower()}"
+    created = await create(dst, doc)
     assert created["kind"] == kind
 
 

@@ -206,6 +206,9 @@ def test_per_kind_sanitizing() -> None:
                       "metadata": {"name": "s", "namespace": "app"}}, "endpoint", id="endpointslice"),
         pytest.param({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-public"}},
                      "excluded", id="kube-namespace-object"),
+        pytest.param({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "c", "namespace": "app", "labels": {"dr.standby.dev/managed": "true"}}},
+                     "Standby copy", id="a-copy-is-never-a-source"),
     ],
 )
 def test_skip_rules(obj: dict[str, Any], reason: str) -> None:

@@ -1,0 +1,229 @@
+"""Three clusters, failback, fromOriginal and the delete breaker, end to end on real clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import API_VERSION
+from schemas import annotations as ann
+from services.common import streams
+from services.common.kube import KubeClient
+from services.devenv import bootstrap
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from services.syncer.settings import DeleteSettings
+from services.syncer.supervisor import Supervisor as SyncSupervisor
+from services.watcher.supervisor import Supervisor as WatchSupervisor
+from tests.e2e.conftest import Pipeline, syncer_settings, watcher_settings
+from tests.e2e.test_recovery import execution_plan, finished, recovery_process, start_job
+from tests.support import env as h
+
+DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+
+
+async def deploy(client: KubeClient, ns: str, name: str, replicas: int) -> None:
+    await client.apply(DEPLOY.format(ns=ns, name=name), {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": f"{name}:1"}]}}}}, field_manager="test")
+
+
+@pytest.fixture
+async def management(env_root: Path, source: LocalCluster, destination: LocalCluster) -> AsyncIterator[LocalCluster]:
+    cluster = LocalCluster("management", env_root).start()
+    bootstrap.install_crds(cluster)
+    bootstrap.ensure_namespace(cluster, bootstrap.SYSTEM_NAMESPACE)
+    reader = source.mint_credentials("standby-reader", namespace=bootstrap.SYSTEM_NAMESPACE,
+                                     rules=bootstrap.READ_ONLY_RULES, cluster_scoped=True)
+    bootstrap.register_cluster(cluster, "source", reader)
+    bootstrap.register_cluster(cluster, "destination", destination.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def run_sync_side(own: KubeClient, nats_server: LocalNats, **syncer: Any) -> tuple[list[asyncio.Task[None]], Any]:
+    wnc = await streams.connect(h.nats_settings(nats_server), name="tri-watcher")
+    snc = await streams.connect(h.nats_settings(nats_server), name="tri-syncer")
+    watcher = WatchSupervisor(own, wnc, watcher_settings(nats_server))
+    sync = SyncSupervisor(own, snc, syncer_settings(nats_server, **syncer))
+    tasks = [asyncio.create_task(watcher.run(), name="watcher"), asyncio.create_task(sync.run(), name="syncer")]
+
+    async def stop() -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await wnc.close()
+        await snc.close()
+    return tasks, stop
+
+
+async def test_three_clusters_failover_with_management_gone(
+        source: LocalCluster, registered: LocalCluster, management: LocalCluster, nats_server: LocalNats) -> None:
+    async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+            KubeClient.from_kubeconfig(registered.kubeconfig) as dst, \
+            KubeClient.from_kubeconfig(management.kubeconfig) as mgmt:
+        await h.namespace(src, "tri")
+        await deploy(src, "tri", "web", 3)
+        body = h.plan_body("tri", [{"group": "apps", "version": "v1", "resource": "deployments",
+                                    "filters": {"namespaces": ["tri"]}}], forceNamespaceCreation=True)
+        body["spec"]["destinationClusterRef"] = {"name": "destination", "namespace": h.SYSTEM}
+        await h.apply_plan(mgmt, body)
+        _, stop = await run_sync_side(mgmt, nats_server)
+        try:
+            async def copied() -> None:
+                web = await dst.get(DEPLOY.format(ns="tri", name="web"))
+                assert web["spec"]["replicas"] == 0
+            await h.eventually(copied, timeout=30)
+            # The plan and its status live in the management cluster; the destination has no plan.
+            async def plan_status() -> None:
+                plan = await mgmt.get(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/tri")
+                assert plan["status"]["objectsInSync"] >= 1
+            await h.eventually(plan_status, timeout=15)
+        finally:
+            await stop()
+        management.stop()  # the management cluster is gone, with the plans in it
+
+        pipe = Pipeline(src, dst, None, None, None)  # type: ignore[arg-type]
+        await execution_plan(pipe, "tri", "tri")
+        operator = recovery_process(registered, None, "recovery-tri").start()
+        try:
+            status = await finished(pipe, await start_job(pipe, "tri"))
+            assert status["phase"] == "Completed", status
+        finally:
+            operator.stop()
+        assert (await dst.get(DEPLOY.format(ns="tri", name="web")))["spec"]["replicas"] == 3
+
+
+async def test_failback_brings_the_repaired_source_back_in_step(
+        source: LocalCluster, registered: LocalCluster, nats_server: LocalNats, env_root: Path) -> None:
+    """The procedure of docs/operations.md: after a failover, a plan in the reverse direction."""
+    async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+            KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
+        await dst.request("DELETE", f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans")
+        await h.namespace(src, "fb")
+        await deploy(src, "fb", "web", 3)
+        await h.apply_plan(dst, h.plan_body("fb", [{"group": "apps", "version": "v1", "resource": "deployments",
+                                                     "filters": {"namespaces": ["fb"]}}], forceNamespaceCreation=True))
+        _, stop = await run_sync_side(dst, nats_server)
+        try:
+            await h.eventually(lambda: _replicas(dst, "fb", "web", 0), timeout=30)
+        finally:
+            await stop()
+        pipe = Pipeline(src, dst, None, None, None)  # type: ignore[arg-type]
+        await execution_plan(pipe, "fb", "fb", wait=False)
+        operator = recovery_process(registered, None, "recovery-fb").start()
+        try:
+            assert (await finished(pipe, await start_job(pipe, "fb")))["phase"] == "Completed"
+        finally:
+            operator.stop()
+        # Life goes on in the new primary.
+        await dst.request("PATCH", DEPLOY.format(ns="fb", name="web"), body={"spec": {"replicas": 4}},
+                          content_type="application/merge-patch+json")
+
+        # Failback, step 1: the repaired old source becomes the stand-by of a reverse plan.
+        bootstrap.register_cluster(registered, "old-primary", source.kubeconfig)
+        reverse = h.plan_body("fb-back", [{"group": "apps", "version": "v1", "resource": "deployments",
+                                           "filters": {"namespaces": ["fb"]}}], forceNamespaceCreation=True)
+        reverse["spec"]["sourceClusterRef"] = {"name": "destination", "namespace": h.SYSTEM}
+        reverse["spec"]["destinationClusterRef"] = {"name": "old-primary", "namespace": h.SYSTEM}
+        await h.apply_plan(dst, reverse)
+        _, stop = await run_sync_side(dst, nats_server)
+        try:
+            async def back_in_step() -> None:
+                web = await src.get(DEPLOY.format(ns="fb", name="web"))
+                assert web["spec"]["replicas"] == 0
+                assert json.loads(web["metadata"]["annotations"][ann.INVERSE])[0]["value"] == 4
+            await h.eventually(back_in_step, timeout=30)
+        finally:
+            await stop()
+        # Step 2: fail back by a job in the old source (CRDs and recovery there).
+        bootstrap.install_crds(source)
+        bootstrap.ensure_namespace(source, bootstrap.SYSTEM_NAMESPACE)
+        back = Pipeline(dst, src, None, None, None)  # type: ignore[arg-type]
+        await execution_plan(back, "fb-back", "fb-back", wait=False)
+        operator = recovery_process(source, None, "recovery-fb-back").start()
+        try:
+            assert (await finished(back, await start_job(back, "fb-back")))["phase"] == "Completed"
+        finally:
+            operator.stop()
+        assert (await src.get(DEPLOY.format(ns="fb", name="web")))["spec"]["replicas"] == 4
+
+
+async def _replicas(client: KubeClient, ns: str, name: str, want: int) -> None:
+    assert (await client.get(DEPLOY.format(ns=ns, name=name)))["spec"]["replicas"] == want
+
+
+async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline, registered: LocalCluster,
+                                                                 nats_server: LocalNats) -> None:
+    await h.namespace(pipe.src, "orig")
+    await deploy(pipe.src, "orig", "web", 3)
+    await h.apply_plan(pipe.dst, h.plan_body("orig", [{
+        "group": "apps", "version": "v1", "resource": "deployments", "filters": {"namespaces": ["orig"]},
+        "transformation": {"patch": [{"op": "add", "path": "/metadata/labels/standby", "value": "copy"}]},
+        "recoveryProcess": {"fromOriginal": {"enabled": True},
+                            "fromPatch": [{"op": "add", "path": "/metadata/labels/recovered", "value": "yes"}]}}],
+        forceNamespaceCreation=True))
+    await h.eventually(lambda: _replicas(pipe.dst, "orig", "web", 0), timeout=30)
+    await execution_plan(pipe, "orig", "orig", wait=False)
+    # Without the stream: a clear reason per object, nothing half-done.
+    operator = recovery_process(registered, None, "recovery-no-stream").start()
+    try:
+        status = await finished(pipe, await start_job(pipe, "orig", dry_run=True))
+        assert status["phase"] == "PartiallyFailed"  # the namespace it created activates; the Deployment cannot
+        web = {o["ref"]: o for o in status["objects"]}["deployments.apps/orig/web"]
+        assert web["outcome"] == "Failed" and "needs the stream" in web["reason"]
+    finally:
+        operator.stop()
+    operator = recovery_process(registered, nats_server, "recovery-stream").start()
+    try:
+        status = await finished(pipe, await start_job(pipe, "orig"))
+        assert status["phase"] == "Completed", status
+    finally:
+        operator.stop()
+    web = await pipe.dst.get(DEPLOY.format(ns="orig", name="web"))
+    assert web["spec"]["replicas"] == 3
+    assert web["metadata"]["labels"].get("recovered") == "yes"
+    assert "standby" not in web["metadata"]["labels"]
+
+
+async def test_delete_breaker_refuses_mass_deletion(source: LocalCluster, registered: LocalCluster,
+                                                    nats_server: LocalNats) -> None:
+    async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+            KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
+        await dst.request("DELETE", f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans")
+        await h.namespace(src, "breaker")
+        for i in range(40):
+            await h.configmap(src, "breaker", f"c{i}")
+        await h.apply_plan(dst, h.plan_body("breaker", [{"version": "v1", "resource": "configmaps",
+                                                         "filters": {"namespaces": ["breaker"]}}],
+                                            forceNamespaceCreation=True))
+        _, stop = await run_sync_side(dst, nats_server, deletes=DeleteSettings(
+            breaker_share=0.25, breaker_min_deletes=5, breaker_window_seconds=120))
+        try:
+            async def copied() -> None:
+                items = (await dst.get("/api/v1/namespaces/breaker/configmaps"))["items"]
+                assert len([i for i in items if i["metadata"].get("labels", {}).get(ann.MANAGED)]) == 40
+            await h.eventually(copied, timeout=30)
+            for i in range(30):
+                await src.request("DELETE", f"/api/v1/namespaces/breaker/configmaps/c{i}")
+
+            async def tripped() -> None:
+                plan = await dst.get(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/breaker")
+                cond = {c["type"]: c for c in plan["status"]["conditions"]}["Degraded"]
+                assert cond["status"] == "True" and cond["reason"] == "DeleteBreakerOpen"
+            await h.eventually(tripped, timeout=30)
+            items = (await dst.get("/api/v1/namespaces/breaker/configmaps"))["items"]
+            left = [i for i in items if i["metadata"].get("labels", {}).get(ann.MANAGED)]
+            assert len(left) >= 40 - 10, "at most the breaker's allowance was deleted"
+        finally:
+            await stop()
