@@ -26,13 +26,13 @@ def copies(ns: str, n: int, plan: str) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-async def wait_all(dst: KubeClient, ns: str, n: int, check: Any, timeout: float) -> float:
+async def wait_all(dst: KubeClient, ns: str, n: int, check: Any, timeout: float, poll: float = 0.25) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         items, _ = await dst.list_all(WORKLOADS.format(ns=ns))
         if sum(1 for d in items if check(d)) >= n:
             return time.monotonic()
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(poll)
     raise TimeoutError(f"{ns}: not all {n} deployments reached the state within {timeout}s")
 
 
@@ -67,7 +67,7 @@ async def main() -> dict[str, Any]:
             t0 = time.monotonic()
             await asyncio.gather(*(scale(i) for i in range(n)))
             base_specs = time.monotonic() - t0
-            base_available = await wait_all(dst, "base", n, available, 600) - t0
+            base_available = await wait_all(dst, "base", n, available, 900, poll=1.0) - t0
 
             await dst.apply(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryexecutionplans/act", {
                 "apiVersion": API_VERSION, "kind": "RecoveryExecutionPlan",
@@ -80,7 +80,7 @@ async def main() -> dict[str, Any]:
                 "metadata": {"generateName": "act-", "namespace": SYSTEM},
                 "spec": {"recoveryExecutionPlanRef": {"name": "act", "namespace": SYSTEM}}})
             specs_at = await wait_all(dst, "act", n, restored, 300)
-            act_available = await wait_all(dst, "act", n, available, 600) - t0
+            act_available = await wait_all(dst, "act", n, available, 900, poll=1.0) - t0
             status = (await dst.get(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryexecutionjobs/"
                                     f"{job['metadata']['name']}")).get("status") or {}
             specs = specs_at - t0

@@ -137,3 +137,21 @@ def activate(copy_obj: Obj, *, from_patch: Sequence[Op] | None = None) -> Obj:
     out = apply_patch(out, from_patch, in_place=True, owned_operations=fresh)
     _drop_empty_maps(out)
     return out
+
+
+def activation_patch(copy_obj: Obj, *, from_patch: Sequence[Op] | None = None) -> list[Op]:
+    """:func:`activate` as RFC 6902 operations against the live copy: drop the bookkeeping, apply
+    the recorded inverse, then ``fromPatch``. Sent as one JSON patch, it touches only those paths
+    (much cheaper for the API server than re-applying the whole object)."""
+    from schemas.pointers import path
+
+    meta = copy_obj.get("metadata") or {}
+    ops: list[Op] = [
+        {"op": "remove", "path": path("metadata", key, name)}
+        for key in ("annotations", "labels")
+        for name in (meta.get(key) or {})
+        if ann.is_bookkeeping(name)
+    ]
+    ops += inverse_of(copy_obj)
+    ops += list(from_patch) if from_patch is not None else stamped_from_patch(copy_obj)
+    return ops

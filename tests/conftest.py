@@ -30,9 +30,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, marker))
 
 
+_ROOTS: list[Path] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test shows the tails of the component logs (apiservers, kwok, services)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and _ROOTS:
+        for log in sorted((_ROOTS[0] / "logs").glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            report.sections.append((f"log {log.name}", "\n".join(lines)))
+
+
 @pytest.fixture(scope="session")
 def env_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="standby-test-"))
+    _ROOTS.append(root)
     yield root
     if not ROOT_KEEP:
         shutil.rmtree(root, ignore_errors=True)

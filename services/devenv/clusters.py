@@ -369,8 +369,8 @@ def _fake_node(name: str) -> dict[str, Any]:
         },
         "spec": {},
         "status": {
-            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake"},
             "phase": "Running",
         },

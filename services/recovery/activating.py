@@ -118,29 +118,36 @@ class StreamReader:
 
 
 async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
+    """Switch one copy on: a JSON patch of exactly what deactivation recorded (or, for
+    ``fromOriginal``, a server-side apply of the original from the stream). ``dry_run`` asks the
+    server what would change and changes nothing."""
     obj = target.obj
+    meta = obj["metadata"]
+    path = target.info.item(meta.get("namespace", ""), meta["name"])
+    params = {"fieldManager": "standby-recovery"} | ({"dryRun": "All"} if dry_run else {})
     try:
         if transforms.wants_original(obj):
             body = transforms.apply_patch(await stream.original(target), transforms.stamped_from_patch(obj))
+            body = sanitizing.strip_server_fields(body)
+            rules = kinds.rules_for(body)
+            if rules.sanitize is not None:
+                rules.sanitize(body)
+            body["apiVersion"], body["kind"] = target.info.api_version, target.info.kind
+            result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run, parse=dry_run)
+            changes: tuple[str, ...] = ("restored the original from the stream",)
         else:
-            body = transforms.activate(obj)
+            operations = transforms.activation_patch(obj)
+            result = await client.request("PATCH", path, params=params, body=operations,
+                                          content_type="application/json-patch+json", parse=dry_run)
+            changes = tuple(f"{op['op']} {op['path']}" for op in operations)
     except (transforms.PatchError, ValueError, LookupError) as exc:
         return Result("Failed", str(exc))
-    body = sanitizing.strip_server_fields(body)
-    rules = kinds.rules_for(body)
-    if rules.sanitize is not None:
-        rules.sanitize(body)
-    body["apiVersion"], body["kind"] = target.info.api_version, target.info.kind
-    meta = obj["metadata"]
-    path = target.info.item(meta.get("namespace", ""), meta["name"])
-    try:
-        result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run)
     except (ApiError, UnreachableError) as exc:
         return Result("Failed", str(exc))
-    changes = _changes(obj, result)
-    if dry_run:
-        return Result("WouldChange" if changes else "Unchanged", changes=changes)
-    return Result("Activated", changes=changes)
+    if dry_run:  # exactly what the server says would change
+        would = _changes(obj, result)
+        return Result("WouldChange" if would else "Unchanged", changes=would)
+    return Result("Activated", changes=changes[:20])
 
 
 def is_ready(obj: Obj) -> bool:

@@ -16,6 +16,6 @@ class RecoverySettings(BaseSettings):
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9103))
     fence_settle_seconds: float = Field(
         default=2.0, ge=0, description="Wait after fencing, longer than the syncer's fence refresh.")
-    concurrency: int = Field(default=32, ge=1, description="Objects activated in parallel.")
+    concurrency: int = Field(default=64, ge=1, description="Objects activated in parallel.")
     ready_poll_seconds: float = Field(default=0.5, gt=0, description="Readiness gate poll period.")
     max_reported_objects: int = Field(default=200, ge=0, description="Per-object results kept in status.")

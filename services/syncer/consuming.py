@@ -21,7 +21,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from schemas import codec, subjects
-from services.common import plans, streams
+from services.common import looping, plans, streams
 from services.common.kube import KubeClient
 from services.syncer import metrics
 from services.syncer.applying import PlanApplier
@@ -67,11 +67,7 @@ class PlanConsumer:
         self.tasks.append(asyncio.create_task(self._report(), name=f"status {self.plan.key}"))
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await looping.cancel_all(self.tasks)
         self.tasks.clear()
 
     async def _fetch(self, queues: list[asyncio.Queue[Msg]], window: asyncio.Semaphore) -> None:

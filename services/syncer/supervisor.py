@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
-from services.common import plans
+from services.common import looping, plans
 from services.common.fencing import FenceCache
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.syncer.applying import PlanApplier
@@ -86,16 +86,13 @@ class Supervisor:
 
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    await self.sync_once()
-                    self.healthy = True
-                except (ApiError, UnreachableError) as exc:
-                    self.healthy = False
-                    log.warning("cannot read plans: %s", exc)
-                await asyncio.sleep(self.settings.plan_resync_seconds)
+            await looping.resync_forever(self.sync_once, interval_seconds=self.settings.plan_resync_seconds,
+                                         set_healthy=self._set_healthy)
         finally:
             await self.stop()
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self.healthy = healthy
 
     async def stop(self) -> None:
         for _, consumer in list(self.consumers.values()):

@@ -7,7 +7,6 @@ filter) gets a condition with the reason; the others keep running."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from schemas import selection, subjects
-from services.common import plans, streams
+from services.common import looping, plans, streams
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.publishing import Publisher
 from services.watcher.settings import WatcherSettings
@@ -42,11 +41,15 @@ class PlanRunner:
             self.source = await plans.cluster_client(self.own, plan.spec.source_cluster_ref, plan.namespace,
                                                      user_agent="standby-watcher")
             version = await self.source.server_version()
-        except (plans.PlanError, selection.InvalidFilterError) as exc:
-            reason = getattr(exc, "reason", "InvalidFilter")
-            log.error("plan cannot run: %s", exc, extra={"plan": plan.key, "reason": reason})
+        except selection.InvalidFilterError as exc:
+            log.error("plan is invalid: %s", exc, extra={"plan": plan.key, "reason": "InvalidFilter"})
             await plans.set_plan_conditions(
-                self.own, plan, [plans.condition("SourceReachable", False, reason, str(exc))], phase="Degraded")
+                self.own, plan, [plans.condition("Valid", False, "InvalidFilter", str(exc))], phase="Degraded")
+            raise
+        except plans.PlanError as exc:
+            log.error("plan cannot run: %s", exc, extra={"plan": plan.key, "reason": exc.reason})
+            await plans.set_plan_conditions(
+                self.own, plan, [plans.condition("SourceReachable", False, exc.reason, exc.message)], phase="Degraded")
             raise
         except (ApiError, UnreachableError) as exc:
             await plans.set_plan_conditions(self.own, plan, [plans.condition("SourceReachable", False,
@@ -68,11 +71,7 @@ class PlanRunner:
         log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await looping.cancel_all(self.tasks)
         self.tasks.clear()
         if self.source is not None:
             await self.source.close()
@@ -128,16 +127,13 @@ class Supervisor:
 
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    await self.sync_once()
-                    self.healthy = True
-                except (ApiError, UnreachableError) as exc:
-                    self.healthy = False
-                    log.warning("cannot read plans: %s", exc)
-                await asyncio.sleep(self.settings.plan_resync_seconds)
+            await looping.resync_forever(self.sync_once, interval_seconds=self.settings.plan_resync_seconds,
+                                         set_healthy=self._set_healthy)
         finally:
             await self.stop()
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self.healthy = healthy
 
     async def stop(self) -> None:
         for _, runner in list(self.runners.values()):

@@ -324,3 +324,23 @@ async def test_suspend_stops_publishing_and_resume_catches_up(kube: Any, js: Any
         await h.eventually(lambda: _count(js, stream, 2))
     await supervisor.stop()
     await nc.close()
+
+
+async def test_invalid_regex_is_a_condition_not_a_crash(kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    await h.apply_plan(dst, h.plan_body("badregex", [{"version": "v1", "resource": "configmaps",
+                                                      "filters": {"nameSelector": {"includeRegex": ["("]}}}]))
+    await h.apply_plan(dst, h.plan_body("goodregex", [{"version": "v1", "resource": "configmaps",
+                                                       "filters": {"namespaces": ["w-good"]}}]))
+    await h.namespace(src, "w-good")
+    await h.configmap(src, "w-good", "fine")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        async def reported() -> None:
+            plan = await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/badregex")
+            cond = {c["type"]: c for c in plan["status"]["conditions"]}["Valid"]
+            assert cond["status"] == "False" and "does not compile" in cond["message"]
+        await h.eventually(reported)
+        await h.eventually(lambda: _count(js, subjects.stream_name(h.SYSTEM, "goodregex"), 1))
+    await supervisor.stop()
+    await nc.close()

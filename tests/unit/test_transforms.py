@@ -279,3 +279,15 @@ def test_recovery_instructions_travel_on_the_copy() -> None:
     assert transforms.wants_original(copy_)
     assert transforms.activate(copy_)["spec"]["replicas"] == 9
     assert transforms.activate(copy_, from_patch=())["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
+def test_activation_patch_equals_activate(obj: dict[str, Any]) -> None:
+    import jsonpatch
+
+    _, copy_ = roundtrip(obj)
+    patched = jsonpatch.apply_patch(copy_, transforms.activation_patch(copy_))
+    for key in ("labels", "annotations"):  # the API server keeps an emptied map; activate drops it
+        if patched["metadata"].get(key) == {}:
+            del patched["metadata"][key]
+    assert patched == transforms.activate(copy_)
