@@ -52,10 +52,17 @@ def is_copy(obj: dict[str, Any]) -> bool:
 
 async def bulk(src: KubeClient, dst: KubeClient, n: int, pids: dict[str, int]) -> dict[str, Any]:
     # The raw ceiling: the same objects, sanitized and deactivated, applied straight into the destination.
+    # Measured the same way as the pipeline: until a watch on the destination has seen them all.
     await namespace(dst, "raw")
     prov = transforms.Provenance(SYSTEM, "raw", 0, "uid", "1")
     raw = [transforms.deactivate(sanitizing.sanitize(o), prov) for o in mixed("raw", n)]
-    ceiling = await apply_all(dst, raw, concurrency=64)
+    seen = asyncio.create_task(count_until(dst, ["/api/v1/namespaces/raw/configmaps",
+                                                 "/apis/apps/v1/namespaces/raw/deployments"],
+                                           n, timeout=600, predicate=is_copy))
+    await asyncio.sleep(0.5)  # the watch is established
+    t0 = time.monotonic()
+    await apply_all(dst, raw, concurrency=64)
+    ceiling = n / (await seen - t0)
 
     await namespace(src, "bulk")
     await apply_all(src, mixed("bulk", n), concurrency=64)

@@ -13,7 +13,6 @@ import pytest
 
 from schemas import annotations as ann
 from schemas import subjects
-from services.common.kube import KubeClient
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process
@@ -212,47 +211,3 @@ async def test_destination_outage_converges(source: LocalCluster, registered: Lo
 
 def _unused(_: Any) -> None: ...
 
-
-def _job(image: str) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "immut"},
-            "spec": {"template": {"metadata": {"labels": {"app": "migrate"}},
-                                  "spec": {"restartPolicy": "Never",
-                                           "containers": [{"name": "m", "image": image}]}}}}
-
-
-async def test_immutable_change_is_recreated_and_deactivated(source: LocalCluster, registered: LocalCluster,
-                                                             nats_server: LocalNats) -> None:
-    """Delete and re-create in the source while nobody watched: same name, new immutable template."""
-    path = "/apis/batch/v1/namespaces/immut/jobs/migrate"
-    async with pipeline(source, registered, nats_server) as p:
-        await h.namespace(p.src, "immut")
-        await p.src.apply(path, _job("migrate:1"), field_manager="test")
-        await h.apply_plan(p.dst, h.plan_body("immut", [{"group": "batch", "version": "v1", "resource": "jobs",
-                                                         "filters": {"namespaces": ["immut"]}}],
-                                              forceNamespaceCreation=True))
-
-        async def copied(image: str) -> None:
-            job = await p.dst.get(path)
-            assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
-            assert job["spec"]["suspend"] is True
-        await h.eventually(lambda: copied("migrate:1"), timeout=30)
-        old_uid = (await p.dst.get(path))["metadata"]["uid"]
-    async with pipeline(source, registered, nats_server, with_syncer=False) as p:
-        await p.src.request("DELETE", path, params={"propagationPolicy": "Background"})
-
-        async def gone() -> None:
-            with pytest.raises(Exception, match="404"):
-                await p.src.get(path)
-        await h.eventually(gone, timeout=30)
-    async with KubeClient.from_kubeconfig(source.kubeconfig) as src:
-        await src.apply(path, _job("migrate:2"), field_manager="test")
-    async with pipeline(source, registered, nats_server) as p:
-        await h.eventually(lambda: copied("migrate:2"), timeout=45)
-        assert (await p.dst.get(path))["metadata"]["uid"] != old_uid
-    pods = (await _pods(registered, "immut"))
-    assert pods == []
-
-
-async def _pods(cluster: LocalCluster, ns: str) -> list[Any]:
-    async with KubeClient.from_kubeconfig(cluster.kubeconfig) as client:
-        return list((await client.get(f"/api/v1/namespaces/{ns}/pods"))["items"])
