@@ -81,10 +81,7 @@ class PlanConsumer:
                 await window.acquire()
                 window.release()
                 free = self.settings.consumer.max_ack_pending - self.in_flight
-                try:
-                    batch = await sub.fetch(max(1, min(self.settings.consumer.fetch_batch, free)), timeout=1.0)
-                except TimeoutError:
-                    continue
+                batch = await self._pull(sub, max(1, min(self.settings.consumer.fetch_batch, free)))
                 for msg in batch:
                     await window.acquire()
                     self.in_flight += 1
@@ -93,6 +90,22 @@ class PlanConsumer:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    @staticmethod
+    async def _pull(sub: Any, size: int) -> list[Msg]:
+        """Wait for one message, then take what else is already there.
+
+        A single ``fetch(size)`` holds the messages it has until the batch is full or its timeout
+        expires, which at low rates delays every change by up to the timeout; waiting for one and
+        draining the rest keeps latency low at low rates and batches at high ones."""
+        try:
+            msgs: list[Msg] = await sub.fetch(1, timeout=1.0)
+        except TimeoutError:
+            return []
+        if size > 1:
+            with contextlib.suppress(TimeoutError):
+                msgs += await sub.fetch(size - 1, timeout=0.02)
+        return msgs
 
     async def _consumer_exists(self) -> bool:
         try:
