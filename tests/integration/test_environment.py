@@ -3,6 +3,8 @@ JetStream with authentication and durable storage."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.errors import NoServersError
 
 from services.common.kube import ApiError, KubeClient, wait_for
@@ -93,9 +96,19 @@ async def test_jetstream_requires_credentials(nats_server: LocalNats) -> None:
         await js.delete_stream("ENVCHECK")
     finally:
         await nc.close()
+    refused = NatsClient()
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
-        await nats.connect(nats_server.url, user=nats_server.user, password="wrong", max_reconnect_attempts=0,
-                           allow_reconnect=False, connect_timeout=2)
+        await refused.connect(nats_server.url, user=nats_server.user, password="wrong", max_reconnect_attempts=0,
+                              allow_reconnect=False, connect_timeout=2)
+    # A refused connection keeps its socket until closed; close it here, not in some later test's GC.
+    with contextlib.suppress(Exception):
+        await refused.close()
+    transport = getattr(refused, "_transport", None)
+    if transport is not None:
+        transport.close()
+        with contextlib.suppress(Exception):
+            await transport.wait_closed()
+    gc.collect()
 
 
 async def test_nats_restart_keeps_the_stream(tmp_path: Path) -> None:
