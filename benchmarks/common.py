@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -157,6 +156,3 @@ def run(main: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     emit(result)
     os._exit(0 if result.get("ok", True) else 1)
 
-
-def mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")

@@ -49,7 +49,6 @@ class FenceCache:
     namespace: str
     refresh_seconds: float = 0.5
     fences: dict[str, Fence] = field(default_factory=dict)
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> None:
         items, _ = await self.client.list_all(f"/api/v1/namespaces/{self.namespace}/configmaps",
@@ -60,7 +59,6 @@ class FenceCache:
             if fence is not None:
                 fences[fence.plan] = fence
         self.fences = fences
-        self.loaded.set()
 
     def fenced(self, plan: str) -> Fence | None:
         return self.fences.get(plan)

@@ -99,15 +99,3 @@ def start_services(env: DevEnvironment, names: tuple[str, ...] = ("watcher", "sy
             env=service_env(env, name),
         ).start()
 
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} not answering after {timeout}s")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from schemas import API_VERSION, api
 from schemas import annotations as ann
 from services.common import fencing, plans
-from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.kube import ApiError, KubeClient
 from services.recovery import activating, metrics
 from services.recovery.settings import RecoverySettings
 
@@ -182,10 +182,3 @@ class JobRun:
 def _failed(results: list[Obj], target: activating.Target) -> bool:
     return any(r["ref"] == target.ref and r["outcome"] == "Failed" for r in results)
 
-
-async def reachable(client: KubeClient) -> bool:
-    try:
-        await client.server_version()
-    except (ApiError, UnreachableError):
-        return False
-    return True

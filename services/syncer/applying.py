@@ -180,7 +180,7 @@ class PlanApplier:
                 raise classify(exc, str(env.ref)) from exc
         except UnreachableError as exc:
             raise classify(exc, str(env.ref)) from exc
-        metrics.handled(self.plan.key, info.resource, "applied", time.monotonic() - started)
+        metrics.wrote(time.monotonic() - started)
         self.cache[path] = Copy(_rv(env.source_resource_version), transforms.inverse_of(body))
         self.failed.discard(path)
         self._applied(env)
@@ -253,7 +253,6 @@ class PlanApplier:
         self.deletes.append(time.monotonic())
         self.cache.pop(path, None)
         self.failed.discard(path)
-        metrics.handled(self.plan.key, info.resource, "deleted")
         self._applied(env)
         return Done("deleted")
 

@@ -18,10 +18,12 @@ BREAKER = Gauge("standby_delete_breaker_open", "1 while mass deletion is being r
 RECREATES = Counter("standby_recreates_total", "Delete-and-recreate for immutable fields", ["plan", "resource"])
 
 
-def handled(plan: str, resource: str, outcome: str, seconds: float | None = None) -> None:
+def handled(plan: str, resource: str, outcome: str) -> None:
     APPLIES.labels(plan, resource, outcome).inc()
-    if seconds is not None:
-        APPLY_SECONDS.observe(seconds)
+
+
+def wrote(seconds: float) -> None:
+    APPLY_SECONDS.observe(seconds)
 
 
 def lag(plan: str, seconds: float) -> None:

@@ -6,7 +6,6 @@ or returns, :func:`settle` decides."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 
 class TemporaryError(Exception):
@@ -30,13 +29,6 @@ class PermanentError(Exception):
 @dataclass(frozen=True)
 class Done:
     outcome: str  # applied | deleted | skipped_stale | skipped_fenced | skipped_unmanaged | absent
-
-
-class Message(Protocol):
-    subject: str
-
-    async def ack(self) -> None: ...
-    async def nak(self, delay: float | None = None) -> None: ...
 
 
 def backoff(deliveries: int, *, initial: float, cap: float) -> float:

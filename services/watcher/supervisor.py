@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from schemas import selection, subjects
+from schemas import selection
 from services.common import looping, plans, streams
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.publishing import Publisher
@@ -141,6 +141,3 @@ class Supervisor:
                 await runner.stop()
         self.runners.clear()
 
-
-def plan_subjects_prefix(settings: WatcherSettings) -> str:
-    return subjects.DEFAULT_PREFIX if not settings.nats.subject_prefix else settings.nats.subject_prefix

@@ -7,7 +7,6 @@ import base64
 import json
 import random
 import sys
-from typing import Any
 
 import pytest
 
@@ -208,6 +207,4 @@ async def test_destination_outage_converges(source: LocalCluster, registered: Lo
             assert {f"during-{i}" for i in range(20)} <= names
         await h.eventually(converged, timeout=90, interval=1)
 
-
-def _unused(_: Any) -> None: ...
 
