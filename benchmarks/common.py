@@ -73,6 +73,33 @@ async def plan(client: KubeClient, name: str, namespaces: list[str], resources: 
                                for g, v, r in resources]}}, field_manager="bench")
 
 
+async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, rate: float,
+                        seconds: float) -> tuple[dict[str, float], float]:
+    """Update ConfigMaps ``<prefix>-<i % keys>`` at ``rate`` per second for ``seconds`` without
+    waiting for one write before starting the next. Returns {resourceVersion: time the write
+    returned} and the write rate achieved."""
+    written: dict[str, float] = {}
+    interval, count = 1 / rate, int(rate * seconds)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def write(i: int) -> None:
+        name = f"{prefix}-{i % keys}"
+        result = await client.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}", configmap(ns, name, str(i)),
+                                    field_manager="bench")
+        written[result["metadata"]["resourceVersion"]] = time.monotonic()
+
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(write(i))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    return written, count / (time.monotonic() - start)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

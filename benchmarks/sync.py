@@ -28,6 +28,7 @@ from common import (
     cpu_seconds,
     deployment,
     namespace,
+    paced_updates,
     percentile,
     plan,
     rss_mib,
@@ -84,7 +85,6 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
     await plan(dst, "steady", ["steady"], RESOURCES[:1])
     await count_until(dst, ["/api/v1/namespaces/steady/configmaps"], keys, timeout=120, predicate=is_copy)
 
-    written: dict[str, float] = {}  # source resourceVersion -> time the write returned
     seen: dict[str, float] = {}  # source resourceVersion -> time its copy was seen in the destination
 
     async def observe() -> None:
@@ -100,24 +100,8 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
 
     watcher = asyncio.create_task(observe())
     await asyncio.sleep(1)
-    interval, count = 1 / rate, int(rate * seconds)
-    start = time.monotonic()
-    pending: set[asyncio.Task[None]] = set()
-
-    async def write(i: int) -> None:
-        obj = configmap("steady", f"s-{i % keys}", str(i))
-        result = await src.apply(f"/api/v1/namespaces/steady/configmaps/s-{i % keys}", obj, field_manager="bench")
-        written[result["metadata"]["resourceVersion"]] = time.monotonic()
-
-    for i in range(count):
-        delay = start + i * interval - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(write(i))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
-    achieved = count / (time.monotonic() - start)
+    written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds)
+    count = len(written)
     deadline = time.monotonic() + 30
     while set(written) - set(seen) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import nats
-from common import KubeClient, apply_all, configmap, namespace, percentile, plan, run, start_env
+from common import KubeClient, apply_all, configmap, namespace, paced_updates, percentile, plan, run, start_env
 
 from schemas import subjects
 
@@ -54,26 +54,8 @@ async def main() -> dict[str, Any]:
             while count < keys and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
 
-            written: dict[str, float] = {}
-            interval, total = 1 / args.rate, int(args.rate * args.seconds)
-            pending: set[asyncio.Task[None]] = set()
-
-            async def write(i: int) -> None:
-                obj = configmap("wbench", f"k-{i % keys}", str(i))
-                result = await src.apply(f"/api/v1/namespaces/wbench/configmaps/k-{i % keys}", obj,
-                                         field_manager="bench")
-                written[result["metadata"]["resourceVersion"]] = time.monotonic()
-
-            start = time.monotonic()
-            for i in range(total):
-                delay = start + i * interval - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(write(i))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            await asyncio.gather(*pending)
-            achieved = total / (time.monotonic() - start)
+            written, achieved = await paced_updates(src, "wbench", "k", keys, rate=args.rate, seconds=args.seconds)
+            total = len(written)
             await asyncio.sleep(2)
             delays = [max(0.0, arrived[rv] - t) for rv, t in written.items() if rv in arrived]
             steady = {"changes": total, "rate_per_s": args.rate, "achieved_write_rate_per_s": round(achieved, 1),

@@ -91,6 +91,14 @@ def plan_filter(prefix: str, plan_namespace: str, plan_name: str) -> str:
     return f"{prefix}.{plan_token(plan_namespace, plan_name)}.>"
 
 
+def resource_filter(*, prefix: str, plan_namespace: str, plan_name: str, group: str, version: str,
+                    resource: str) -> str:
+    """Every subject of one resource of one plan."""
+    return ".".join((prefix, plan_token(plan_namespace, plan_name),
+                     encode_token(group) if group else CORE_GROUP_TOKEN, encode_token(version),
+                     encode_token(resource), ">"))
+
+
 def dead_letter_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
     return f"{prefix}-dlq.{plan_token(plan_namespace, plan_name)}"
 

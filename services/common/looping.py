@@ -5,24 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 from services.common.kube import ApiError, UnreachableError
 
 log = logging.getLogger(__name__)
 
 
-async def resync_forever(sync_once: Callable[[], Awaitable[None]], *, interval_seconds: float,
-                         set_healthy: Callable[[bool], None]) -> None:
-    """Call ``sync_once`` every ``interval_seconds``; an unreadable cluster makes us unhealthy, not dead."""
-    while True:
-        try:
-            await sync_once()
-            set_healthy(True)
-        except (ApiError, UnreachableError) as exc:
-            set_healthy(False)
-            log.warning("cannot read plans: %s", exc)
-        await asyncio.sleep(interval_seconds)
+class Supervising(Protocol):
+    healthy: bool
+
+    async def sync_once(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def supervise(supervisor: Supervising, *, interval_seconds: float) -> None:
+    """Re-read the plans every ``interval_seconds`` until cancelled, then stop what runs.
+
+    An unreadable cluster makes the supervisor unhealthy, not dead."""
+    try:
+        while True:
+            try:
+                await supervisor.sync_once()
+                supervisor.healthy = True
+            except (ApiError, UnreachableError) as exc:
+                supervisor.healthy = False
+                log.warning("cannot read plans: %s", exc)
+            await asyncio.sleep(interval_seconds)
+    finally:
+        await supervisor.stop()
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:

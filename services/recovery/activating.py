@@ -140,9 +140,7 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
             result = await client.request("PATCH", path, params=params, body=operations,
                                           content_type="application/json-patch+json", parse=dry_run)
             changes = tuple(f"{op['op']} {op['path']}" for op in operations)
-    except (transforms.PatchError, ValueError, LookupError) as exc:
-        return Result("Failed", str(exc))
-    except (ApiError, UnreachableError) as exc:
+    except (transforms.PatchError, ValueError, LookupError, ApiError, UnreachableError) as exc:
         return Result("Failed", str(exc))
     if dry_run:  # exactly what the server says would change
         would = _changes(obj, result)

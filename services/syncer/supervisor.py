@@ -85,14 +85,7 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        try:
-            await looping.resync_forever(self.sync_once, interval_seconds=self.settings.plan_resync_seconds,
-                                         set_healthy=self._set_healthy)
-        finally:
-            await self.stop()
-
-    def _set_healthy(self, healthy: bool) -> None:
-        self.healthy = healthy
+        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds)
 
     async def stop(self) -> None:
         for _, consumer in list(self.consumers.values()):

@@ -94,10 +94,9 @@ class ResourceWatch:
 
     def resource_filter(self) -> str:
         assert self.info is not None
-        return ".".join((
-            subjects.plan_filter(self.settings.nats.subject_prefix, self.plan.namespace, self.plan.name)[:-2],
-            subjects.encode_token(self.info.group) if self.info.group else subjects.CORE_GROUP_TOKEN,
-            subjects.encode_token(self.info.version), subjects.encode_token(self.info.resource), ">"))
+        return subjects.resource_filter(prefix=self.settings.nats.subject_prefix, plan_namespace=self.plan.namespace,
+                                        plan_name=self.plan.name, group=self.info.group, version=self.info.version,
+                                        resource=self.info.resource)
 
     async def selected(self, obj: Obj) -> bool:
         if kinds.skip_reason(obj) is not None:

@@ -128,3 +128,11 @@ def test_garbage_is_a_typed_error(garbage: bytes) -> None:
 if __name__ == "__main__":  # regenerate goldens deliberately, never from a test run
     for file, env in GOLDENS.items():
         (GOLDEN / file).write_bytes(codec.encode(env))
+
+
+def test_resource_filter_matches_the_subjects_of_that_resource_only() -> None:
+    f = subjects.resource_filter(prefix="standby", plan_namespace="ops", plan_name="shop", group="apps",
+                                 version="v1", resource="deployments")
+    assert f == "standby.ops:shop.apps.v1.deployments.>"
+    assert subjects.object_subject(prefix="standby", plan_namespace="ops", plan_name="shop", group="apps",
+                                   version="v1", resource="deployments", namespace="a", name="b").startswith(f[:-1])
