@@ -8,6 +8,7 @@ is done, and a circuit breaker refuses mass deletion. Errors are classified into
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -26,6 +27,7 @@ from services.syncer.settings import SyncerSettings
 
 log = logging.getLogger(__name__)
 Op = dict[str, Any]
+CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class Copy:
 
     resource_version: int | None
     inverse: list[Op] | None
+    source_uid: str | None = None
 
 
 def _rv(value: str | None) -> int | None:
@@ -52,7 +55,7 @@ def copy_record(obj: dict[str, Any]) -> Copy | None:
         inverse = transforms.inverse_of(obj)
     except ValueError:
         inverse = None
-    return Copy(_rv(annotations.get(ann.SOURCE_RESOURCE_VERSION)), inverse)
+    return Copy(_rv(annotations.get(ann.SOURCE_RESOURCE_VERSION)), inverse, annotations.get(ann.SOURCE_UID))
 
 
 class RateLimiter:
@@ -68,6 +71,10 @@ class RateLimiter:
             return False
         self.times.append(now)
         return True
+
+
+def _immutable(exc: ApiError) -> bool:
+    return exc.status == 422 and "immutable" in exc.message
 
 
 def classify(exc: ApiError | UnreachableError, ref: str) -> TemporaryError | PermanentError:
@@ -163,10 +170,13 @@ class PlanApplier:
         from_patch, from_original = self.recovery.get((info.group, info.resource), ((), False))
         provenance = transforms.Provenance(self.plan.namespace, self.plan.name, env.epoch, env.source_uid,
                                            env.source_resource_version, sequence, from_patch, from_original)
+        # What the copy remembers belongs to the object it was made from; a re-created source object
+        # (new uid) starts afresh.
+        same_object = current is not None and current.source_uid in (None, env.source_uid)
         try:
             body = transforms.deactivate(env.body, provenance,
                                          plan_patch=self.patches.get((info.group, info.resource), ()),
-                                         previous_inverse=current.inverse if current else None)
+                                         previous_inverse=current.inverse if current and same_object else None)
         except transforms.PatchError as exc:
             raise PermanentError("PlanPatchDoesNotApply", f"{env.ref}: {exc}") from exc
         body["apiVersion"], body["kind"] = info.api_version, info.kind
@@ -174,14 +184,16 @@ class PlanApplier:
         try:
             await self._apply(env, info, path, body)
         except ApiError as exc:
-            if exc.status == 422 and "immutable" in exc.message:
-                await self._recreate(env, info, path, body, exc)
+            if _immutable(exc):
+                await self._recreate(env, info, path, body, current, exc)
             else:
                 raise classify(exc, str(env.ref)) from exc
         except UnreachableError as exc:
             raise classify(exc, str(env.ref)) from exc
+        if (info.group, info.resource) == CRDS:
+            await self._established(env, path)
         metrics.wrote(time.monotonic() - started)
-        self.cache[path] = Copy(_rv(env.source_resource_version), transforms.inverse_of(body))
+        self.cache[path] = Copy(_rv(env.source_resource_version), transforms.inverse_of(body), env.source_uid)
         self.failed.discard(path)
         self._applied(env)
         return Done("applied")
@@ -199,6 +211,25 @@ class PlanApplier:
             await self._ensure_namespace(env.ref.namespace)
             await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
 
+    async def _established(self, env: Envelope, path: str, timeout: float = 30.0) -> None:
+        """A CRD counts as applied once it is Established with its names accepted, so its custom
+        resources (retried meanwhile as "not served yet") are written to a kind that is served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                crd = await self.dest.get(path)
+            except (ApiError, UnreachableError) as exc:
+                raise classify(exc, str(env.ref)) from exc
+            conditions = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
+            names = conditions.get("NamesAccepted") or {}
+            if names.get("status") == "False":
+                raise PermanentError("NamesNotAccepted", f"{env.ref}: {names.get('message', '')}")
+            if (conditions.get("Established") or {}).get("status") == "True" and names.get("status") == "True":
+                return
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"{env.ref}: CRD not Established after {timeout:.0f}s", delay=5.0)
+            await asyncio.sleep(0.1)
+
     async def _ensure_namespace(self, name: str) -> None:
         if name in self.namespaces_made:
             return
@@ -209,22 +240,48 @@ class PlanApplier:
         self.namespaces_made.add(name)
 
     async def _recreate(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any],
-                        cause: ApiError) -> None:
+                        current: Copy | None, cause: ApiError) -> None:
+        """The destination refused an immutable-field change: delete Standby's copy (uid
+        precondition), wait until it is gone, and write it again. Never touches an object Standby did
+        not make; a second refusal is permanent."""
+        ref = str(env.ref)
+        if current is None:
+            raise PermanentError("ImmutableFieldConflict",
+                                 f"{ref}: {cause.message} (the object was not made by Standby; not deleting it)")
         if not self.recreates.allow():
             raise TemporaryError("immutable-field change: recreate rate limit reached", delay=10.0) from cause
-        log.info("immutable field changed; deleting and recreating", extra={"plan": self.plan.key, "ref": env.ref})
+        log.info("immutable field changed; deleting and recreating the copy", extra={"plan": self.plan.key, "ref": ref})
         try:
-            await self.dest.request("DELETE", path, params={"propagationPolicy": "Background"})
+            old = await self.dest.get(path)
+            await self.dest.delete(path, uid=old["metadata"]["uid"])
+            await self._gone(path, old["metadata"]["uid"])
+            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER, parse=False)
         except ApiError as exc:
-            if not exc.not_found:
-                raise classify(exc, str(env.ref)) from exc
-        try:
-            await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER)
-        except ApiError as exc:
-            if exc.status == 409:  # still terminating
-                raise TemporaryError("recreate: previous object still terminating", delay=1.0) from exc
-            raise classify(exc, str(env.ref)) from exc
+            if _immutable(exc):
+                raise PermanentError("ImmutableFieldConflict", f"{ref}: {exc.message} (even after recreate)") from exc
+            if exc.not_found or exc.status == 409:  # changed under us (uid precondition): start over
+                raise TemporaryError(f"recreate: {exc.status} {exc.reason}", delay=1.0) from exc
+            raise classify(exc, ref) from exc
+        except UnreachableError as exc:
+            raise classify(exc, ref) from exc
         metrics.recreated(self.plan.key, info.resource)
+
+    async def _gone(self, path: str, uid: str, timeout: float = 10.0) -> None:
+        """Wait until the object with ``uid`` no longer exists (finalizers may hold it a while)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                obj = await self.dest.get(path)
+            except ApiError as exc:
+                if exc.not_found:
+                    return
+                raise
+            if obj["metadata"].get("uid") != uid:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise TemporaryError(f"recreate: {path} is still terminating", delay=2.0)
 
     async def _delete(self, env: Envelope, info: ResourceInfo, path: str, current: Copy | None,
                       incoming: int | None) -> Done:

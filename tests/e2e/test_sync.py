@@ -7,8 +7,10 @@ import base64
 import json
 import random
 import sys
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas import annotations as ann
 from schemas import subjects
@@ -24,6 +26,8 @@ DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
 
 async def create_app(p: Pipeline, ns: str) -> None:
     await h.namespace(p.src, ns, {"dr": "enabled"})
+    await p.src.apply(app.CRD_PATH, app.CRD, field_manager="test")
+    await h.eventually(lambda: p.src.get(f"/apis/shop.example/v1/namespaces/{ns}/widgets"))
     for path, body in app.manifests(ns):
         body = json.loads(json.dumps(body))
         body["metadata"]["namespace"] = ns
@@ -58,6 +62,10 @@ async def test_realistic_application_is_copied_deactivated(pipe: Pipeline) -> No
                      f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data",
                      f"/api/v1/namespaces/{ns}/serviceaccounts/shop"):
             await pipe.dst.get(path)
+        crd = await pipe.dst.get(app.CRD_PATH)
+        assert (crd["metadata"].get("labels") or {}).get(ann.MANAGED) == ann.MANAGED_VALUE
+        widget = await pipe.dst.get(f"/apis/shop.example/v1/namespaces/{ns}/widgets/blue")
+        assert widget["spec"] == {"colour": "blue"}
 
     await h.eventually(copied, timeout=30)
     src_lb = await pipe.src.get(f"/api/v1/namespaces/{ns}/services/web-lb")
@@ -68,7 +76,7 @@ async def test_realistic_application_is_copied_deactivated(pipe: Pipeline) -> No
     async def status() -> None:
         plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/shop")
         s = plan["status"]
-        assert s["phase"] == "Synced" and s["objectsInSync"] >= 19 and s["replicationLagSeconds"] is not None
+        assert s["phase"] == "Synced" and s["objectsInSync"] >= 22 and s["replicationLagSeconds"] is not None
     await h.eventually(status, timeout=15)
 
     # The stand-by is full (scheduler, controllers, kwok nodes): still no Pod may appear.
@@ -208,3 +216,92 @@ async def test_destination_outage_converges(source: LocalCluster, registered: Lo
         await h.eventually(converged, timeout=90, interval=1)
 
 
+
+
+def _deployment(name: str, labels: dict[str, str], replicas: int) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "c", "image": "registry.example/api:1"}]}}}}
+
+
+def _job(name: str, image: str) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "c", "image": image}]}}}}
+
+
+async def test_immutable_field_change_is_deleted_and_recreated(pipe: Pipeline) -> None:
+    """The source object was deleted and re-created with a different immutable field while the
+    plan was suspended: on resume the stream holds only the new object, the destination refuses the
+    update (422 immutable), and the syncer deletes its copy and writes it again, deactivated."""
+    ns = "recreate"
+    core, apps, batch = f"/api/v1/namespaces/{ns}", f"/apis/apps/v1/namespaces/{ns}", f"/apis/batch/v1/namespaces/{ns}"
+    await h.namespace(pipe.src, ns)
+    # Someone else's object in the stand-by, immutable and different: Standby must not delete it.
+    await h.namespace(pipe.dst, ns)
+    theirs = await pipe.dst.request("POST", f"{core}/configmaps", body={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs"}, "immutable": True,
+        "data": {"owner": "someone else"}})
+    await pipe.src.request("POST", f"{core}/configmaps", body={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "theirs"}, "immutable": True, "data": {"v": "1"}})
+    originals = [(f"{apps}/deployments", _deployment("api", {"app": "api"}, 2)),
+                 (f"{batch}/jobs", _job("migrate", "registry.example/migrate:1")),
+                 (f"{core}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"},
+                                         "immutable": True, "data": {"v": "1"}})]
+    for path, body in originals:
+        await pipe.src.request("POST", path, body=body)
+    resources = [{"group": "apps", "version": "v1", "resource": "deployments"},
+                 {"group": "batch", "version": "v1", "resource": "jobs"},
+                 {"version": "v1", "resource": "configmaps"}]
+    plan = h.plan_body("recreate", [{**r, "filters": {"namespaces": [ns]}} for r in resources],
+                       forceNamespaceCreation=True)
+    await h.apply_plan(pipe.dst, plan)
+
+    async def copied() -> dict[str, str]:
+        cm = await pipe.dst.get(f"{core}/configmaps/frozen")
+        api = await pipe.dst.get(f"{apps}/deployments/api")
+        job = await pipe.dst.get(f"{batch}/jobs/migrate")
+        assert cm["data"] == {"v": "1"} and job["spec"]["suspend"] is True and api["spec"]["replicas"] == 0
+        return {"cm": cm["metadata"]["uid"], "api": api["metadata"]["uid"], "job": job["metadata"]["uid"]}
+    before = await h.eventually(copied, timeout=30)
+
+    plan["spec"]["suspend"] = True
+    await h.apply_plan(pipe.dst, plan)
+    await asyncio.sleep(1.5)  # both services see the suspension (plan resync is 0.3 s in these tests)
+    for path, name in ((f"{apps}/deployments", "api"), (f"{batch}/jobs", "migrate"), (f"{core}/configmaps", "frozen")):
+        await pipe.src.request("DELETE", f"{path}/{name}", params={"propagationPolicy": "Background"})
+    changed = [(f"{apps}/deployments", _deployment("api", {"app": "api", "track": "v2"}, 4)),
+               (f"{batch}/jobs", _job("migrate", "registry.example/migrate:2")),
+               (f"{core}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"},
+                                       "immutable": True, "data": {"v": "2"}})]
+    for path, body in changed:
+        await h.eventually(lambda path=path, body=body: pipe.src.request("POST", path, body=body), timeout=15)
+    plan["spec"]["suspend"] = False
+    await h.apply_plan(pipe.dst, plan)
+
+    async def recreated() -> None:
+        cm = await pipe.dst.get(f"{core}/configmaps/frozen")
+        assert cm["data"] == {"v": "2"} and cm["immutable"] is True
+        api = await pipe.dst.get(f"{apps}/deployments/api")
+        assert api["spec"]["selector"]["matchLabels"] == {"app": "api", "track": "v2"}
+        assert api["spec"]["replicas"] == 0
+        assert json.loads(api["metadata"]["annotations"][ann.INVERSE]) == [
+            {"op": "replace", "path": "/spec/replicas", "value": 4}]
+        job = await pipe.dst.get(f"{batch}/jobs/migrate")
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/migrate:2"
+        assert job["spec"]["suspend"] is True
+        uids = {"cm": cm["metadata"]["uid"], "api": api["metadata"]["uid"], "job": job["metadata"]["uid"]}
+        assert all(uids[k] != before[k] for k in uids), "each copy is a new object"
+    await h.eventually(recreated, timeout=45, interval=0.5)
+    for resource in ("deployments", "jobs", "configmaps"):
+        assert REGISTRY.get_sample_value("standby_recreates_total",
+                                         {"plan": f"{h.SYSTEM}/recreate", "resource": resource}) == 1
+    stream = subjects.stream_name(h.SYSTEM, "recreate")
+    dead = await pipe.js.get_last_msg(stream, subjects.dead_letter_subject("standby", h.SYSTEM, "recreate"))
+    assert dead.headers["Standby-Reason"] == "ImmutableFieldConflict"
+    assert dead.headers["Standby-Subject"].endswith(".theirs")
+    still = await pipe.dst.get(f"{core}/configmaps/theirs")
+    assert still["metadata"]["uid"] == theirs["metadata"]["uid"] and still["data"] == {"owner": "someone else"}
+    pods = (await pipe.dst.get(f"{core}/pods"))["items"]
+    assert pods == [], [p["metadata"]["name"] for p in pods]

@@ -16,6 +16,16 @@ def _workload(kind: str, ns: str, name: str, **spec: Any) -> dict[str, Any]:
     return body
 
 
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.shop.example"
+CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+       "metadata": {"name": "widgets.shop.example"},
+       "spec": {"group": "shop.example", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": {"type": "object",
+                                                              "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+
+
 def manifests(ns: str) -> list[tuple[str, dict[str, Any]]]:
     """(collection path, body) in creation order."""
     core, apps = f"/api/v1/namespaces/{ns}", f"/apis/apps/v1/namespaces/{ns}"
@@ -65,6 +75,11 @@ def manifests(ns: str) -> list[tuple[str, dict[str, Any]]]:
                                   "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
         (f"{net}/networkpolicies", {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                     "metadata": {"name": "deny-all"}, "spec": {"podSelector": {}}}),
+        # Custom resources of CRD (created, and Established, before these).
+        (f"/apis/shop.example/v1/namespaces/{ns}/widgets", {"apiVersion": "shop.example/v1", "kind": "Widget",
+                                                           "metadata": {"name": "blue"}, "spec": {"colour": "blue"}}),
+        (f"/apis/shop.example/v1/namespaces/{ns}/widgets", {"apiVersion": "shop.example/v1", "kind": "Widget",
+                                                           "metadata": {"name": "red"}, "spec": {"colour": "red"}}),
     ]
 
 
@@ -75,8 +90,12 @@ RESOURCES = [
     ("apps", "v1", "statefulsets"), ("apps", "v1", "daemonsets"), ("batch", "v1", "cronjobs"),
     ("batch", "v1", "jobs"), ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("networking.k8s.io", "v1", "ingresses"), ("networking.k8s.io", "v1", "networkpolicies"),
+    ("shop.example", "v1", "widgets"),
 ]
 
 
 def plan_resources(namespaces: list[str]) -> list[dict[str, Any]]:
-    return [{"group": g, "version": v, "resource": r, "filters": {"namespaces": namespaces}} for g, v, r in RESOURCES]
+    crd = {"group": "apiextensions.k8s.io", "version": "v1", "resource": "customresourcedefinitions",
+           "filters": {"nameSelector": {"includeRegex": [r"^widgets\.shop\.example$"]}}}
+    return [crd] + [{"group": g, "version": v, "resource": r, "filters": {"namespaces": namespaces}}
+                    for g, v, r in RESOURCES]
