@@ -4,6 +4,7 @@ factories, concurrent writers, percentiles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -15,9 +16,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas import API_VERSION
+import nats
+import nats.js.errors
+
+from schemas import API_VERSION, subjects
 from services.common.kube import KubeClient
 from services.devenv import bootstrap, environment
+from services.devenv.natsd import LocalNats
 
 SYSTEM = bootstrap.SYSTEM_NAMESPACE
 
@@ -140,10 +145,11 @@ def start_env(full: bool = False, services: tuple[str, ...] = ("watcher", "synce
 
 
 async def count_until(client: KubeClient, paths: list[str], target: int, *, timeout: float,
-                      predicate: Callable[[dict[str, Any]], bool]) -> float:
+                      predicate: Callable[[dict[str, Any]], bool], milestones: dict[int, float] | None = None) -> float:
     """Watch ``paths`` from now; returns the monotonic time when ``target`` distinct objects matching
-    ``predicate`` have been seen (ADDED/MODIFIED)."""
+    ``predicate`` have been seen (ADDED/MODIFIED). ``milestones`` gets the time each tenth was reached."""
     seen: set[str] = set()
+    tenth = max(1, target // 10)
     done = asyncio.Event()
     finished_at = 0.0
 
@@ -159,6 +165,8 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
                 rv = obj["metadata"].get("resourceVersion", rv)
                 if event["type"] in ("ADDED", "MODIFIED") and predicate(obj):
                     seen.add(path + obj["metadata"]["name"])
+                    if milestones is not None and len(seen) % tenth == 0:
+                        milestones.setdefault(len(seen), time.monotonic())
                     if len(seen) >= target and not done.is_set():
                         finished_at = time.monotonic()
                         done.set()
@@ -172,6 +180,22 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return finished_at
+
+
+async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeout: float = 600) -> float:
+    """The monotonic time at which the plan's stream first holds ``target`` messages (polled)."""
+    nc = await nats.connect(server.url, user=server.user, password=server.password)
+    try:
+        js, stream = nc.jetstream(), subjects.stream_name(SYSTEM, plan_name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                if (await js.stream_info(stream)).state.messages >= target:
+                    return time.monotonic()
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{stream} did not reach {target} messages")
+    finally:
+        await nc.close()
 
 
 def emit(result: dict[str, Any]) -> None:

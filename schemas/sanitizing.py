@@ -35,14 +35,15 @@ CONTROLLER_PRIVATE_ANNOTATIONS = frozenset(
 )
 
 
-def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+def strip_server_fields(obj: dict[str, Any], *, owned: bool = False) -> dict[str, Any]:
     """Keep apiVersion, kind, the user-owned part of metadata, and everything but status.
 
-    One deep copy (the transforms' dominant cost), made of exactly what is kept."""
+    One deep copy (the transforms' dominant cost), made of exactly what is kept; none when the
+    caller hands ``obj`` over (``owned``)."""
     meta = obj.get("metadata") or {}
     shallow = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     shallow["metadata"] = {k: meta[k] for k in METADATA_KEPT if meta.get(k)}
-    out: dict[str, Any] = clone(shallow)
+    out: dict[str, Any] = shallow if owned else clone(shallow)
     kept = out["metadata"]
     annotations = kept.get("annotations")
     if annotations:
@@ -53,12 +54,13 @@ def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sanitize(obj: dict[str, Any]) -> dict[str, Any]:
-    """The sanitized original: what the stream stores. Pure; ``obj`` is not modified."""
+def sanitize(obj: dict[str, Any], *, owned: bool = False) -> dict[str, Any]:
+    """The sanitized original: what the stream stores. Pure; ``obj`` is not modified, unless the
+    caller hands it over (``owned=True``: no copy is made, and ``obj`` must not be used again)."""
     rules = kinds.rules_for(obj)
-    out = strip_server_fields(obj)
+    out = strip_server_fields(obj, owned=owned)
     if rules.keep_status and "status" in obj:
-        out["status"] = clone(obj["status"])
+        out["status"] = obj["status"] if owned else clone(obj["status"])
     if rules.sanitize is not None:
         rules.sanitize(out)
     return out

@@ -11,6 +11,7 @@ reversible: ``.`` becomes ``_`` (DNS names never contain ``_``), and any other c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ CORE_GROUP_TOKEN = "core"
 CLUSTER_SCOPED_TOKEN = "_"
 DEFAULT_PREFIX = "standby"
 _SAFE = re.compile(r"[A-Za-z0-9\-:]")
+_PLAIN = re.compile(r"[A-Za-z0-9\-:.]+")  # the usual case: a DNS name, nothing to escape
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
@@ -26,6 +28,8 @@ class SubjectError(ValueError):
 
 
 def encode_token(value: str) -> str:
+    if _PLAIN.fullmatch(value):
+        return value.replace(".", "_")
     if not value:
         raise SubjectError("empty subject token")
     out = []
@@ -53,6 +57,7 @@ def decode_token(token: str) -> str:
     return data.decode()
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_token(namespace: str, name: str) -> str:
     """Plans are namespaced; ':' never occurs in a namespace or a plan name."""
     return encode_token(f"{namespace}:{name}")
@@ -92,11 +97,13 @@ def plan_filter(prefix: str, plan_namespace: str, plan_name: str) -> str:
 
 
 def resource_filter(*, prefix: str, plan_namespace: str, plan_name: str, group: str, version: str,
-                    resource: str) -> str:
-    """Every subject of one resource of one plan."""
-    return ".".join((prefix, plan_token(plan_namespace, plan_name),
-                     encode_token(group) if group else CORE_GROUP_TOKEN, encode_token(version),
-                     encode_token(resource), ">"))
+                    resource: str, namespace: str = "") -> str:
+    """Every subject of one resource of one plan (in one namespace, if given)."""
+    tokens = [prefix, plan_token(plan_namespace, plan_name), encode_token(group) if group else CORE_GROUP_TOKEN,
+              encode_token(version), encode_token(resource)]
+    if namespace:
+        tokens.append(encode_token(namespace))
+    return ".".join((*tokens, ">"))
 
 
 def dead_letter_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:

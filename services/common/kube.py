@@ -146,6 +146,11 @@ class ResourceInfo:
         return f"{self.collection(namespace)}/{quote(name, safe='')}"
 
 
+# A single object's metadata only (every built-in and custom resource serves it); plain JSON from
+# an API that does not (content negotiation falls back to the second type).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
     try:
@@ -204,11 +209,13 @@ class KubeClient:
     async def request(
         self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None,
         content_type: str = "application/json", timeout: float | None = None, parse: bool = True,
+        accept: str | None = None,
     ) -> Obj:
-        """One call. ``parse=False`` skips decoding the answer (server-side apply echoes the whole
-        object, which the syncer never reads)."""
+        """One call. ``parse=False`` skips decoding the answer."""
         data = orjson.dumps(body) if body is not None else None
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
         try:
             async with self.session.request(
                 method, path, params=params, data=data, headers=headers,
@@ -226,11 +233,14 @@ class KubeClient:
 
     async def apply(self, path: str, body: Obj, *, field_manager: str, force: bool = True,
                     dry_run: bool = False, parse: bool = True) -> Obj:
+        """Server-side apply of one object. ``parse=False``: the caller does not read the answer, so
+        only the object's metadata is asked for (less for the server to encode and send than the
+        whole object it otherwise echoes)."""
         params = {"fieldManager": field_manager, "force": "true" if force else "false"}
         if dry_run:
             params["dryRun"] = "All"
-        return await self.request("PATCH", path, params=params, body=body,
-                                  content_type="application/apply-patch+yaml", parse=parse)
+        return await self.request("PATCH", path, params=params, body=body, content_type="application/apply-patch+yaml",
+                                  parse=parse, accept=None if parse else METADATA_ONLY)
 
     async def delete(self, path: str, *, uid: str | None = None) -> Obj:
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -241,16 +251,26 @@ class KubeClient:
     async def list_all(self, path: str, *, label_selector: str = "", page_size: int = 500) -> tuple[list[Obj], str]:
         """A consistent paginated LIST (``resourceVersion`` unset: served from etcd, never stale)."""
         items: list[Obj] = []
+        resource_version = ""
+        async for page, page_rv in self.list_pages(path, label_selector=label_selector, page_size=page_size):
+            items.extend(page)
+            resource_version = page_rv
+        return items, resource_version
+
+    async def list_pages(self, path: str, *, label_selector: str = "",
+                         page_size: int = 500) -> AsyncIterator[tuple[list[Obj], str]]:
+        """The pages of one consistent LIST as they arrive, each with the list's resourceVersion
+        (every page of one LIST is of the same snapshot)."""
         params = {"limit": str(page_size)}
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
             page = await self.request("GET", path, params=params)
-            items.extend(page.get("items") or [])
-            cont = (page.get("metadata") or {}).get("continue")
-            if not cont:
-                return items, str((page.get("metadata") or {}).get("resourceVersion", ""))
-            params["continue"] = cont
+            meta = page.get("metadata") or {}
+            yield page.get("items") or [], str(meta.get("resourceVersion", ""))
+            if not meta.get("continue"):
+                return
+            params["continue"] = meta["continue"]
 
     async def watch(
         self, path: str, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300,

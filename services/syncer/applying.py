@@ -17,6 +17,7 @@ from typing import Any
 
 from schemas import annotations as ann
 from schemas import transforms
+from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
 from services.common.fencing import FenceCache
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
@@ -99,7 +100,8 @@ class PlanApplier:
     settings: SyncerSettings
     cache: dict[str, Copy] = field(default_factory=dict)
     warmed: set[tuple[str, str]] = field(default_factory=set)
-    namespaces_made: set[str] = field(default_factory=set)
+    namespaces_made: dict[str, float] = field(default_factory=dict)  # name -> when created
+    namespace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deletes: collections.deque[float] = field(default_factory=collections.deque)
     breaker_open: bool = False
     last_applied_at: float = 0.0
@@ -114,14 +116,20 @@ class PlanApplier:
                          for r in self.plan.spec.resources}
         self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
 
-    # -- warm-up: one LIST per resource instead of one GET per object ---------------------------
+    # -- warm-up: one LIST per resource (per named namespace) instead of one GET per object ------
     async def warm(self) -> None:
-        for r in self.plan.spec.resources:
-            try:
-                info = await self.dest.resolve(r.group, r.version, r.resource)
-                items, _ = await self.dest.list_all(info.collection(), label_selector=f"{ann.MANAGED}=true")
-            except (ApiError, UnreachableError):
-                continue  # not served yet: objects of this resource are read one by one
+        await asyncio.gather(*(self._warm(r) for r in self.plan.spec.resources))
+
+    async def _warm(self, r: ResourceSelector) -> None:
+        try:
+            info = await self.dest.resolve(r.group, r.version, r.resource)
+            scopes = r.filters.namespaces if info.namespaced and r.filters.namespaces else [""]
+            lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope),
+                                                              label_selector=f"{ann.MANAGED}=true")
+                                           for scope in scopes))
+        except (ApiError, UnreachableError):
+            return  # not served yet: objects of this resource are read one by one
+        for items, _ in lists:
             for obj in items:
                 meta = obj["metadata"]
                 if (meta.get("annotations") or {}).get(ann.PLAN) != self.plan.key:
@@ -129,7 +137,7 @@ class PlanApplier:
                 record = copy_record(obj)
                 if record is not None:
                     self.cache[info.item(meta.get("namespace", ""), meta["name"])] = record
-            self.warmed.add((r.group, r.resource))
+        self.warmed.add((r.group, r.resource))
 
     async def existing(self, info: ResourceInfo, env: Envelope, path: str) -> Copy | None:
         if path in self.cache:
@@ -231,13 +239,19 @@ class PlanApplier:
             await asyncio.sleep(0.1)
 
     async def _ensure_namespace(self, name: str) -> None:
-        if name in self.namespaces_made:
-            return
+        """Create a missing namespace once for the burst of writes that found it missing (and again
+        if it has been deleted since)."""
+        async with self.namespace_lock:
+            made = self.namespaces_made.get(name)
+            if made is None or time.monotonic() - made > 5.0:
+                await self._create_namespace(name)
+                self.namespaces_made[name] = time.monotonic()
+
+    async def _create_namespace(self, name: str) -> None:
         await self.dest.apply(f"/api/v1/namespaces/{name}", {
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {ann.MANAGED: ann.MANAGED_VALUE},
                          "annotations": {ann.PLAN: self.plan.key}}}, field_manager=ann.FIELD_MANAGER)
-        self.namespaces_made.add(name)
 
     async def _recreate(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any],
                         current: Copy | None, cause: ApiError) -> None:

@@ -1,9 +1,9 @@
 """Durable consumption of one plan's stream with a bounded in-flight window.
 
 Messages are fetched in batches from a durable pull consumer (explicit acks, ``max_ack_pending``
-set) and handed to ``workers`` queues keyed by subject: one object always lands on the same
-queue, so its changes apply in order, while different objects apply in parallel. A message is
-acknowledged only after its write succeeded (:func:`settle`)."""
+set) into a queue keyed by subject (:class:`KeyedQueue`): the changes of one object apply in
+order, one at a time, while ``workers`` apply different objects in parallel. A message is
+acknowledged only after its write succeeded (:meth:`PlanConsumer.settle`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ from services.common import looping, plans, streams
 from services.common.kube import KubeClient
 from services.syncer import metrics
 from services.syncer.applying import PlanApplier
+from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
 from services.syncer.settings import SyncerSettings
 
@@ -59,18 +59,18 @@ class PlanConsumer:
     async def start(self) -> None:
         await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name)
         await self.applier.warm()
-        queues: list[asyncio.Queue[Msg]] = [asyncio.Queue() for _ in range(self.settings.consumer.workers)]
+        queue: KeyedQueue[Msg] = KeyedQueue()
         window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
-        self.tasks = [asyncio.create_task(self._worker(q, window), name=f"apply {self.plan.key} #{i}")
-                      for i, q in enumerate(queues)]
-        self.tasks.append(asyncio.create_task(self._fetch(queues, window), name=f"fetch {self.plan.key}"))
+        self.tasks = [asyncio.create_task(self._worker(queue, window), name=f"apply {self.plan.key} #{i}")
+                      for i in range(self.settings.consumer.workers)]
+        self.tasks.append(asyncio.create_task(self._fetch(queue, window), name=f"fetch {self.plan.key}"))
         self.tasks.append(asyncio.create_task(self._report(), name=f"status {self.plan.key}"))
 
     async def stop(self) -> None:
         await looping.cancel_all(self.tasks)
         self.tasks.clear()
 
-    async def _fetch(self, queues: list[asyncio.Queue[Msg]], window: asyncio.Semaphore) -> None:
+    async def _fetch(self, queue: KeyedQueue[Msg], window: asyncio.Semaphore) -> None:
         sub = await self.js.pull_subscribe_bind(self.settings.consumer.durable_name, stream=self.stream) \
             if await self._consumer_exists() else await self.js.pull_subscribe(
                 self.consumer_config().filter_subject or "", durable=self.settings.consumer.durable_name,
@@ -86,7 +86,7 @@ class PlanConsumer:
                     await window.acquire()
                     self.in_flight += 1
                     self.pending = msg.metadata.num_pending
-                    queues[zlib.crc32(msg.subject.encode()) % len(queues)].put_nowait(msg)
+                    queue.put(msg.subject, msg)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -115,12 +115,13 @@ class PlanConsumer:
         await self.js.add_consumer(self.stream, self.consumer_config())  # keep its config current
         return True
 
-    async def _worker(self, queue: asyncio.Queue[Msg], window: asyncio.Semaphore) -> None:
+    async def _worker(self, queue: KeyedQueue[Msg], window: asyncio.Semaphore) -> None:
         while True:
-            msg = await queue.get()
+            subject, msg = await queue.get()
             try:
                 await self.settle(msg)
             finally:
+                queue.done(subject)
                 self.in_flight -= 1
                 window.release()
 

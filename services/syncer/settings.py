@@ -13,7 +13,8 @@ class ConsumerSettings(BaseModel):
     max_ack_pending: int = Field(default=4096, ge=1, description="Unacknowledged messages the server allows.")
     ack_wait_seconds: float = Field(default=30.0, gt=0, description="Redelivery after this without an ack.")
     fetch_batch: int = Field(default=256, ge=1, description="Messages per pull.")
-    workers: int = Field(default=64, ge=1, description="Parallel appliers; one object always maps to one.")
+    workers: int = Field(default=64, ge=1,
+                         description="Parallel appliers (writes in flight); one object is in one at a time.")
     max_deliver: int = Field(default=-1, description="Deliveries before giving up; -1: never.")
 
 

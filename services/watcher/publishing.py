@@ -41,7 +41,7 @@ class Publisher:
                                        resource=r.resource, namespace=r.namespace, name=r.name)
 
     async def publish(self, env: Envelope, *, on_failure: Callable[[BaseException], None],
-                      on_ack: Callable[[PubAck], None] | None = None) -> bool:
+                      on_ack: Callable[[PubAck], None] | None = None, subject: str | None = None) -> bool:
         """Queue one envelope. Returns False when it was refused (too large) with a metric and a log."""
         plan = f"{env.plan_namespace}/{env.plan_name}"
         try:
@@ -63,7 +63,8 @@ class Publisher:
         await self._window.acquire()
         started = time.monotonic()
         try:
-            future = await self.js.publish_async(self.subject(env), data, headers=headers, stream=self.stream)
+            future = await self.js.publish_async(subject or self.subject(env), data, headers=headers,
+                                                 stream=self.stream)
         except BaseException:
             self._window.release()
             raise

@@ -63,9 +63,12 @@ class PlanRunner:
                               compress_over_bytes=self.settings.compress_over_bytes)
         namespaces = NamespaceLabels(self.source)
         for r in plan.spec.resources:
-            watch = ResourceWatch(plan, r, self.source, self.js, publisher, self.settings, namespaces)
-            self.watches.append(watch)
-            self.tasks.append(asyncio.create_task(watch.run(), name=f"watch {watch.name}"))
+            scopes = r.filters.namespaces or [""]
+            for i, scope in enumerate(scopes):
+                watch = ResourceWatch(plan, r, self.source, self.js, publisher, self.settings, namespaces, scope=scope,
+                                      sweep_outside=tuple(r.filters.namespaces) if i == 0 else ())
+                self.watches.append(watch)
+                self.tasks.append(asyncio.create_task(watch.run(), name=f"watch {watch.name}"))
         await plans.set_plan_conditions(self.own, plan, [plans.condition(
             "SourceReachable", True, "Connected", f"source {version}")])
         log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})

@@ -70,6 +70,12 @@ class ResourceWatch:
     publisher: Publisher
     settings: WatcherSettings
     namespaces: NamespaceLabels
+    # List and watch only this namespace ("" for all): a plan that names its namespaces is served
+    # by one scoped watch per namespace, not by filtering the whole cluster.
+    scope: str = ""
+    # Set on one scoped watch per resource: the namespaces the plan names. Objects the stream holds
+    # in any other namespace have left protection and get tombstones, as if a filter stopped matching.
+    sweep_outside: tuple[str, ...] = ()
     epoch: int = 0
     info: ResourceInfo | None = None
     # subject -> (type, resourceVersion) of the last message this watch knows the stream holds
@@ -83,7 +89,8 @@ class ResourceWatch:
 
     @property
     def name(self) -> str:
-        return f"{self.plan.key}/{self.selector.resource}.{self.selector.group or 'core'}"
+        scope = f" in {self.scope}" if self.scope else ""
+        return f"{self.plan.key}/{self.selector.resource}.{self.selector.group or 'core'}{scope}"
 
     def subject_of(self, namespace: str, name: str) -> str:
         assert self.info is not None
@@ -92,11 +99,11 @@ class ResourceWatch:
             plan_name=self.plan.name, group=self.info.group, version=self.info.version,
             resource=self.info.resource, namespace=namespace, name=name)
 
-    def resource_filter(self) -> str:
+    def resource_filter(self, *, scoped: bool = True) -> str:
         assert self.info is not None
         return subjects.resource_filter(prefix=self.settings.nats.subject_prefix, plan_namespace=self.plan.namespace,
                                         plan_name=self.plan.name, group=self.info.group, version=self.info.version,
-                                        resource=self.info.resource)
+                                        resource=self.info.resource, namespace=self.scope if scoped else "")
 
     async def selected(self, obj: Obj) -> bool:
         if kinds.skip_reason(obj) is not None:
@@ -110,10 +117,12 @@ class ResourceWatch:
         self._publish_failed = exc
 
     async def _publish(self, type_: EventType, obj: Obj, *, resource_version: str | None = None,
-                       uid: str | None = None) -> None:
+                       uid: str | None = None, subject: str | None = None) -> None:
+        """Publish one change. ``obj`` is handed over: it is sanitized in place, not copied."""
         assert self.info is not None
         meta = obj.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta["name"]
+        subject = subject or self.subject_of(namespace, name)
         rv = resource_version or str(meta.get("resourceVersion", ""))
         env = Envelope(
             type=type_,
@@ -125,33 +134,42 @@ class ResourceWatch:
             plan_namespace=self.plan.namespace,
             plan_name=self.plan.name,
             epoch=self.epoch,
-            body=sanitizing.sanitize(obj) if type_ is EventType.UPSERT else None,
+            body=sanitizing.sanitize(obj, owned=True) if type_ is EventType.UPSERT else None,
         )
-        if await self.publisher.publish(env, on_failure=self._failed):
-            self.known[self.subject_of(namespace, name)] = (type_.value, rv)
+        if await self.publisher.publish(env, subject=subject, on_failure=self._failed):
+            self.known[subject] = (type_.value, rv)
+
+    async def _tombstone(self, subject: str, uid: str, resource_version: str) -> None:
+        parts = subjects.parse_subject(subject, prefix=self.settings.nats.subject_prefix)
+        await self._publish(EventType.DELETE, {"metadata": {"name": parts.name, "namespace": parts.namespace}},
+                            resource_version=resource_version, uid=uid, subject=subject)
 
     # -- list ---------------------------------------------------------------------------------
     async def relist(self, reason: str) -> str:
+        """LIST, publishing page by page what differs from the stream, then the tombstones."""
         assert self.info is not None
-        items, list_rv = await self.source.list_all(self.info.collection(), label_selector=self.label_query,
-                                                    page_size=self.settings.page_size)
-        if self.filters.needs_namespace_labels:
-            await self.namespaces.refresh()
         states = await streams.last_states(self.js, self.publisher.stream, self.resource_filter())
         self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
+        if self.filters.needs_namespace_labels:
+            await self.namespaces.refresh()
         present: set[str] = set()
-        for obj in items:
-            obj.setdefault("apiVersion", self.info.api_version)
-            obj.setdefault("kind", self.info.kind)
-            if not await self.selected(obj):
-                continue
-            meta = obj["metadata"]
-            subject = self.subject_of(meta.get("namespace", ""), meta["name"])
-            present.add(subject)
-            if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))):
-                await self._publish(EventType.UPSERT, obj)
+        listed, list_rv = 0, ""
+        async for items, page_rv in self.source.list_pages(self.info.collection(self.scope),
+                                                           label_selector=self.label_query,
+                                                           page_size=self.settings.page_size):
+            listed, list_rv = listed + len(items), page_rv
+            for obj in items:
+                obj.setdefault("apiVersion", self.info.api_version)
+                obj.setdefault("kind", self.info.kind)
+                if not await self.selected(obj):
+                    continue
+                meta = obj["metadata"]
+                subject = self.subject_of(meta.get("namespace", ""), meta["name"])
+                present.add(subject)
+                if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))):
+                    await self._publish(EventType.UPSERT, obj, subject=subject)
         stale = [s for s, (t, _) in self.known.items() if t == EventType.UPSERT.value and s not in present]
-        if stale and not items:
+        if stale and not listed:
             # An empty list is never a reason to delete: a misconfigured or half-restored source
             # must not wipe the stand-by.
             metrics.refused(self.plan.key, self.info.resource, "empty_list_no_tombstones")
@@ -159,15 +177,17 @@ class ResourceWatch:
                         extra={"plan": self.plan.key, "resource": self.info.resource})
         else:
             for subject in stale:
+                await self._tombstone(subject, states[subject].uid if subject in states else "", list_rv)
+        if self.sweep_outside:
+            everything = await streams.last_states(self.js, self.publisher.stream, self.resource_filter(scoped=False))
+            for subject, state in everything.items():
                 parts = subjects.parse_subject(subject, prefix=self.settings.nats.subject_prefix)
-                uid = states[subject].uid if subject in states else ""
-                await self._publish(EventType.DELETE, {"metadata": {"name": parts.name,
-                                                                    "namespace": parts.namespace}},
-                                    resource_version=list_rv, uid=uid)
+                if state.type == EventType.UPSERT.value and parts.namespace not in self.sweep_outside:
+                    await self._tombstone(subject, state.uid, list_rv)
         await self.publisher.flush()
         metrics.relisted(self.plan.key, self.info.resource, reason, len(present))
-        log.info("listed %d objects (%d selected, %d tombstones)", len(items), len(present),
-                 0 if not items else len(stale), extra={"plan": self.plan.key, "resource": self.info.resource,
+        log.info("listed %d objects (%d selected, %d tombstones)", listed, len(present),
+                 0 if not listed else len(stale), extra={"plan": self.plan.key, "resource": self.info.resource,
                                                         "reason": reason, "rv": list_rv})
         self.listed.set()
         return list_rv
@@ -178,7 +198,7 @@ class ResourceWatch:
         assert self.info is not None
         rv = resource_version
         while True:
-            async for event in self.source.watch(self.info.collection(), resource_version=rv,
+            async for event in self.source.watch(self.info.collection(self.scope), resource_version=rv,
                                                  label_selector=self.label_query,
                                                  timeout_seconds=self.settings.watch_timeout_seconds):
                 if self._publish_failed is not None:
@@ -200,10 +220,10 @@ class ResourceWatch:
             obj.setdefault("apiVersion", self.info.api_version)
             obj.setdefault("kind", self.info.kind)
             if await self.selected(obj):
-                await self._publish(EventType.UPSERT, obj)
+                await self._publish(EventType.UPSERT, obj, subject=subject)
                 return
         if previously:  # deleted, or no longer selected
-            await self._publish(EventType.DELETE, obj)
+            await self._publish(EventType.DELETE, obj, subject=subject)
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:

@@ -158,6 +158,44 @@ async def test_filters_select_exactly(kube: Any, js: Any, settings: WatcherSetti
     await nc.close()
 
 
+async def test_named_namespaces_are_watched_one_by_one_and_one_dropped_leaves_protection(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    src, dst = kube
+    for ns in ("scope-a", "scope-b", "scope-c"):
+        await h.namespace(src, ns)
+        await h.configmap(src, ns, "cm")
+    body = h.plan_body("scoped", [{"version": "v1", "resource": "configmaps",
+                                   "filters": {"namespaces": ["scope-a", "scope-b"]}}])
+    await h.apply_plan(dst, body)
+    stream = subjects.stream_name(h.SYSTEM, "scoped")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await listed(supervisor, "scoped")
+        runner = supervisor.runners[f"{h.SYSTEM}/scoped"][1]
+        assert runner is not None and sorted(w.scope for w in runner.watches) == ["scope-a", "scope-b"]
+        await h.configmap(src, "scope-b", "later")
+        await h.configmap(src, "scope-c", "later")
+
+        async def published() -> None:
+            got = by_object(await messages(js, stream))
+            assert sorted(s.split(".", 5)[5] for s in got) == ["scope-a.cm", "scope-b.cm", "scope-b.later"]
+        await h.eventually(published)
+
+        body["spec"]["resources"][0]["filters"]["namespaces"] = ["scope-a"]
+        await h.apply_plan(dst, body)
+
+        async def dropped() -> None:
+            got = by_object(await messages(js, stream))
+            last = {s.split(".", 5)[5]: envs[-1].type for s, envs in got.items()}
+            assert last == {"scope-a.cm": EventType.UPSERT, "scope-b.cm": EventType.DELETE,
+                            "scope-b.later": EventType.DELETE}
+        await h.eventually(dropped)
+        await asyncio.sleep(1)  # and nothing else follows
+        await dropped()
+    await supervisor.stop()
+    await nc.close()
+
+
 async def test_restart_publishes_exactly_the_missed_changes(kube: Any, js: Any, settings: WatcherSettings) -> None:
     src, dst = kube
     await h.namespace(src, "w-restart")

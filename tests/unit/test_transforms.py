@@ -67,6 +67,13 @@ def test_sanitize_strips_server_fields(obj: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("obj", ALL_KINDS)
+def test_sanitize_of_a_handed_over_object_is_the_same(obj: dict[str, Any]) -> None:
+    pristine = copy.deepcopy(obj)
+    assert sanitizing.sanitize(copy.deepcopy(obj), owned=True) == sanitizing.sanitize(obj)
+    assert obj == pristine
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
 def test_activate_undoes_deactivate_exactly(obj: dict[str, Any]) -> None:
     clean, copy_ = roundtrip(obj)
     assert transforms.activate(copy_) == clean

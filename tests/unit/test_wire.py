@@ -136,3 +136,6 @@ def test_resource_filter_matches_the_subjects_of_that_resource_only() -> None:
     assert f == "standby.ops:shop.apps.v1.deployments.>"
     assert subjects.object_subject(prefix="standby", plan_namespace="ops", plan_name="shop", group="apps",
                                    version="v1", resource="deployments", namespace="a", name="b").startswith(f[:-1])
+    scoped = subjects.resource_filter(prefix="standby", plan_namespace="ops", plan_name="shop", group="apps",
+                                      version="v1", resource="deployments", namespace="web.prod")
+    assert scoped == "standby.ops:shop.apps.v1.deployments.web_prod.>"
