@@ -91,6 +91,7 @@ async def main() -> dict[str, Any]:
                 "ratio_specs_vs_baseline": round(specs / base_specs, 2),
                 "ratio_available_vs_baseline": round(act_available / base_available, 2),
                 "target_specs_seconds": 10, "meets_target": specs <= 10,
+                "job_timings_seconds": status.get("timings"),
                 "note": "job time includes the fence settle wait (fence_settle_seconds, default 1 s)",
             }
             print(result, flush=True)

@@ -238,6 +238,8 @@ class RecoveryExecutionJobStatus(Model):
     conditions: list[Condition] = Field(default_factory=list)
     epoch: int = 0
     message: str = ""
+    timings: dict[str, float] = Field(default_factory=dict,
+                                      description="Seconds each step took (fence, findCopies, each wave).")
 
 
 class RecoveryExecutionJob(Model):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Protocol
@@ -39,10 +38,16 @@ async def supervise(supervisor: Supervising, *, interval_seconds: float) -> None
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel and await every task (their CancelledError is theirs, not ours)."""
+    """Cancel every task and wait until all have finished.
+
+    Their cancellation is theirs, not ours: if the caller itself is cancelled meanwhile, that
+    propagates (``await task`` inside ``suppress(CancelledError)`` would swallow it, and a
+    supervisor cancelled while stopping a plan would carry on forever)."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task %s failed while stopping: %r", task.get_name(), task.exception())

@@ -17,7 +17,7 @@ import jsonpatch
 
 from schemas import annotations as ann
 from schemas import codec, kinds, ordering, sanitizing, subjects, transforms
-from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.kube import METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -70,9 +70,8 @@ async def listable_resources(client: KubeClient) -> list[ResourceInfo]:
     return out
 
 
-async def find_copies(client: KubeClient, plans: set[str]) -> list[Target]:
-    resources = await listable_resources(client)
-
+async def find_copies(client: KubeClient, plans: set[str], resources: list[ResourceInfo]) -> list[Target]:
+    """Every copy of ``plans`` among ``resources`` (see :func:`listable_resources`), in priority order."""
     async def one(info: ResourceInfo) -> list[Target]:
         try:
             items, _ = await client.list_all(info.collection(), label_selector=f"{ann.MANAGED}=true")
@@ -138,7 +137,8 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
         else:
             operations = transforms.activation_patch(obj)
             result = await client.request("PATCH", path, params=params, body=operations,
-                                          content_type="application/json-patch+json", parse=dry_run)
+                                          content_type="application/json-patch+json", parse=dry_run,
+                                          accept=None if dry_run else METADATA_ONLY)
             changes = tuple(f"{op['op']} {op['path']}" for op in operations)
     except (transforms.PatchError, ValueError, LookupError, ApiError, UnreachableError) as exc:
         return Result("Failed", str(exc))

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from schemas import API_VERSION, api
 from schemas import annotations as ann
 from services.common import fencing, plans
-from services.common.kube import ApiError, KubeClient
+from services.common.kube import ApiError, KubeClient, ResourceInfo
 from services.recovery import activating, metrics
 from services.recovery.settings import RecoverySettings
 
@@ -89,12 +89,26 @@ class JobRun:
             await self.save(phase="Pending", startTime=now(),
                             waves=[{"name": w.name, "phase": "Pending"} for w in rep.waves])
         plan_keys = [[f"{p.namespace or self.namespace}/{p.name}" for p in w.recovery_plans] for w in rep.waves]
-        if not spec.dry_run:
-            await self.fence({k for keys in plan_keys for k in keys})
-        await self.activate(rep, plan_keys, dry_run=spec.dry_run)
+        # Discovery runs while the fence settles; the copies are listed only once every syncer
+        # honours the fence (a copy written or changed before that would otherwise be missed).
+        discovery = asyncio.create_task(activating.listable_resources(self.client))
+        try:
+            if not spec.dry_run:
+                await self.fence({k for keys in plan_keys for k in keys})
+            resources = await discovery
+        finally:
+            discovery.cancel()
+        await self.activate(rep, plan_keys, resources, dry_run=spec.dry_run)
         metrics.finished(time.monotonic() - started)
 
+    def timed(self, step: str, since: float) -> None:
+        """Record how long a step took (status.timings, seconds) and log it."""
+        seconds = round(time.monotonic() - since, 3)
+        self.status.setdefault("timings", {})[step] = seconds
+        log.info("%s took %.2fs", step, seconds, extra={"job": self.name})
+
     async def fence(self, plan_keys: set[str]) -> None:
+        started = time.monotonic()
         await self.save(phase="Fencing")
         epoch = int(self.status.get("epoch") or 0)
         if not epoch:
@@ -114,14 +128,18 @@ class JobRun:
             await self.client.apply(path, fencing.fence_body(self.settings.kube.namespace, ns, name, epoch=epoch,
                                                              job=self.name), field_manager="standby-recovery")
             wrote = True
+        self.timed("fence", started)
         await self.save(epoch=epoch)
         self.notify("Normal", "Fenced", f"sync fenced for {len(plan_keys)} plans at epoch {epoch}")
         if wrote:  # let every syncer see the fence before anything changes
             await asyncio.sleep(self.settings.fence_settle_seconds)
 
-    async def activate(self, rep: api.RecoveryExecutionPlanSpec, plan_keys: list[list[str]], *, dry_run: bool) -> None:
+    async def activate(self, rep: api.RecoveryExecutionPlanSpec, plan_keys: list[list[str]],
+                       resources: list[ResourceInfo], *, dry_run: bool) -> None:
         all_keys = {k for keys in plan_keys for k in keys}
-        targets = await activating.find_copies(self.client, all_keys)
+        started = time.monotonic()
+        targets = await activating.find_copies(self.client, all_keys, resources)
+        self.timed("findCopies", started)
         progress = dict(self.status.get("progress") or {})
         done_before = int(progress.get("done", 0)) if self.status.get("phase") == "Activating" else 0
         total = done_before + len(targets)
@@ -132,6 +150,7 @@ class JobRun:
         done = done_before
         gate = asyncio.Semaphore(self.settings.concurrency)
         for index, (wave, keys) in enumerate(zip(rep.waves, plan_keys, strict=True)):
+            wave_started = time.monotonic()
             mine = [t for t in targets if t.plan in keys]
             waves[index] = {**waves[index], "name": wave.name, "phase": "Running",
                             "total": int(waves[index].get("total", 0) or 0) + len(mine)}
@@ -153,10 +172,13 @@ class JobRun:
                 done += len(batch)
                 metrics.progress(self.name, done, total)
                 await self.save(progress={"done": done, "total": total}, objects=self._report(results))
+            self.timed(f"wave {wave.name} activated", wave_started)
             message = ""
             if wave.wait_for_ready and not dry_run:
-                late = await activating.wait_ready(self.client, [t for t in mine if not _failed(results, t)],
+                failed_refs = {r["ref"] for r in results if r.get("outcome") == "Failed"}
+                late = await activating.wait_ready(self.client, [t for t in mine if t.ref not in failed_refs],
                                                    timeout=wave.timeout_seconds, poll=self.settings.ready_poll_seconds)
+                self.timed(f"wave {wave.name} ready", wave_started)
                 if late:
                     failed += len(late)
                     message = f"not ready after {wave.timeout_seconds}s: {', '.join(late[:10])}"
@@ -178,7 +200,4 @@ class JobRun:
         rest = [r for r in results if r["outcome"] != "Failed"]
         return (failures + rest)[: self.settings.max_reported_objects]
 
-
-def _failed(results: list[Obj], target: activating.Target) -> bool:
-    return any(r["ref"] == target.ref and r["outcome"] == "Failed" for r in results)
 

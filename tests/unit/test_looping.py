@@ -1,0 +1,35 @@
+"""Stopping tasks: the caller's own cancellation must never be swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.common import looping
+
+pytestmark = pytest.mark.unit
+
+
+async def test_cancel_all_waits_for_every_task() -> None:
+    tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
+    await looping.cancel_all(tasks)
+    assert all(t.cancelled() for t in tasks)
+
+
+async def test_cancel_all_does_not_swallow_the_callers_cancellation() -> None:
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+    child = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(looping.cancel_all([child]))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait([child])
