@@ -158,7 +158,8 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
     lags = [max(0.0, seen[rv] - t) for rv, t in written.items() if rv in seen]
     first = min(written.values(), default=0.0)
     slow = sorted(round(t - first, 1) for rv, t in written.items() if rv in seen and seen[rv] - t > 0.25)
-    return {"slow_over_250ms_written_at_s": slow[:40],"changes": count, "rate_per_s": rate, "achieved_write_rate_per_s": round(achieved, 1),
+    return {"slow_over_250ms_written_at_s": slow[:40],
+            "changes": count, "rate_per_s": rate, "achieved_write_rate_per_s": round(achieved, 1),
             "observed": len(lags), "missing": len(written) - len(lags),
             "lag_p50_ms": round(percentile(lags, 50) * 1000, 1), "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
