@@ -321,7 +321,6 @@ class PlanApplier:
                 raise classify(exc, str(env.ref)) from exc
         except UnreachableError as exc:
             raise classify(exc, str(env.ref)) from exc
-        self.deletes.append(time.monotonic())
         self.cache.pop(path, None)
         self.failed.discard(path)
         self._applied(env)
@@ -342,6 +341,9 @@ class PlanApplier:
                         len(self.deletes), window, limit, extra={"plan": self.plan.key})
         if open_:
             raise TemporaryError("mass deletion refused by the circuit breaker", delay=window / 4)
+        # Counted now, not when the delete returns: workers deleting in parallel must not all pass
+        # the check before any of them is counted.
+        self.deletes.append(now)
 
     def _applied(self, env: Envelope) -> None:
         self.last_applied_at = time.time()
