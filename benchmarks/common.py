@@ -89,8 +89,10 @@ async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, 
 
     async def write(i: int) -> None:
         name = f"{prefix}-{i % keys}"
-        result = await client.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}", configmap(ns, name, str(i)),
-                                    field_manager="bench")
+        # Never the value the object was created with: a write that changes nothing is a no-op
+        # (same resourceVersion), and its copy would be reported missing.
+        result = await client.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}",
+                                    configmap(ns, name, f"write-{i}"), field_manager="bench")
         written[result["metadata"]["resourceVersion"]] = time.monotonic()
 
     start = time.monotonic()
