@@ -23,6 +23,7 @@ import statistics
 import time
 from typing import Any
 
+import nats
 from common import (
     SYSTEM,
     KubeClient,
@@ -42,7 +43,8 @@ from common import (
 )
 
 from schemas import annotations as ann
-from schemas import sanitizing, transforms
+from schemas import sanitizing, subjects, transforms
+from services.common import streams
 from services.devenv.natsd import LocalNats
 
 MANAGED = f"{ann.MANAGED}=true"
@@ -125,7 +127,7 @@ async def bulk(src: KubeClient, dst: KubeClient, server: LocalNats, n: int, roun
             "target_ratio": 0.7, "raw": raw, "pipeline": pipeline}
 
 
-async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) -> dict[str, Any]:
+async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: float, seconds: float) -> dict[str, Any]:
     await namespace(src, "steady")
     keys = 200
     await apply_all(src, [configmap("steady", f"s-{i}") for i in range(keys)])
@@ -145,6 +147,15 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
                 if source_rv:
                     seen.setdefault(source_rv, time.monotonic())
 
+    # Where the time goes: when each source version reached the stream (a plain subscription on the
+    # plan's subjects sees what the watcher publishes).
+    in_stream: dict[str, float] = {}
+    nc = await nats.connect(server.url, user=server.user, password=server.password)
+
+    async def on_message(msg: Any) -> None:
+        in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
+    await nc.subscribe(subjects.plan_filter("standby", SYSTEM, "steady"), cb=on_message)
+
     watcher = asyncio.create_task(observe())
     await asyncio.sleep(1)
     written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds)
@@ -154,6 +165,9 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
         await asyncio.sleep(0.1)
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
+    await nc.close()
+    to_stream = [max(0.0, in_stream[rv] - t) for rv, t in written.items() if rv in in_stream]
+    stream_to_copy = [max(0.0, seen[rv] - in_stream[rv]) for rv in written if rv in seen and rv in in_stream]
     # A copy can become visible before the source's write response is processed: lag ~ 0, not missing.
     lags = [max(0.0, seen[rv] - t) for rv, t in written.items() if rv in seen]
     first = min(written.values(), default=0.0)
@@ -163,6 +177,8 @@ async def steady(src: KubeClient, dst: KubeClient, rate: float, seconds: float) 
             "observed": len(lags), "missing": len(written) - len(lags),
             "lag_p50_ms": round(percentile(lags, 50) * 1000, 1), "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
+            "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
+            "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
             "target_p50_ms": 100, "target_p99_ms": 500}
 
 
@@ -210,7 +226,7 @@ async def main() -> dict[str, Any]:
                 meets["bulk_ratio"] = b["ratio"] >= 0.7
                 already += args.objects * args.rounds
             if "steady" in phases:
-                result["steady"] = s = await steady(src, dst, args.rate, args.seconds)
+                result["steady"] = s = await steady(src, dst, env.nats, args.rate, args.seconds)
                 print("steady", s, flush=True)
                 meets["steady_lag"] = s["lag_p50_ms"] <= 100 and s["lag_p99_ms"] <= 500 and s["missing"] == 0
                 already += 200
