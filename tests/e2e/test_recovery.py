@@ -54,6 +54,17 @@ async def finished(p: Pipeline, name: str, timeout: float = 150) -> dict[str, An
     return await h.eventually(check, timeout=timeout, interval=0.5)
 
 
+async def run_job(p: Pipeline, cluster: LocalCluster, nats_server: LocalNats | None, plan: str, operator_name: str,
+                  *, dry_run: bool = False, timeout: float = 150) -> dict[str, Any]:
+    """Start the operator as a process in ``cluster``, run one job of ``plan`` to its end, stop the
+    operator; returns the job's final status."""
+    operator = recovery_process(cluster, nats_server, operator_name).start()
+    try:
+        return await finished(p, await start_job(p, plan, dry_run=dry_run), timeout=timeout)
+    finally:
+        operator.stop()
+
+
 async def deployment(p: Pipeline, ns: str, name: str) -> dict[str, Any]:
     return await p.dst.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
 
@@ -120,10 +131,6 @@ async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registere
 
 
 async def test_missing_execution_plan_fails_clearly(pipe: Pipeline, registered: LocalCluster) -> None:
-    operator = recovery_process(registered, None, "recovery-missing").start()
-    try:
-        status = await finished(pipe, await start_job(pipe, "does-not-exist"), timeout=60)
-        assert status["phase"] == "Failed"
-        assert "does-not-exist" in status["message"]
-    finally:
-        operator.stop()
+    status = await run_job(pipe, registered, None, "does-not-exist", "recovery-missing", timeout=60)
+    assert status["phase"] == "Failed"
+    assert "does-not-exist" in status["message"]

@@ -21,7 +21,7 @@ from services.syncer.settings import DeleteSettings
 from services.syncer.supervisor import Supervisor as SyncSupervisor
 from services.watcher.supervisor import Supervisor as WatchSupervisor
 from tests.e2e.conftest import Pipeline, syncer_settings, watcher_settings
-from tests.e2e.test_recovery import execution_plan, finished, recovery_process, start_job
+from tests.e2e.test_recovery import execution_plan, run_job
 from tests.support import env as h
 
 DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
@@ -67,6 +67,12 @@ async def run_sync_side(own: KubeClient, nats_server: LocalNats, **syncer: Any) 
     return tasks, stop
 
 
+def deployments_plan(name: str, namespace: str) -> dict[str, Any]:
+    """A plan protecting the Deployments of one namespace."""
+    return h.plan_body(name, [{"group": "apps", "version": "v1", "resource": "deployments",
+                               "filters": {"namespaces": [namespace]}}], forceNamespaceCreation=True)
+
+
 async def test_three_clusters_failover_with_management_gone(
         source: LocalCluster, registered: LocalCluster, management: LocalCluster, nats_server: LocalNats) -> None:
     async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
@@ -74,8 +80,7 @@ async def test_three_clusters_failover_with_management_gone(
             KubeClient.from_kubeconfig(management.kubeconfig) as mgmt:
         await h.namespace(src, "tri")
         await deploy(src, "tri", "web", 3)
-        body = h.plan_body("tri", [{"group": "apps", "version": "v1", "resource": "deployments",
-                                    "filters": {"namespaces": ["tri"]}}], forceNamespaceCreation=True)
+        body = deployments_plan("tri", "tri")
         body["spec"]["destinationClusterRef"] = {"name": "destination", "namespace": h.SYSTEM}
         await h.apply_plan(mgmt, body)
         _, stop = await run_sync_side(mgmt, nats_server)
@@ -95,12 +100,8 @@ async def test_three_clusters_failover_with_management_gone(
 
         pipe = Pipeline(src, dst, None, None, None)  # type: ignore[arg-type]
         await execution_plan(pipe, "tri", "tri")
-        operator = recovery_process(registered, None, "recovery-tri").start()
-        try:
-            status = await finished(pipe, await start_job(pipe, "tri"))
-            assert status["phase"] == "Completed", status
-        finally:
-            operator.stop()
+        status = await run_job(pipe, registered, None, "tri", "recovery-tri")
+        assert status["phase"] == "Completed", status
         assert (await dst.get(DEPLOY.format(ns="tri", name="web")))["spec"]["replicas"] == 3
 
 
@@ -112,8 +113,7 @@ async def test_failback_brings_the_repaired_source_back_in_step(
         await dst.request("DELETE", f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans")
         await h.namespace(src, "fb")
         await deploy(src, "fb", "web", 3)
-        await h.apply_plan(dst, h.plan_body("fb", [{"group": "apps", "version": "v1", "resource": "deployments",
-                                                     "filters": {"namespaces": ["fb"]}}], forceNamespaceCreation=True))
+        await h.apply_plan(dst, deployments_plan("fb", "fb"))
         _, stop = await run_sync_side(dst, nats_server)
         try:
             await h.eventually(lambda: _replicas(dst, "fb", "web", 0), timeout=30)
@@ -121,19 +121,14 @@ async def test_failback_brings_the_repaired_source_back_in_step(
             await stop()
         pipe = Pipeline(src, dst, None, None, None)  # type: ignore[arg-type]
         await execution_plan(pipe, "fb", "fb", wait=False)
-        operator = recovery_process(registered, None, "recovery-fb").start()
-        try:
-            assert (await finished(pipe, await start_job(pipe, "fb")))["phase"] == "Completed"
-        finally:
-            operator.stop()
+        assert (await run_job(pipe, registered, None, "fb", "recovery-fb"))["phase"] == "Completed"
         # Life goes on in the new primary.
         await dst.request("PATCH", DEPLOY.format(ns="fb", name="web"), body={"spec": {"replicas": 4}},
                           content_type="application/merge-patch+json")
 
         # Failback, step 1: the repaired old source becomes the stand-by of a reverse plan.
         bootstrap.register_cluster(registered, "old-primary", source.kubeconfig)
-        reverse = h.plan_body("fb-back", [{"group": "apps", "version": "v1", "resource": "deployments",
-                                           "filters": {"namespaces": ["fb"]}}], forceNamespaceCreation=True)
+        reverse = deployments_plan("fb-back", "fb")
         reverse["spec"]["sourceClusterRef"] = {"name": "destination", "namespace": h.SYSTEM}
         reverse["spec"]["destinationClusterRef"] = {"name": "old-primary", "namespace": h.SYSTEM}
         await h.apply_plan(dst, reverse)
@@ -151,11 +146,7 @@ async def test_failback_brings_the_repaired_source_back_in_step(
         bootstrap.ensure_namespace(source, bootstrap.SYSTEM_NAMESPACE)
         back = Pipeline(dst, src, None, None, None)  # type: ignore[arg-type]
         await execution_plan(back, "fb-back", "fb-back", wait=False)
-        operator = recovery_process(source, None, "recovery-fb-back").start()
-        try:
-            assert (await finished(back, await start_job(back, "fb-back")))["phase"] == "Completed"
-        finally:
-            operator.stop()
+        assert (await run_job(back, source, None, "fb-back", "recovery-fb-back"))["phase"] == "Completed"
         assert (await src.get(DEPLOY.format(ns="fb", name="web")))["spec"]["replicas"] == 4
 
 
@@ -176,20 +167,12 @@ async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline
     await h.eventually(lambda: _replicas(pipe.dst, "orig", "web", 0), timeout=30)
     await execution_plan(pipe, "orig", "orig", wait=False)
     # Without the stream: a clear reason per object, nothing half-done.
-    operator = recovery_process(registered, None, "recovery-no-stream").start()
-    try:
-        status = await finished(pipe, await start_job(pipe, "orig", dry_run=True))
-        assert status["phase"] == "PartiallyFailed"  # the namespace it created activates; the Deployment cannot
-        web = {o["ref"]: o for o in status["objects"]}["deployments.apps/orig/web"]
-        assert web["outcome"] == "Failed" and "needs the stream" in web["reason"]
-    finally:
-        operator.stop()
-    operator = recovery_process(registered, nats_server, "recovery-stream").start()
-    try:
-        status = await finished(pipe, await start_job(pipe, "orig"))
-        assert status["phase"] == "Completed", status
-    finally:
-        operator.stop()
+    status = await run_job(pipe, registered, None, "orig", "recovery-no-stream", dry_run=True)
+    assert status["phase"] == "PartiallyFailed"  # the namespace it created activates; the Deployment cannot
+    web = {o["ref"]: o for o in status["objects"]}["deployments.apps/orig/web"]
+    assert web["outcome"] == "Failed" and "needs the stream" in web["reason"]
+    status = await run_job(pipe, registered, nats_server, "orig", "recovery-stream")
+    assert status["phase"] == "Completed", status
     web = await pipe.dst.get(DEPLOY.format(ns="orig", name="web"))
     assert web["spec"]["replicas"] == 3
     assert web["metadata"]["labels"].get("recovered") == "yes"
