@@ -23,25 +23,18 @@ log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, js: JetStreamContext, *, stream: str, prefix: str, window: int,
+    def __init__(self, js: JetStreamContext, *, stream: str, window: int,
                  max_payload_bytes: int, compress_over_bytes: int, ack_timeout_seconds: float = 10.0) -> None:
         self.ack_timeout_seconds = ack_timeout_seconds
         self.js = js
         self.stream = stream
-        self.prefix = prefix
         self.max_payload_bytes = max_payload_bytes
         self.compress_over_bytes = compress_over_bytes
         self._window = asyncio.Semaphore(window)
         self._pending: set[asyncio.Future[PubAck]] = set()
 
-    def subject(self, env: Envelope) -> str:
-        r = env.ref
-        return subjects.object_subject(prefix=self.prefix, plan_namespace=env.plan_namespace,
-                                       plan_name=env.plan_name, group=r.group, version=r.version,
-                                       resource=r.resource, namespace=r.namespace, name=r.name)
-
-    async def publish(self, env: Envelope, *, on_failure: Callable[[BaseException], None],
-                      on_ack: Callable[[PubAck], None] | None = None, subject: str | None = None) -> bool:
+    async def publish(self, env: Envelope, *, subject: str, on_failure: Callable[[BaseException], None],
+                      on_ack: Callable[[PubAck], None] | None = None) -> bool:
         """Queue one envelope. Returns False when it was refused (too large) with a metric and a log."""
         plan = f"{env.plan_namespace}/{env.plan_name}"
         try:
@@ -63,8 +56,7 @@ class Publisher:
         await self._window.acquire()
         started = time.monotonic()
         try:
-            future = await self.js.publish_async(subject or self.subject(env), data, headers=headers,
-                                                 stream=self.stream)
+            future = await self.js.publish_async(subject, data, headers=headers, stream=self.stream)
         except BaseException:
             self._window.release()
             raise

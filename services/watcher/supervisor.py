@@ -57,7 +57,7 @@ class PlanRunner:
                                             phase="Degraded")
             raise
         info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name)
-        publisher = Publisher(self.js, stream=info.config.name or "", prefix=self.settings.nats.subject_prefix,
+        publisher = Publisher(self.js, stream=info.config.name or "",
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
                               compress_over_bytes=self.settings.compress_over_bytes)

@@ -148,7 +148,11 @@ class ResourceWatch:
     async def relist(self, reason: str) -> str:
         """LIST, publishing page by page what differs from the stream, then the tombstones."""
         assert self.info is not None
-        states = await streams.last_states(self.js, self.publisher.stream, self.resource_filter())
+        # The watch that sweeps reads the whole resource once; its own states are the scoped part.
+        everything = await streams.last_states(self.js, self.publisher.stream,
+                                               self.resource_filter(scoped=not self.sweep_outside))
+        mine = self.resource_filter()[:-1]
+        states = {s: st for s, st in everything.items() if s.startswith(mine)}
         self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
         if self.filters.needs_namespace_labels:
             await self.namespaces.refresh()
@@ -179,7 +183,6 @@ class ResourceWatch:
             for subject in stale:
                 await self._tombstone(subject, states[subject].uid if subject in states else "", list_rv)
         if self.sweep_outside:
-            everything = await streams.last_states(self.js, self.publisher.stream, self.resource_filter(scoped=False))
             for subject, state in everything.items():
                 parts = subjects.parse_subject(subject, prefix=self.settings.nats.subject_prefix)
                 if state.type == EventType.UPSERT.value and parts.namespace not in self.sweep_outside:

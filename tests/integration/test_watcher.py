@@ -243,7 +243,7 @@ async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kub
     nc = await streams.connect(settings.nats, name="test")
     jsc = nc.jetstream()
     info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone")
-    publisher = Publisher(jsc, stream=info.config.name or "", prefix="standby", window=100,
+    publisher = Publisher(jsc, stream=info.config.name or "", window=100,
                           max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
     watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
     stale_rv = (await src.get("/api/v1/namespaces/w-gone/configmaps"))["metadata"]["resourceVersion"]
