@@ -16,8 +16,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
 import nats
 import nats.js.errors
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import API_VERSION, subjects
 from services.common.kube import KubeClient
@@ -198,6 +200,37 @@ async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeou
         raise TimeoutError(f"{stream} did not reach {target} messages")
     finally:
         await nc.close()
+
+
+async def histograms(url: str) -> dict[str, list[tuple[float, float]]]:
+    """Every histogram a service's /metrics shows, label sets summed: name -> [(le, cumulative count)]."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    out: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets = out.setdefault(family.name, {})
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return {name: sorted(buckets.items()) for name, buckets in out.items()}
+
+
+def histogram_change(before: dict[str, list[tuple[float, float]]], after: dict[str, list[tuple[float, float]]],
+                     name: str) -> dict[str, Any]:
+    """What one histogram recorded between two scrapes: the count, the bucket bound the 50th and
+    99th percentiles fall in, and how many observations exceeded 100 and 250 ms."""
+    old = dict(before.get(name, []))
+    change = [(le, count - old.get(le, 0.0)) for le, count in after.get(name, [])]
+    total = change[-1][1] if change else 0.0
+
+    def bound(q: float) -> float | None:
+        return next((le for le, count in change if count >= q * total), None) if total else None
+
+    def over(limit: float) -> int:
+        return int(total - max((count for le, count in change if le <= limit), default=0.0))
+    return {"count": int(total), "p50_le_s": bound(0.5), "p99_le_s": bound(0.99),
+            "over_100ms": over(0.1), "over_250ms": over(0.25)}
 
 
 def emit(result: dict[str, Any]) -> None:

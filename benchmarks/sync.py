@@ -32,6 +32,8 @@ from common import (
     count_until,
     cpu_seconds,
     deployment,
+    histogram_change,
+    histograms,
     namespace,
     paced_updates,
     percentile,
@@ -45,6 +47,7 @@ from common import (
 from schemas import annotations as ann
 from schemas import sanitizing, subjects, transforms
 from services.common import streams
+from services.devenv import ports
 from services.devenv.natsd import LocalNats
 
 MANAGED = f"{ann.MANAGED}=true"
@@ -127,7 +130,14 @@ async def bulk(src: KubeClient, dst: KubeClient, server: LocalNats, n: int, roun
             "target_ratio": 0.7, "raw": raw, "pipeline": pipeline}
 
 
-async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: float, seconds: float) -> dict[str, Any]:
+# Where a slow change spent its time, from the services' own histograms over the steady phase.
+STAGES = {"syncer": ("standby_syncer_delivery_seconds", "standby_syncer_queue_seconds",
+                     "standby_syncer_apply_seconds", "standby_event_loop_lag_seconds"),
+          "watcher": ("standby_watcher_publish_seconds", "standby_event_loop_lag_seconds")}
+
+
+async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: float, seconds: float,
+                 metrics: dict[str, str]) -> dict[str, Any]:
     await namespace(src, "steady")
     keys = 200
     await apply_all(src, [configmap("steady", f"s-{i}") for i in range(keys)])
@@ -158,6 +168,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
 
     watcher = asyncio.create_task(observe())
     await asyncio.sleep(1)
+    before = {service: await histograms(url) for service, url in metrics.items()}
     written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds)
     count = len(written)
     deadline = time.monotonic() + 30
@@ -166,6 +177,11 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
     await nc.close()
+    stages = {}
+    for service, url in metrics.items():
+        after = await histograms(url)
+        stages.update({f"{service}:{name.removeprefix('standby_')}": histogram_change(before[service], after, name)
+                       for name in STAGES[service]})
     to_stream = [max(0.0, in_stream[rv] - t) for rv, t in written.items() if rv in in_stream]
     stream_to_copy = [max(0.0, seen[rv] - in_stream[rv]) for rv in written if rv in seen and rv in in_stream]
     # A copy can become visible before the source's write response is processed: lag ~ 0, not missing.
@@ -179,7 +195,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
             "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
             "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
-            "target_p50_ms": 100, "target_p99_ms": 500}
+            "target_p50_ms": 100, "target_p99_ms": 500, "stages": stages}
 
 
 async def memory(src: KubeClient, dst: KubeClient, total: int, already: int, pids: dict[str, int]) -> dict[str, Any]:
@@ -204,7 +220,12 @@ async def main() -> dict[str, Any]:
     parser.add_argument("--phases", default="bulk,steady,memory", help="comma-separated subset to run")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
+    syncer_port, watcher_port = ports.free_ports(2)
+    metrics = {"syncer": f"http://127.0.0.1:{syncer_port}/metrics",
+               "watcher": f"http://127.0.0.1:{watcher_port}/metrics"}
     env = start_env(extra_env={"STANDBY_SYNCER_STATUS_INTERVAL_SECONDS": "1",
+                               "STANDBY_SYNCER_SERVE__PORT": str(syncer_port),
+                               "STANDBY_WATCHER_SERVE__PORT": str(watcher_port),
                                "STANDBY_WATCHER_PLAN_RESYNC_SECONDS": "0.5",
                                "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5",
                                "STANDBY_SYNCER_SERVE__LOG_LEVEL": "WARNING",
@@ -226,7 +247,7 @@ async def main() -> dict[str, Any]:
                 meets["bulk_ratio"] = b["ratio"] >= 0.7
                 already += args.objects * args.rounds
             if "steady" in phases:
-                result["steady"] = s = await steady(src, dst, env.nats, args.rate, args.seconds)
+                result["steady"] = s = await steady(src, dst, env.nats, args.rate, args.seconds, metrics)
                 print("steady", s, flush=True)
                 meets["steady_lag"] = s["lag_p50_ms"] <= 100 and s["lag_p99_ms"] <= 500 and s["missing"] == 0
                 already += 200

@@ -23,11 +23,12 @@ async def until_signalled(main: Coroutine[Any, Any, None], *, serve: ServeSettin
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(main, name=name)
     waiter = asyncio.create_task(stop.wait(), name="stop")
+    lag = asyncio.create_task(serving.measure_loop_lag(), name="loop lag")
     log.info("%s started (metrics and health on %s:%d)", name, serve.host, serving.bound_port(runner))
     done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, waiter):
+    for t in (task, waiter, lag):
         t.cancel()
-    await asyncio.gather(task, waiter, return_exceptions=True)
+    await asyncio.gather(task, waiter, lag, return_exceptions=True)
     if task in done and task.exception() is not None:
         log.error("%s failed", name, exc_info=task.exception())
     await runner.cleanup()

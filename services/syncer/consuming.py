@@ -31,6 +31,12 @@ from services.syncer.settings import SyncerSettings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    msg: Msg
+    at: float  # monotonic time the fetch returned it
+
+
 @dataclass
 class PlanConsumer:
     plan: plans.Plan
@@ -59,7 +65,7 @@ class PlanConsumer:
     async def start(self) -> None:
         await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name)
         await self.applier.warm()
-        queue: KeyedQueue[Msg] = KeyedQueue()
+        queue: KeyedQueue[Fetched] = KeyedQueue()
         window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
         self.tasks = [asyncio.create_task(self._worker(queue, window), name=f"apply {self.plan.key} #{i}")
                       for i in range(self.settings.consumer.workers)]
@@ -70,7 +76,7 @@ class PlanConsumer:
         await looping.cancel_all(self.tasks)
         self.tasks.clear()
 
-    async def _fetch(self, queue: KeyedQueue[Msg], window: asyncio.Semaphore) -> None:
+    async def _fetch(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
         sub = await self.js.pull_subscribe_bind(self.settings.consumer.durable_name, stream=self.stream) \
             if await self._consumer_exists() else await self.js.pull_subscribe(
                 self.consumer_config().filter_subject or "", durable=self.settings.consumer.durable_name,
@@ -82,11 +88,13 @@ class PlanConsumer:
                 window.release()
                 free = self.settings.consumer.max_ack_pending - self.in_flight
                 batch = await self._pull(sub, max(1, min(self.settings.consumer.fetch_batch, free)))
+                now, wall = time.monotonic(), time.time()
                 for msg in batch:
                     await window.acquire()
                     self.in_flight += 1
                     self.pending = msg.metadata.num_pending
-                    queue.put(msg.subject, msg)
+                    metrics.fetched(wall - msg.metadata.timestamp.timestamp())
+                    queue.put(msg.subject, Fetched(msg, now))
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -115,11 +123,12 @@ class PlanConsumer:
         await self.js.add_consumer(self.stream, self.consumer_config())  # keep its config current
         return True
 
-    async def _worker(self, queue: KeyedQueue[Msg], window: asyncio.Semaphore) -> None:
+    async def _worker(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
         while True:
-            subject, msg = await queue.get()
+            subject, item = await queue.get()
+            metrics.queued(time.monotonic() - item.at)
             try:
-                await self.settle(msg)
+                await self.settle(item.msg)
             finally:
                 queue.done(subject)
                 self.in_flight -= 1

@@ -9,6 +9,10 @@ APPLY_SECONDS = Histogram("standby_syncer_apply_seconds", "Destination write lat
                           buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 LAG_SECONDS = Histogram("standby_replication_lag_seconds", "Source observed to applied in the destination",
                         ["plan"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+DELIVERY_SECONDS = Histogram("standby_syncer_delivery_seconds", "Stored in the stream to fetched by the syncer",
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
+QUEUE_SECONDS = Histogram("standby_syncer_queue_seconds", "Fetched to taken by a worker",
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 LAG_GAUGE = Gauge("standby_replication_lag_last_seconds", "Lag of the last applied change", ["plan"])
 BACKLOG = Gauge("standby_consumer_backlog", "Messages not yet delivered to the syncer", ["plan"])
 DEAD_LETTERS = Counter("standby_dead_letters_total", "Messages sent to the dead-letter subject", ["plan", "reason"])
@@ -24,6 +28,14 @@ def handled(plan: str, resource: str, outcome: str) -> None:
 
 def wrote(seconds: float) -> None:
     APPLY_SECONDS.observe(seconds)
+
+
+def fetched(seconds_since_stored: float) -> None:
+    DELIVERY_SECONDS.observe(max(0.0, seconds_since_stored))
+
+
+def queued(seconds: float) -> None:
+    QUEUE_SECONDS.observe(seconds)
 
 
 def lag(plan: str, seconds: float) -> None:
