@@ -1,4 +1,5 @@
-"""The ``standby`` command: local environments (``standby dev``), the demo, and CRD generation."""
+"""The ``standby`` command: local environments (``standby dev``), the demo, CRD generation and
+stream keys."""
 
 from __future__ import annotations
 
@@ -78,6 +79,28 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_keys(args: argparse.Namespace) -> int:
+    """Print a stream keys Secret with a new active key; with ``--rotate``, keeping the keys of an
+    existing one (messages sealed under them stay readable)."""
+    import yaml
+
+    from schemas import sealing
+    from services.common import keys as stream_keys
+
+    kid = args.id or time.strftime("k%Y%m%d-%H%M%S", time.gmtime())
+    keys: dict[str, bytes] = {}
+    if args.rotate:
+        text = sys.stdin.read() if args.rotate == "-" else Path(args.rotate).read_text()
+        existing = stream_keys.keyring_of(yaml.safe_load(text) or {})
+        if kid in existing.keys:
+            print(f"key id {kid!r} is already in the keyring", file=sys.stderr)
+            return 2
+        keys = dict(existing.keys)
+    keyring = sealing.Keyring(kid, {**keys, kid: sealing.new_key()})
+    print(json.dumps(stream_keys.secret_manifest(keyring, name=args.name, namespace=args.namespace), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="standby", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="generate the CRD manifests from the models")
     crds.add_argument("--out", default=str(binaries.REPO_ROOT / "k8s" / "crds"))
     crds.set_defaults(func=_crds)
+
+    keys = sub.add_parser("stream-keys", help="print a Secret with a new key that seals Secrets in the stream",
+                          description="kubectl get secret standby-stream-keys -n standby-system -o yaml "
+                                      "| standby stream-keys --rotate - | kubectl apply -f -")
+    keys.add_argument("--id", help="key id (default: k<UTC date-time>)")
+    keys.add_argument("--rotate", metavar="SECRET_FILE", help="existing keys Secret (YAML or JSON; - for stdin) "
+                                                              "whose keys are kept; the new key becomes active")
+    keys.add_argument("--name", default="standby-stream-keys")
+    keys.add_argument("--namespace", default="standby-system")
+    keys.set_defaults(func=_stream_keys)
     return parser
 
 

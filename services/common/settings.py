@@ -16,6 +16,9 @@ class NatsSettings(BaseModel):
     history_per_subject: int = Field(default=5, ge=1, description="States kept per object (point-in-time rebuilds).")
     max_age_seconds: float = Field(default=0, ge=0, description="Drop states older than this; 0 keeps them.")
     duplicate_window_seconds: float = Field(default=120, gt=0, description="Nats-Msg-Id dedupe window.")
+    stream_keys_secret: str = Field(
+        default="standby-stream-keys",  # services.common.keys.DEFAULT_SECRET
+        description="Secret (in the service's namespace) with the keys that seal Secret bodies in the stream.")
 
 
 class KubeSettings(BaseModel):

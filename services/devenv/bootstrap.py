@@ -1,6 +1,7 @@
 """What ``standby dev up`` installs into fresh clusters: the CRDs, the ``standby-system``
-namespace and, in the sync-side cluster, ManagedClusters ``source`` (read-only credentials) and
-``destination`` with their kubeconfig Secrets."""
+namespace, the stream keys Secret (sync side and destination) and, in the sync-side cluster,
+ManagedClusters ``source`` (read-only credentials) and ``destination`` with their kubeconfig
+Secrets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schemas import API_VERSION, crdgen
+from schemas import API_VERSION, crdgen, sealing
+from services.common import keys
 from services.devenv.clusters import LocalCluster
 from services.devenv.environment import DevEnvironment
 from services.devenv.processes import Process
@@ -62,12 +64,28 @@ def register_cluster(sync: LocalCluster, name: str, kubeconfig: Path) -> None:
     })
 
 
+def install_stream_keys(clusters: list[LocalCluster], keyring: sealing.Keyring) -> None:
+    """The same keys wherever the stream is read: the sync side (watcher, syncer) and the
+    destination (recovery, for ``fromOriginal``)."""
+    body = keys.secret_manifest(keyring, namespace=SYSTEM_NAMESPACE)
+    for cluster in clusters:
+        apply(cluster, f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{keys.DEFAULT_SECRET}", body)
+
+
+def stream_keyring(cluster: LocalCluster) -> sealing.Keyring:
+    """The stream keys installed in ``cluster`` (tests read sealed messages with them)."""
+    path = f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets/{keys.DEFAULT_SECRET}"
+    return keys.keyring_of(cluster.request("GET", path))
+
+
 def install(env: DevEnvironment) -> None:
     for name, cluster in env.clusters.items():
         if name == "source":
             continue  # the source needs nothing installed
         install_crds(cluster)
         ensure_namespace(cluster, SYSTEM_NAMESPACE)
+    install_stream_keys([c for n, c in env.clusters.items() if n != "source"],
+                        sealing.Keyring("dev-1", {"dev-1": sealing.new_key()}))
     source = env.clusters["source"]
     reader = source.mint_credentials(
         "standby-reader", namespace=SYSTEM_NAMESPACE, rules=READ_ONLY_RULES, cluster_scoped=True

@@ -11,6 +11,8 @@ import kopf
 import uvloop
 
 from services.common import kube, logs, running, streams
+from services.common.keys import StreamKeys
+from services.common.settings import NatsSettings
 from services.recovery import activating, operator
 from services.recovery.settings import RecoverySettings
 
@@ -25,8 +27,9 @@ async def main(settings: RecoverySettings) -> None:
             nc = await asyncio.wait_for(streams.connect(settings.nats, name="standby-recovery"), 5)
         except Exception as exc:  # recovery must work with the sync side gone
             log.warning("stream unreachable (%r); fromOriginal will report it per object", exc)
-    stream = activating.StreamReader(nc.jetstream() if nc else None,
-                                     settings.nats.subject_prefix if settings.nats else "standby")
+    nats_settings = settings.nats or NatsSettings()
+    keys = StreamKeys(client, settings.kube.namespace, nats_settings.stream_keys_secret)
+    stream = activating.StreamReader(nc.jetstream() if nc else None, nats_settings.subject_prefix, keys)
     ready = asyncio.Event()
     operator_task = kopf.operator(
         registry=operator.build_registry(client), memo=operator.memo_for(client, settings, stream),

@@ -16,7 +16,8 @@ from typing import Any
 import jsonpatch
 
 from schemas import annotations as ann
-from schemas import codec, kinds, ordering, sanitizing, subjects, transforms
+from schemas import codec, kinds, ordering, sanitizing, sealing, subjects, transforms
+from services.common.keys import StreamKeys
 from services.common.kube import METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,10 @@ def _changes(before: Obj, after: Obj) -> tuple[str, ...]:
 class StreamReader:
     """Reads originals for ``fromOriginal``; says clearly when the stream cannot be reached."""
 
-    def __init__(self, js: Any | None, prefix: str) -> None:
+    def __init__(self, js: Any | None, prefix: str, keys: StreamKeys) -> None:
         self.js = js
         self.prefix = prefix
+        self.keys = keys
 
     async def original(self, target: Target) -> Obj:
         if self.js is None:
@@ -114,7 +116,12 @@ class StreamReader:
             msg = await asyncio.wait_for(self.js.get_last_msg(subjects.stream_name(plan_ns, plan_name), subject), 5)
         except Exception as exc:
             raise LookupError(f"the stream is unreachable for fromOriginal: {exc!r}") from exc
-        env = codec.decode(msg.data)
+        try:
+            env = await self.keys.decode(msg.data)
+        except sealing.UnknownKeyError as exc:
+            raise LookupError(f"the original in the stream is sealed with a key recovery cannot read: {exc}") from exc
+        except codec.DecodeError as exc:
+            raise LookupError(f"the stream's last state of this object cannot be read: {exc}") from exc
         if env.body is None:
             raise LookupError("the stream's last state of this object is a deletion")
         return env.body

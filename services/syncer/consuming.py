@@ -19,8 +19,10 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from schemas import codec, subjects
+from schemas import codec, sealing, subjects
+from schemas.envelope import Envelope
 from services.common import looping, plans, streams
+from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.syncer import metrics
 from services.syncer.applying import PlanApplier
@@ -44,6 +46,7 @@ class PlanConsumer:
     js: JetStreamContext
     own: KubeClient
     settings: SyncerSettings
+    keys: StreamKeys
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0
     last_sequence: int = 0
@@ -140,7 +143,7 @@ class PlanConsumer:
         deliveries = msg.metadata.num_delivered
         resource = "unknown"
         try:
-            env = codec.decode(msg.data)
+            env = await self.decode(msg.data)
             resource = env.ref.resource
             done = await self.applier.handle(env, seq)
         except TemporaryError as exc:
@@ -159,6 +162,12 @@ class PlanConsumer:
         metrics.handled(self.plan.key, resource, done.outcome)
         self.last_sequence = max(self.last_sequence, seq)
         await msg.ack()
+
+    async def decode(self, data: bytes) -> Envelope:
+        try:
+            return await self.keys.decode(data)
+        except sealing.UnknownKeyError as exc:  # the keys may yet be created or rotated in
+            raise TemporaryError(f"cannot open a sealed Secret: {exc}", delay=10.0) from exc
 
     async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         subject = subjects.dead_letter_subject(self.settings.nats.subject_prefix, self.plan.namespace,

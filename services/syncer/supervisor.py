@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from services.common import looping, plans
 from services.common.fencing import FenceCache
+from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.syncer.applying import PlanApplier
 from services.syncer.consuming import PlanConsumer
@@ -34,6 +35,9 @@ class Supervisor:
     consumers: dict[str, tuple[tuple[int, bool], PlanConsumer | None]] = field(default_factory=dict)
     destinations: dict[str, Destination] = field(default_factory=dict)
     healthy: bool = False
+
+    def __post_init__(self) -> None:
+        self.keys = StreamKeys(self.own, self.settings.kube.namespace, self.settings.nats.stream_keys_secret)
 
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref
@@ -68,7 +72,7 @@ class Supervisor:
             try:
                 dest = await self.destination(plan)
                 consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
-                                        self.nc.jetstream(), self.own, self.settings)
+                                        self.nc.jetstream(), self.own, self.settings, self.keys)
                 await consumer.start()
             except plans.PlanError as exc:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition(

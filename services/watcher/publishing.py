@@ -14,18 +14,24 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from schemas import codec, subjects
+from schemas import codec, sealing, subjects
 from schemas.envelope import Envelope
 from services.common import streams
+from services.common.keys import StreamKeys
 from services.watcher import metrics
 
 log = logging.getLogger(__name__)
 
 
+class KeysUnavailableError(Exception):
+    """A Secret cannot be published: there is no stream key to seal it with (retried, never sent in clear)."""
+
+
 class Publisher:
-    def __init__(self, js: JetStreamContext, *, stream: str, window: int,
+    def __init__(self, js: JetStreamContext, *, stream: str, window: int, keys: StreamKeys,
                  max_payload_bytes: int, compress_over_bytes: int, ack_timeout_seconds: float = 10.0) -> None:
         self.ack_timeout_seconds = ack_timeout_seconds
+        self.keys = keys
         self.js = js
         self.stream = stream
         self.max_payload_bytes = max_payload_bytes
@@ -35,11 +41,16 @@ class Publisher:
 
     async def publish(self, env: Envelope, *, subject: str, on_failure: Callable[[BaseException], None],
                       on_ack: Callable[[PubAck], None] | None = None) -> bool:
-        """Queue one envelope. Returns False when it was refused (too large) with a metric and a log."""
+        """Queue one envelope. Returns False when it was refused (too large) with a metric and a log;
+        raises :class:`KeysUnavailableError` for a Secret when no stream key can be read."""
         plan = f"{env.plan_namespace}/{env.plan_name}"
+        sealed = env.body is not None and sealing.sealed_resource(env.ref.group, env.ref.resource)
+        keyring = await self.keys.keyring() if sealed else None
+        if sealed and keyring is None:
+            raise KeysUnavailableError(self.keys.problem or f"no stream keys in {self.keys.where}")
         try:
             data = codec.encode(env, compress_over_bytes=self.compress_over_bytes,
-                                max_payload_bytes=self.max_payload_bytes)
+                                max_payload_bytes=self.max_payload_bytes, keyring=keyring)
         except codec.PayloadTooLargeError as exc:
             metrics.refused(plan, env.ref.resource, "too_large")
             log.error("object refused: %s", exc, extra={"plan": plan, "ref": env.ref,

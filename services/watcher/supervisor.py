@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 
 from schemas import selection
 from services.common import looping, plans, streams
+from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.publishing import Publisher
 from services.watcher.settings import WatcherSettings
@@ -31,6 +32,7 @@ class PlanRunner:
     settings: WatcherSettings
     watches: list[ResourceWatch] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    keys: StreamKeys | None = None
     source: KubeClient | None = None
 
     async def start(self) -> None:
@@ -57,7 +59,8 @@ class PlanRunner:
                                             phase="Degraded")
             raise
         info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name)
-        publisher = Publisher(self.js, stream=info.config.name or "",
+        assert self.keys is not None
+        publisher = Publisher(self.js, stream=info.config.name or "", keys=self.keys,
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
                               compress_over_bytes=self.settings.compress_over_bytes)
@@ -88,6 +91,9 @@ class Supervisor:
     runners: dict[str, tuple[tuple[int, bool], PlanRunner | None]] = field(default_factory=dict)
     healthy: bool = False
 
+    def __post_init__(self) -> None:
+        self.keys = StreamKeys(self.own, self.settings.kube.namespace, self.settings.nats.stream_keys_secret)
+
     async def sync_once(self) -> None:
         raw = await plans.list_plans(self.own)
         seen = set()
@@ -112,7 +118,7 @@ class Supervisor:
                                                     phase="Suspended")
                 self.runners[plan.key] = (signature, None)
                 continue
-            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings)
+            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, keys=self.keys)
             try:
                 await runner.start()
             except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):

@@ -27,7 +27,7 @@ from services.common import streams
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
 from services.watcher import metrics
-from services.watcher.publishing import Publisher
+from services.watcher.publishing import KeysUnavailableError, Publisher
 from services.watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -256,6 +256,11 @@ class ResourceWatch:
                 reason = "unreachable"
                 metrics.error(self.plan.key, "unreachable")
                 log.warning("source unreachable (%s); retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+            except KeysUnavailableError as exc:
+                reason = "no_stream_keys"
+                metrics.error(self.plan.key, "stream_keys")
+                log.error("Secrets are not published until the stream keys can be read (%s); retrying in %.1fs",
+                          exc, delay, extra={"plan": self.plan.key, "resource": self.selector.resource})
             except TimeoutError as exc:
                 reason = "stream_timeout"
                 metrics.error(self.plan.key, "stream")

@@ -20,6 +20,7 @@ from services.devenv.processes import Process
 from tests.e2e.conftest import Pipeline, pipeline
 from tests.support import app
 from tests.support import env as h
+from tests.support.streams import raw_messages
 
 DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
 
@@ -68,6 +69,10 @@ async def test_realistic_application_is_copied_deactivated(pipe: Pipeline) -> No
         assert widget["spec"] == {"colour": "blue"}
 
     await h.eventually(copied, timeout=30)
+    # The Secret reached the stand-by through the stream, and its value was never in the stream.
+    sealed = [data for _, subject, data in await raw_messages(pipe.js, subjects.stream_name(h.SYSTEM, "shop"))
+              if ".secrets." in subject]
+    assert sealed and not [d for d in sealed if b"s3cret" in d or base64.b64encode(b"s3cret") in d]
     src_lb = await pipe.src.get(f"/api/v1/namespaces/{ns}/services/web-lb")
     dst_lb = await pipe.dst.get(f"/api/v1/namespaces/{ns}/services/web-lb")
     assert dst_lb["spec"]["type"] == "LoadBalancer"

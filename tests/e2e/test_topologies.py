@@ -41,6 +41,7 @@ async def management(env_root: Path, source: LocalCluster, destination: LocalClu
     cluster = LocalCluster("management", env_root).start()
     bootstrap.install_crds(cluster)
     bootstrap.ensure_namespace(cluster, bootstrap.SYSTEM_NAMESPACE)
+    bootstrap.install_stream_keys([cluster], bootstrap.stream_keyring(destination))  # recovery reads the stream too
     reader = source.mint_credentials("standby-reader", namespace=bootstrap.SYSTEM_NAMESPACE,
                                      rules=bootstrap.READ_ONLY_RULES, cluster_scoped=True)
     bootstrap.register_cluster(cluster, "source", reader)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 import pytest
 
-from schemas import subjects
+from schemas import codec, sealing, subjects
 from schemas.envelope import EventType
-from services.common import plans, streams
+from services.common import keys, plans, streams
+from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
@@ -20,7 +22,7 @@ from services.watcher.settings import WatcherSettings
 from services.watcher.supervisor import Supervisor
 from services.watcher.watching import NamespaceLabels, ResourceWatch
 from tests.support import env as h
-from tests.support.streams import messages
+from tests.support.streams import messages, raw_messages
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -244,6 +246,7 @@ async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kub
     jsc = nc.jetstream()
     info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone")
     publisher = Publisher(jsc, stream=info.config.name or "", window=100,
+                          keys=StreamKeys(dst, h.SYSTEM, settings.nats.stream_keys_secret),
                           max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
     watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
     stale_rv = (await src.get("/api/v1/namespaces/w-gone/configmaps"))["metadata"]["resourceVersion"]
@@ -382,3 +385,46 @@ async def test_invalid_regex_is_a_condition_not_a_crash(kube: Any, js: Any, sett
         await h.eventually(lambda: _count(js, subjects.stream_name(h.SYSTEM, "goodregex"), 1))
     await supervisor.stop()
     await nc.close()
+
+
+async def test_secrets_are_sealed_and_wait_for_the_stream_keys(kube: Any, js: Any, settings: WatcherSettings,
+                                                                registered: LocalCluster) -> None:
+    """No stream keys: ConfigMaps flow, the Secret is held back (never published in clear); once the
+    keys Secret exists, the Secret is published sealed, and only those keys open it."""
+    src, dst = kube
+    await h.namespace(src, "w-sealed")
+    await h.configmap(src, "w-sealed", "settings", {"mode": "blue"})
+    await src.apply("/api/v1/namespaces/w-sealed/secrets/db", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "w-sealed"},
+        "stringData": {"password": "correct-horse"}}, field_manager="test")
+    await h.apply_plan(dst, h.plan_body("sealed", [
+        {"version": "v1", "resource": resource, "filters": {"namespaces": ["w-sealed"]}}
+        for resource in ("configmaps", "secrets")]))
+    keys_secret = "w-sealed-stream-keys"
+    await h.delete(dst, f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}")
+    settings = settings.model_copy(
+        update={"nats": settings.nats.model_copy(update={"stream_keys_secret": keys_secret})})
+    stream = subjects.stream_name(h.SYSTEM, "sealed")
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        async def configmap_published() -> None:
+            assert [s for _, s, _ in await raw_messages(js, stream) if ".configmaps." in s]
+        await h.eventually(configmap_published)
+        await asyncio.sleep(1.5)  # several relist attempts of the secrets watch meanwhile
+        assert not [s for _, s, _ in await raw_messages(js, stream) if ".secrets." in s]
+
+        keyring = sealing.Keyring("k1", {"k1": sealing.new_key()})
+        body = keys.secret_manifest(keyring, name=keys_secret, namespace=h.SYSTEM)
+        await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}", body, field_manager="test")
+
+        async def secret_published() -> bytes:
+            sealed = [data for _, s, data in await raw_messages(js, stream) if ".secrets." in s]
+            assert sealed
+            return sealed[-1]
+        data = await h.eventually(secret_published, timeout=30)
+    await nc.close()
+    assert b"correct-horse" not in data and base64.b64encode(b"correct-horse") not in data
+    env = codec.decode(data, keyring=keyring)
+    assert env.body is not None and env.body["data"]["password"] == base64.b64encode(b"correct-horse").decode()
+    with pytest.raises(sealing.UnknownKeyError):
+        codec.decode(data, keyring=sealing.Keyring("k2", {"k2": sealing.new_key()}))
