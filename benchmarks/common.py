@@ -81,10 +81,10 @@ async def plan(client: KubeClient, name: str, namespaces: list[str], resources: 
 
 
 async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, rate: float,
-                        seconds: float) -> tuple[dict[str, float], float]:
+                        seconds: float, latencies: list[float] | None = None) -> tuple[dict[str, float], float]:
     """Update ConfigMaps ``<prefix>-<i % keys>`` at ``rate`` per second for ``seconds`` without
     waiting for one write before starting the next. Returns {resourceVersion: time the write
-    returned} and the write rate achieved."""
+    returned} and the write rate achieved; ``latencies`` gets each write's duration."""
     written: dict[str, float] = {}
     interval, count = 1 / rate, int(rate * seconds)
     pending: set[asyncio.Task[None]] = set()
@@ -93,9 +93,12 @@ async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, 
         name = f"{prefix}-{i % keys}"
         # Never the value the object was created with: a write that changes nothing is a no-op
         # (same resourceVersion), and its copy would be reported missing.
+        started = time.monotonic()
         result = await client.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}",
                                     configmap(ns, name, f"write-{i}"), field_manager="bench")
-        written[result["metadata"]["resourceVersion"]] = time.monotonic()
+        written[result["metadata"]["resourceVersion"]] = returned = time.monotonic()
+        if latencies is not None:
+            latencies.append(returned - started)
 
     start = time.monotonic()
     for i in range(count):
@@ -202,14 +205,19 @@ async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeou
         await nc.close()
 
 
-async def histograms(url: str) -> dict[str, list[tuple[float, float]]]:
-    """Every histogram a service's /metrics shows, label sets summed: name -> [(le, cumulative count)]."""
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        text = await response.text()
+async def histograms(url: str | KubeClient, **match: str) -> dict[str, list[tuple[float, float]]]:
+    """Every histogram a service's /metrics (or an API server's) shows, the label sets that have the
+    labels in ``match`` summed: name -> [(le, cumulative count)]."""
+    if isinstance(url, KubeClient):
+        async with url.session.get("/metrics") as response:
+            text = await response.text()
+    else:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            text = await response.text()
     out: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith("_bucket"):
+            if sample.name.endswith("_bucket") and all(sample.labels.get(k) == v for k, v in match.items()):
                 buckets = out.setdefault(family.name, {})
                 le = float(sample.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value

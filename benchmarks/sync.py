@@ -7,7 +7,9 @@
   rounds alternate (--rounds, default 3) and the ratio is of the medians. Target >= 0.7.
 - steady: R changes/s for S seconds; replication lag = source write response -> the destination
   copy carrying that source resourceVersion is seen (one process, one clock). Target p50 <= 100 ms,
-  p99 <= 500 ms.
+  p99 <= 500 ms. Also printed: the same writes straight into the destination first (its own write
+  latency, the floor under the lag), and where the time went (the services' histograms: stream
+  delivery, queue wait, destination write, event-loop lag).
 - memory: watcher and syncer RSS once 10,000 objects are protected. Target < 300 MiB each.
 
     cd benchmarks && ../.venv/bin/python sync.py [--objects 5000] [--rounds 3] [--rate 100] [--seconds 60]
@@ -136,10 +138,31 @@ STAGES = {"syncer": ("standby_syncer_delivery_seconds", "standby_syncer_queue_se
           "watcher": ("standby_watcher_publish_seconds", "standby_event_loop_lag_seconds")}
 
 
+async def destination_alone(dst: KubeClient, keys: int, rate: float, seconds: float,
+                            pids: dict[str, int]) -> tuple[list[float], dict[str, float]]:
+    """The floor under the lag: the same writes at the same rate, straight into the destination by a
+    plain client (no Standby in the path); returns each write's latency and the CPU spent."""
+    await namespace(dst, "steady-raw")
+    await apply_all(dst, [configmap("steady-raw", f"r-{i}") for i in range(keys)])
+    latencies: list[float] = []
+    cpu = CpuMeter(pids)
+    await paced_updates(dst, "steady-raw", "r", keys, rate=rate, seconds=seconds, latencies=latencies)
+    return latencies, cpu.spent()
+
+
+async def destination_server(dst: KubeClient) -> dict[str, list[tuple[float, float]]]:
+    """The destination API server's own view of the ConfigMap writes: request and etcd latency."""
+    requests = await histograms(dst, resource="configmaps", verb="APPLY")
+    etcd = await histograms(dst, resource="configmaps", operation="update")
+    return {"apiserver_request_duration_seconds": requests.get("apiserver_request_duration_seconds", []),
+            "etcd_request_duration_seconds": etcd.get("etcd_request_duration_seconds", [])}
+
+
 async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: float, seconds: float,
-                 metrics: dict[str, str]) -> dict[str, Any]:
-    await namespace(src, "steady")
+                 metrics: dict[str, str], pids: dict[str, int]) -> dict[str, Any]:
     keys = 200
+    alone, alone_cpu = await destination_alone(dst, keys, rate, seconds, pids)
+    await namespace(src, "steady")
     await apply_all(src, [configmap("steady", f"s-{i}") for i in range(keys)])
     await plan(dst, "steady", ["steady"], RESOURCES[:1])
     await count_until(dst, ["/api/v1/namespaces/steady/configmaps"], keys, timeout=120, predicate=is_copy)
@@ -169,7 +192,11 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
     watcher = asyncio.create_task(observe())
     await asyncio.sleep(1)
     before = {service: await histograms(url) for service, url in metrics.items()}
-    written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds)
+    server_before = await destination_server(dst)
+    cpu = CpuMeter(pids)
+    source_writes: list[float] = []
+    written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds,
+                                            latencies=source_writes)
     count = len(written)
     deadline = time.monotonic() + 30
     while set(written) - set(seen) and time.monotonic() < deadline:
@@ -177,7 +204,10 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
     await nc.close()
-    stages = {}
+    spent = cpu.spent()
+    server_after = await destination_server(dst)
+    stages = {f"destination-apiserver:{name}": histogram_change(server_before, server_after, name)
+              for name in server_after}
     for service, url in metrics.items():
         after = await histograms(url)
         stages.update({f"{service}:{name.removeprefix('standby_')}": histogram_change(before[service], after, name)
@@ -195,7 +225,10 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
             "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
             "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
-            "target_p50_ms": 100, "target_p99_ms": 500, "stages": stages}
+            "target_p50_ms": 100, "target_p99_ms": 500,
+            "destination_alone_write_p50_p99_ms": [round(percentile(alone, q) * 1000, 1) for q in (50, 99)],
+            "source_write_p50_p99_ms": [round(percentile(source_writes, q) * 1000, 1) for q in (50, 99)],
+            "cpu_seconds": spent, "destination_alone_cpu_seconds": alone_cpu, "stages": stages}
 
 
 async def memory(src: KubeClient, dst: KubeClient, total: int, already: int, pids: dict[str, int]) -> dict[str, Any]:
@@ -247,7 +280,7 @@ async def main() -> dict[str, Any]:
                 meets["bulk_ratio"] = b["ratio"] >= 0.7
                 already += args.objects * args.rounds
             if "steady" in phases:
-                result["steady"] = s = await steady(src, dst, env.nats, args.rate, args.seconds, metrics)
+                result["steady"] = s = await steady(src, dst, env.nats, args.rate, args.seconds, metrics, pids)
                 print("steady", s, flush=True)
                 meets["steady_lag"] = s["lag_p50_ms"] <= 100 and s["lag_p99_ms"] <= 500 and s["missing"] == 0
                 already += 200
