@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from common import SYSTEM, KubeClient, apply_all, count_until, deployment, namespace, run, start_env
+from common import SYSTEM, KubeClient, apply_all, count_until, deployment, namespace, run, start_env, stop_env
 
 from schemas import API_VERSION, sanitizing, transforms
 
@@ -95,7 +95,7 @@ async def main() -> dict[str, Any]:
             print(result, flush=True)
             return result
     finally:
-        env.stop()
+        stop_env(env)
 
 
 if __name__ == "__main__":

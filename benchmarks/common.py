@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -149,6 +150,14 @@ def start_env(full: bool = False, services: tuple[str, ...] = ("watcher", "synce
         finally:
             bootstrap.service_env = original  # type: ignore[assignment]
     return env
+
+
+def stop_env(env: environment.DevEnvironment) -> None:
+    """Stop everything ``start_env`` started and remove its directory (etcd data, logs) unless
+    STANDBY_BENCH_KEEP is set."""
+    env.stop()
+    if not os.environ.get("STANDBY_BENCH_KEEP"):
+        shutil.rmtree(env.root, ignore_errors=True)
 
 
 async def count_until(client: KubeClient, paths: list[str], target: int, *, timeout: float,

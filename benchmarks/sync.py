@@ -43,6 +43,7 @@ from common import (
     rss_mib,
     run,
     start_env,
+    stop_env,
     stream_holds,
 )
 
@@ -292,7 +293,7 @@ async def main() -> dict[str, Any]:
             result["meets_targets"] = meets
             return result
     finally:
-        env.stop()
+        stop_env(env)
 
 
 if __name__ == "__main__":

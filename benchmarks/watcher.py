@@ -17,7 +17,18 @@ import time
 from typing import Any
 
 import nats
-from common import KubeClient, apply_all, configmap, namespace, paced_updates, percentile, plan, run, start_env
+from common import (
+    KubeClient,
+    apply_all,
+    configmap,
+    namespace,
+    paced_updates,
+    percentile,
+    plan,
+    run,
+    start_env,
+    stop_env,
+)
 
 from schemas import subjects
 
@@ -79,7 +90,7 @@ async def main() -> dict[str, Any]:
                     "meets_target": steady["publish_delay_p99_ms"] < 50 and steady["missing"] == 0}
     finally:
         await nc.close()
-        env.stop()
+        stop_env(env)
 
 
 if __name__ == "__main__":
