@@ -64,7 +64,7 @@ class PlanRunner:
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
                               compress_over_bytes=self.settings.compress_over_bytes)
-        namespaces = NamespaceLabels(self.source)
+        namespaces = NamespaceLabels(self.source, backoff_seconds=self.settings.backoff_max_seconds)
         for r in plan.spec.resources:
             scopes = r.filters.namespaces or [""]
             for i, scope in enumerate(scopes):
@@ -72,6 +72,8 @@ class PlanRunner:
                                       sweep_outside=tuple(r.filters.namespaces) if i == 0 else ())
                 self.watches.append(watch)
                 self.tasks.append(asyncio.create_task(watch.run(), name=f"watch {watch.name}"))
+        if namespaces.listeners:  # some filter has a namespaceSelector
+            self.tasks.append(asyncio.create_task(namespaces.follow(), name=f"namespaces {plan.key}"))
         await plans.set_plan_conditions(self.own, plan, [plans.condition(
             "SourceReachable", True, "Connected", f"source {version}")])
         log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})

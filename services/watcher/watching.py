@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,30 +36,65 @@ Obj = dict[str, Any]
 
 
 class RelistNeeded(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, kind: str = "publish_failed") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # the metric's low-cardinality reason
 
 
 class NamespaceLabels:
-    """Labels of the source's namespaces, for ``namespaceSelector`` (refreshed on every LIST)."""
+    """Labels of the source's namespaces, for ``namespaceSelector``, kept current by a LIST and a
+    WATCH (:meth:`follow`). When a namespace's labels change, every listener is told its name: the
+    objects already in it may have entered or left a plan (their watches re-list)."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, *, backoff_seconds: float = 1.0) -> None:
         self.client = client
         self.labels: dict[str, dict[str, str]] = {}
-
-    async def refresh(self) -> None:
-        items, _ = await self.client.list_all("/api/v1/namespaces")
-        self.labels = {i["metadata"]["name"]: i["metadata"].get("labels") or {} for i in items}
+        self.listeners: list[Callable[[str], None]] = []
+        self.listed = asyncio.Event()
+        self.backoff_seconds = backoff_seconds
 
     async def of(self, namespace: str) -> dict[str, str]:
-        if namespace not in self.labels:
+        if namespace not in self.labels:  # newer than the last event seen
             try:
                 ns = await self.client.get(f"/api/v1/namespaces/{namespace}")
-                self.labels[namespace] = ns["metadata"].get("labels") or {}
             except ApiError:
                 return {}
+            self._seen(namespace, ns["metadata"].get("labels") or {})
         return self.labels[namespace]
+
+    def _seen(self, namespace: str, labels: dict[str, str]) -> None:
+        before = self.labels.get(namespace)
+        self.labels[namespace] = labels
+        if before is not None and before != labels:
+            log.info("namespace %s labels changed; re-evaluating namespaceSelector", namespace)
+            for listener in self.listeners:
+                listener(namespace)
+
+    async def follow(self) -> None:
+        """LIST, then WATCH namespaces until cancelled; LIST again after 410 or a failure."""
+        while True:
+            try:
+                items, rv = await self.client.list_all("/api/v1/namespaces")
+                for item in items:
+                    self._seen(item["metadata"]["name"], item["metadata"].get("labels") or {})
+                self.listed.set()
+                while True:
+                    async for event in self.client.watch("/api/v1/namespaces", resource_version=rv,
+                                                         timeout_seconds=300):
+                        meta = event["object"].get("metadata") or {}
+                        rv = str(meta.get("resourceVersion", rv))
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            self._seen(meta["name"], meta.get("labels") or {})
+                        elif event["type"] == "DELETED":
+                            self.labels.pop(meta["name"], None)
+            except ApiError as exc:
+                if not exc.gone:
+                    log.warning("cannot follow namespace labels: %s", exc)
+                    await asyncio.sleep(self.backoff_seconds)
+            except UnreachableError as exc:
+                log.warning("cannot follow namespace labels: %s", exc)
+                await asyncio.sleep(self.backoff_seconds)
 
 
 @dataclass
@@ -81,11 +117,18 @@ class ResourceWatch:
     # subject -> (type, resourceVersion) of the last message this watch knows the stream holds
     known: dict[str, tuple[str, str]] = field(default_factory=dict)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    relist_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     _publish_failed: BaseException | None = None
 
     def __post_init__(self) -> None:
         self.filters = selection.compile_filters(self.selector.filters)
         self.label_query = selection.to_query(self.selector.filters.selector)
+        if self.filters.needs_namespace_labels:
+            self.namespaces.listeners.append(self._namespace_relabelled)
+
+    def _namespace_relabelled(self, namespace: str) -> None:
+        if self.scope in ("", namespace):
+            self.relist_wanted.set()
 
     @property
     def name(self) -> str:
@@ -155,7 +198,7 @@ class ResourceWatch:
         states = {s: st for s, st in everything.items() if s.startswith(mine)}
         self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
         if self.filters.needs_namespace_labels:
-            await self.namespaces.refresh()
+            await self.namespaces.listed.wait()
         present: set[str] = set()
         listed, list_rv = 0, ""
         async for items, page_rv in self.source.list_pages(self.info.collection(self.scope),
@@ -196,6 +239,22 @@ class ResourceWatch:
         return list_rv
 
     # -- watch --------------------------------------------------------------------------------
+    async def watch_until_relist(self, resource_version: str) -> None:
+        """:meth:`watch_from`, ended by :class:`RelistNeeded` when a namespace relabelling may have
+        changed what this watch selects."""
+        watching = asyncio.create_task(self.watch_from(resource_version), name=f"watch {self.name}")
+        wanted = asyncio.create_task(self.relist_wanted.wait(), name=f"relist wanted {self.name}")
+        try:
+            await asyncio.wait([watching, wanted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watching, wanted):
+                task.cancel()
+            await asyncio.wait([watching, wanted])
+        failure = None if watching.cancelled() else watching.exception()
+        if failure is not None:
+            raise failure
+        raise RelistNeeded("namespace labels changed", kind="namespace_labels")
+
     async def watch_from(self, resource_version: str) -> None:
         """Watch until 410 (raises RelistNeeded) or a failed publish; returns to re-watch on timeout."""
         assert self.info is not None
@@ -237,12 +296,15 @@ class ResourceWatch:
                 if self.info is None:
                     self.info = await self.source.resolve(self.selector.group, self.selector.version,
                                                           self.selector.resource)
+                self.relist_wanted.clear()  # a relabelling from now on is seen by this LIST or re-lists
                 rv = await self.relist(reason)
                 delay = self.settings.backoff_initial_seconds
-                await self.watch_from(rv)
+                await self.watch_until_relist(rv)
             except RelistNeeded as exc:
-                reason = "publish_failed"
+                reason = exc.kind
                 log.warning("re-listing: %s", exc.reason, extra={"plan": self.plan.key})
+                if exc.kind == "namespace_labels":
+                    continue  # no backoff: nothing failed
             except ApiError as exc:
                 if exc.gone:
                     reason = "gone"

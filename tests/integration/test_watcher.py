@@ -428,3 +428,36 @@ async def test_secrets_are_sealed_and_wait_for_the_stream_keys(kube: Any, js: An
     assert env.body is not None and env.body["data"]["password"] == base64.b64encode(b"correct-horse").decode()
     with pytest.raises(sealing.UnknownKeyError):
         codec.decode(data, keyring=sealing.Keyring("k2", {"k2": sealing.new_key()}))
+
+
+async def test_relabelling_a_namespace_brings_its_objects_in_and_out(kube: Any, js: Any,
+                                                                      settings: WatcherSettings) -> None:
+    """namespaceSelector follows the namespace's labels as they change, not only at the next LIST:
+    objects already in a namespace that gains the label are published, and get tombstones when
+    it loses it, without any change to the objects themselves."""
+    src, dst = kube
+    await h.namespace(src, "relabel", {"dr": "off"})
+    await h.configmap(src, "relabel", "settings")
+    await h.apply_plan(dst, h.plan_body("relabel", [{"version": "v1", "resource": "configmaps", "filters": {
+        "namespaceSelector": {"matchLabels": {"dr": "on"}}}}]))
+    stream = subjects.stream_name(h.SYSTEM, "relabel")
+
+    async def states() -> list[str]:
+        return [e.type.value for _, s, e in await messages(js, stream) if s.endswith(".relabel.settings")]
+
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await listed(supervisor, "relabel")
+        assert await states() == []
+        await h.namespace(src, "relabel", {"dr": "on"})
+
+        async def published() -> None:
+            assert await states() == ["UPSERT"]
+        await h.eventually(published, timeout=15)
+        await h.namespace(src, "relabel", {"dr": "off"})
+
+        async def tombstoned() -> None:
+            assert await states() == ["UPSERT", "DELETE"]
+        await h.eventually(tombstoned, timeout=15)
+    await supervisor.stop()
+    await nc.close()
