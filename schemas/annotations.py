@@ -41,6 +41,9 @@ def plan_key(namespace: str, name: str) -> str:
 
 # Fences: ConfigMaps in the destination's Standby namespace, one per activated plan. The syncer
 # refuses to write any copy of a fenced plan; recovery writes the fence before it changes anything.
+# On a RecoveryPlan: a new value (any) closes the plan's open delete breaker (operator acknowledgement).
+DELETE_BREAKER_RESET = PREFIX + "delete-breaker-reset"
+
 FENCE_LABEL = PREFIX + "fence"
 FENCE_PREFIX = "standby-fence."
 

@@ -158,6 +158,14 @@ class RecoveryPlanSpec(Model):
     resources: list[ResourceSelector] = Field(min_length=1, max_length=200)
 
 
+class DeleteBreakerStatus(Model):
+    open: bool = False
+    opened_at: str | None = Field(default=None, description="When it opened (RFC 3339).")
+    reset_seen: str | None = Field(
+        default=None, description="The plan's delete-breaker-reset annotation when it opened; a different value "
+                                  "closes it.")
+
+
 class RecoveryPlanStatus(Model):
     phase: Literal["Pending", "Syncing", "Synced", "Suspended", "Degraded", "Activated"] | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -169,6 +177,9 @@ class RecoveryPlanStatus(Model):
     stream_sequence: int = 0
     epoch: int = 0
     observed_generation: int = 0
+    delete_breaker: DeleteBreakerStatus | None = Field(
+        default=None,
+        description="Set by the syncer: open while mass deletion is refused, until an operator resets it.")
 
 
 class RecoveryPlan(Model):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +30,8 @@ class Plan:
     name: str
     generation: int
     spec: api.RecoveryPlanSpec
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    delete_breaker: api.DeleteBreakerStatus | None = None  # as the syncer last recorded it
 
     @property
     def key(self) -> str:
@@ -50,7 +53,12 @@ def parse_plan(obj: Obj) -> Plan:
         spec = api.RecoveryPlanSpec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
         raise PlanError("InvalidSpec", str(exc)) from exc
-    return Plan(meta.get("namespace", ""), meta["name"], int(meta.get("generation", 0)), spec)
+    try:
+        breaker = api.DeleteBreakerStatus.model_validate((obj.get("status") or {}).get("deleteBreaker") or {})
+    except ValidationError:
+        breaker = None
+    return Plan(meta.get("namespace", ""), meta["name"], int(meta.get("generation", 0)), spec,
+                meta.get("annotations") or {}, breaker)
 
 
 async def list_plans(client: KubeClient, namespace: str = "") -> list[Obj]:

@@ -19,6 +19,7 @@ from schemas import annotations as ann
 from schemas import transforms
 from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
+from services.common import plans
 from services.common.fencing import FenceCache
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
@@ -104,6 +105,9 @@ class PlanApplier:
     namespace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deletes: collections.deque[float] = field(default_factory=collections.deque)
     breaker_open: bool = False
+    breaker_opened_at: str | None = None
+    breaker_reset_seen: str | None = None  # the reset annotation when it opened; a new value closes it
+    breaker_quiet_until: float = 0.0  # after a reset: the held deletions go through
     last_applied_at: float = 0.0
     last_lag_seconds: float | None = None
     failed: set[str] = field(default_factory=set)
@@ -115,6 +119,13 @@ class PlanApplier:
                                                  r.recovery_process.from_original.enabled)
                          for r in self.plan.spec.resources}
         self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
+        self.reset_token = self.plan.annotations.get(ann.DELETE_BREAKER_RESET)
+        recorded = self.plan.delete_breaker
+        if recorded is not None and recorded.open:  # opened before this syncer (re)started
+            self.breaker_open, self.breaker_opened_at = True, recorded.opened_at
+            self.breaker_reset_seen = recorded.reset_seen
+            metrics.breaker(self.plan.key, True)
+            self.acknowledge(self.reset_token)
 
     # -- warm-up: one LIST per resource (per named namespace) instead of one GET per object ------
     async def warm(self) -> None:
@@ -326,20 +337,37 @@ class PlanApplier:
         self._applied(env)
         return Done("deleted")
 
+    def acknowledge(self, reset_token: str | None) -> None:
+        """The plan's reset annotation as last read: a value other than the one the breaker opened
+        under closes it, and it stays quiet for one window so the deletions it held go through."""
+        self.reset_token = reset_token
+        if self.breaker_open and reset_token != self.breaker_reset_seen:
+            self.breaker_open = False
+            self.deletes.clear()
+            self.breaker_quiet_until = time.monotonic() + self.settings.deletes.breaker_window_seconds
+            metrics.breaker(self.plan.key, False)
+            log.warning("delete circuit breaker reset by the operator (%s=%s); held deletions go through",
+                        ann.DELETE_BREAKER_RESET, reset_token, extra={"plan": self.plan.key})
+
     def _check_breaker(self) -> None:
+        """Open once deletions in the window reach the limit, and stay open (across restarts: it is
+        recorded in the plan's status) until an operator resets it."""
         window = self.settings.deletes.breaker_window_seconds
+        if self.breaker_open:
+            raise TemporaryError(f"mass deletion refused by the circuit breaker (reset: annotate the plan "
+                                 f"{ann.DELETE_BREAKER_RESET}=<new value>)", delay=window / 4)
         now = time.monotonic()
         while self.deletes and now - self.deletes[0] > window:
             self.deletes.popleft()
         limit = max(self.settings.deletes.breaker_min_deletes,
                     int(self.settings.deletes.breaker_share * max(len(self.cache), 1)))
-        open_ = len(self.deletes) >= limit
-        if open_ != self.breaker_open:
-            self.breaker_open = open_
-            metrics.breaker(self.plan.key, open_)
-            log.warning("delete circuit breaker %s (%d deletes in %.0fs, limit %d)", "OPEN" if open_ else "closed",
-                        len(self.deletes), window, limit, extra={"plan": self.plan.key})
-        if open_:
+        if len(self.deletes) >= limit and now >= self.breaker_quiet_until:
+            self.breaker_open, self.breaker_opened_at = True, plans.now_iso()
+            self.breaker_reset_seen = self.reset_token
+            metrics.breaker(self.plan.key, True)
+            log.warning("delete circuit breaker OPEN (%d deletes in %.0fs, limit %d); no copy is deleted until "
+                        "an operator sets %s on the plan to a new value", len(self.deletes), window, limit,
+                        ann.DELETE_BREAKER_RESET, extra={"plan": self.plan.key})
             raise TemporaryError("mass deletion refused by the circuit breaker", delay=window / 4)
         # Counted now, not when the delete returns: workers deleting in parallel must not all pass
         # the check before any of them is counted.

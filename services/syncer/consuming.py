@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from schemas import annotations as ann
 from schemas import codec, sealing, subjects
 from schemas.envelope import Envelope
 from services.common import looping, plans, streams
@@ -193,7 +194,10 @@ class PlanConsumer:
                                 "UpToDate" if out_of_sync == 0 else "CatchingUp",
                                 f"{out_of_sync} changes pending, {len(a.failed)} failed"),
                 plans.condition("Degraded", bool(a.failed) or a.breaker_open,
-                                "DeleteBreakerOpen" if a.breaker_open else ("DeadLetters" if a.failed else "Healthy")),
+                                "DeleteBreakerOpen" if a.breaker_open else ("DeadLetters" if a.failed else "Healthy"),
+                                f"mass deletion refused since {a.breaker_opened_at}; check the source, then set the "
+                                f"annotation {ann.DELETE_BREAKER_RESET} on this plan to a new value to let the "
+                                f"deletions through" if a.breaker_open else ""),
             ]
             if self.applier.fences.fenced(self.plan.key):
                 phase = "Activated"
@@ -208,6 +212,8 @@ class PlanConsumer:
                 "lastEventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.last_applied_at))
                 if a.last_applied_at else None,
                 "observedGeneration": self.plan.generation,
+                "deleteBreaker": {"open": a.breaker_open, "openedAt": a.breaker_opened_at,
+                                  "resetSeen": a.breaker_reset_seen},
             }
             if status != last:
                 await plans.set_plan_conditions(self.own, self.plan, conditions, **status)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
+from schemas import annotations as ann
 from services.common import looping, plans
 from services.common.fencing import FenceCache
 from services.common.keys import StreamKeys
@@ -63,6 +64,8 @@ class Supervisor:
             signature = (plan.generation, plan.spec.suspend)
             current = self.consumers.get(plan.key)
             if current is not None and current[0] == signature:
+                if current[1] is not None:
+                    current[1].applier.acknowledge(plan.annotations.get(ann.DELETE_BREAKER_RESET))
                 continue
             if current is not None and current[1] is not None:
                 await current[1].stop()

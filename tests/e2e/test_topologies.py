@@ -180,8 +180,12 @@ async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline
     assert "standby" not in web["metadata"]["labels"]
 
 
-async def test_delete_breaker_refuses_mass_deletion(source: LocalCluster, registered: LocalCluster,
-                                                    nats_server: LocalNats) -> None:
+async def test_delete_breaker_holds_mass_deletion_until_an_operator_resets_it(
+        source: LocalCluster, registered: LocalCluster, nats_server: LocalNats) -> None:
+    """Deleting 30 of 40 objects in the source deletes at most the allowance in the stand-by; the
+    rest wait, past the breaker's window and across a syncer restart, until the plan is annotated."""
+    plan_path = f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/breaker"
+    deletes = DeleteSettings(breaker_share=0.25, breaker_min_deletes=5, breaker_window_seconds=4)
     async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
             KubeClient.from_kubeconfig(registered.kubeconfig) as dst:
         await dst.request("DELETE", f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans")
@@ -191,23 +195,43 @@ async def test_delete_breaker_refuses_mass_deletion(source: LocalCluster, regist
         await h.apply_plan(dst, h.plan_body("breaker", [{"version": "v1", "resource": "configmaps",
                                                          "filters": {"namespaces": ["breaker"]}}],
                                             forceNamespaceCreation=True))
-        _, stop = await run_sync_side(dst, nats_server, deletes=DeleteSettings(
-            breaker_share=0.25, breaker_min_deletes=5, breaker_window_seconds=120))
+
+        async def copies() -> int:
+            items = (await dst.get("/api/v1/namespaces/breaker/configmaps"))["items"]
+            return len([i for i in items if i["metadata"].get("labels", {}).get(ann.MANAGED)])
+
+        async def breaker() -> tuple[str, str, bool]:
+            status = (await dst.get(plan_path))["status"]
+            degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+            return degraded["status"], degraded["reason"], status.get("deleteBreaker", {}).get("open", False)
+
+        _, stop = await run_sync_side(dst, nats_server, deletes=deletes)
         try:
             async def copied() -> None:
-                items = (await dst.get("/api/v1/namespaces/breaker/configmaps"))["items"]
-                assert len([i for i in items if i["metadata"].get("labels", {}).get(ann.MANAGED)]) == 40
+                assert await copies() == 40
             await h.eventually(copied, timeout=30)
             for i in range(30):
                 await src.request("DELETE", f"/api/v1/namespaces/breaker/configmaps/c{i}")
 
             async def tripped() -> None:
-                plan = await dst.get(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/breaker")
-                cond = {c["type"]: c for c in plan["status"]["conditions"]}["Degraded"]
-                assert cond["status"] == "True" and cond["reason"] == "DeleteBreakerOpen"
+                assert await breaker() == ("True", "DeleteBreakerOpen", True)
             await h.eventually(tripped, timeout=30)
-            items = (await dst.get("/api/v1/namespaces/breaker/configmaps"))["items"]
-            left = [i for i in items if i["metadata"].get("labels", {}).get(ann.MANAGED)]
-            assert len(left) >= 40 - 10, "at most the breaker's allowance was deleted"
+            held = await copies()
+            assert held >= 40 - 10, "at most the breaker's allowance (a quarter of 40) was deleted"
+            await asyncio.sleep(3 * deletes.breaker_window_seconds)
+            assert await copies() == held, "the breaker stays open past its window"
+        finally:
+            await stop()
+        _, stop = await run_sync_side(dst, nats_server, deletes=deletes)  # a restarted syncer
+        try:
+            await asyncio.sleep(3)
+            assert await copies() == held and await breaker() == ("True", "DeleteBreakerOpen", True)
+            await dst.request("PATCH", plan_path, body={"metadata": {"annotations": {ann.DELETE_BREAKER_RESET: "1"}}},
+                              content_type="application/merge-patch+json")
+
+            async def released() -> None:
+                assert await copies() == 10
+                assert await breaker() == ("False", "Healthy", False)
+            await h.eventually(released, timeout=30)
         finally:
             await stop()
