@@ -7,13 +7,19 @@ import base64
 import json
 import random
 import sys
+import time
 from typing import Any
 
+import nats.js.errors
 import pytest
 from prometheus_client import REGISTRY
 
 from schemas import annotations as ann
-from schemas import subjects
+from schemas import codec, sealing, subjects
+from schemas.envelope import Envelope, EventType, ObjectReference
+from services.common import keys
+from services.common.kube import ApiError
+from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process
@@ -150,6 +156,45 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
     msg = await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, "poison"), dlq)
     assert msg.headers["Standby-Reason"] == "Undecodable"
     assert msg.headers["Standby-Subject"] == subject
+
+
+async def test_a_secret_sealed_under_a_key_the_syncer_lacks_waits_for_it(pipe: Pipeline,
+                                                                          registered: LocalCluster) -> None:
+    """Keys rotated on the watcher's side before the syncer's: the message is retried, never
+    dead-lettered, and applied once the key is in the syncer's keys Secret."""
+    await h.namespace(pipe.src, "keyskew")
+    await h.apply_plan(pipe.dst, h.plan_body("keyskew", [{"version": "v1", "resource": "secrets",
+                                                          "filters": {"namespaces": ["keyskew"]}}],
+                                             forceNamespaceCreation=True))
+    stream = subjects.stream_name(h.SYSTEM, "keyskew")
+    await h.eventually(lambda: pipe.js.stream_info(stream))
+    future = sealing.Keyring("k-future", {"k-future": sealing.new_key()})
+    change = Envelope(type=EventType.UPSERT, ref=ObjectReference(version="v1", resource="secrets", kind="Secret",
+                                                                 namespace="keyskew", name="db"),
+                      source_uid="skew-uid", source_resource_version="7", observed_at=time.time(),
+                      plan_namespace=h.SYSTEM, plan_name="keyskew",
+                      body={"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                            "metadata": {"name": "db", "namespace": "keyskew"},
+                            "data": {"password": base64.b64encode(b"rotated").decode()}})
+    subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="keyskew", group="",
+                                      version="v1", resource="secrets", namespace="keyskew", name="db")
+    await pipe.js.publish(subject, codec.encode(change, keyring=future), stream=stream)
+    await asyncio.sleep(3)
+    with pytest.raises(ApiError):
+        await pipe.dst.get("/api/v1/namespaces/keyskew/secrets/db")
+    dlq = subjects.dead_letter_subject("standby", h.SYSTEM, "keyskew")
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await pipe.js.get_last_msg(stream, dlq)
+
+    held = bootstrap.stream_keyring(registered)
+    both = sealing.Keyring(held.active, {**held.keys, **future.keys})
+    await pipe.dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys.DEFAULT_SECRET}",
+                         keys.secret_manifest(both, namespace=h.SYSTEM), field_manager="standby-dev")
+
+    async def applied() -> None:
+        copy = await pipe.dst.get("/api/v1/namespaces/keyskew/secrets/db")
+        assert base64.b64decode(copy["data"]["password"]) == b"rotated"
+    await h.eventually(applied, timeout=30)
 
 
 def syncer_process(nats_server: LocalNats, destination: LocalCluster, name: str) -> Process:
