@@ -135,6 +135,22 @@ def hold_webhooks(obj: Obj, previous: list[Op] | None) -> list[Op]:
     return [inverse] if obj.get("webhooks") else []
 
 
+APISERVICE_HELD_FIELDS = ("service", "caBundle", "insecureSkipTLSVerify")
+
+
+def hold_apiservice(obj: Obj, previous: list[Op] | None) -> list[Op]:
+    """APIService: its backend is off in the stand-by, and an unavailable APIService fails the
+    discovery of its group (namespace deletion and garbage collection wait on that). Held as a
+    local APIService (no service, no CA): always available and absent from aggregated discovery.
+    Activation adds the service back."""
+    spec = fresh(obj, "spec")
+    inverse = [{"op": "add", "path": path("spec", key), "value": clone(spec[key])}
+               for key in APISERVICE_HELD_FIELDS if key in spec]
+    for key in APISERVICE_HELD_FIELDS:
+        spec.pop(key, None)
+    return inverse
+
+
 # --- sanitizers --------------------------------------------------------------------------------
 
 
@@ -232,6 +248,17 @@ def skip_configmap(obj: Obj) -> str | None:
     return "per-cluster root CA bundle" if name == "kube-root-ca.crt" else None
 
 
+AUTOMANAGED_APISERVICE = "kube-aggregator.kubernetes.io/automanaged"
+
+
+def skip_apiservice(obj: Obj) -> str | None:
+    if AUTOMANAGED_APISERVICE in ((obj.get("metadata") or {}).get("labels") or {}):
+        return "registered by the API server itself (a built-in or CRD group)"
+    if not (obj.get("spec") or {}).get("service"):
+        return "a local APIService belongs to its own API server"
+    return None
+
+
 def _always(reason: str) -> Skipper:
     return lambda obj: reason
 
@@ -248,6 +275,7 @@ RULES: dict[tuple[str, str], KindRules] = {
     ("autoscaling", "HorizontalPodAutoscaler"): KindRules(None, hold_autoscaler),
     ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): KindRules(None, hold_webhooks),
     ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): KindRules(None, hold_webhooks),
+    ("apiregistration.k8s.io", "APIService"): KindRules(None, hold_apiservice, skip=skip_apiservice),
     ("", "Service"): KindRules(sanitize_service),
     ("", "PersistentVolumeClaim"): KindRules(sanitize_pvc),
     ("", "PersistentVolume"): KindRules(sanitize_pv),

@@ -41,6 +41,7 @@ PRIORITIES: tuple[Rank, ...] = (
     Rank("autoscaling", "HorizontalPodAutoscaler", "autoscalers released once their targets run"),
     Rank("policy", "PodDisruptionBudget", "budgets once the Pods they guard exist"),
     Rank("networking.k8s.io", "Ingress", "traffic admitted once backends exist"),
+    Rank("apiregistration.k8s.io", "APIService", "aggregated APIs registered once their backends run"),
     Rank("admissionregistration.k8s.io", "ValidatingWebhookConfiguration",
          "last: with their backends down they can block every write"),
     Rank("admissionregistration.k8s.io", "MutatingWebhookConfiguration",

@@ -177,6 +177,19 @@ def webhook(kind: str = "ValidatingWebhookConfiguration", name: str = "policy") 
                           "sideEffects": "None", "admissionReviewVersions": ["v1"]}]}
 
 
+def apiservice(name: str = "v1beta1.metrics.example.com", *, automanaged: bool = False,
+               local: bool = False) -> dict[str, Any]:
+    group, version = name.split(".", 1)[1], name.split(".", 1)[0]
+    spec: dict[str, Any] = {"group": group, "version": version, "groupPriorityMinimum": 100, "versionPriority": 10}
+    if not local:
+        spec |= {"service": {"namespace": "app", "name": "metrics", "port": 443}, "caBundle": "Y2E="}
+    meta = server_meta(name, namespace=None)
+    if automanaged:
+        meta["labels"]["kube-aggregator.kubernetes.io/automanaged"] = "onstart"
+    return {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": meta, "spec": spec,
+            "status": {"conditions": [{"type": "Available", "status": "True"}]}}
+
+
 def crd(name: str = "widgets.example.com") -> dict[str, Any]:
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": server_meta(name, namespace=None),

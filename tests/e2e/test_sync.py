@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas import annotations as ann
-from schemas import codec, sealing, subjects
+from schemas import codec, sealing, subjects, transforms
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import keys
 from services.common.kube import ApiError
@@ -195,6 +195,41 @@ async def test_a_secret_sealed_under_a_key_the_syncer_lacks_waits_for_it(pipe: P
         copy = await pipe.dst.get("/api/v1/namespaces/keyskew/secrets/db")
         assert base64.b64decode(copy["data"]["password"]) == b"rotated"
     await h.eventually(applied, timeout=30)
+
+
+async def test_apiservices_are_held_as_local_and_activation_restores_them(pipe: Pipeline) -> None:
+    """An aggregated API's APIService is copied as a local one: the stand-by's API server accepts it,
+    reports it available and leaves its group out of discovery (its backend is off there); the
+    activation patch puts the service back. The API server's own APIServices are never copied."""
+    base = "/apis/apiregistration.k8s.io/v1/apiservices"
+    await pipe.src.apply(f"{base}/v1beta1.held.example.com", {
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": "v1beta1.held.example.com"},
+        "spec": {"group": "held.example.com", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 10,
+                 "insecureSkipTLSVerify": True, "service": {"namespace": "held", "name": "api", "port": 443}}},
+        field_manager="test")
+    await h.apply_plan(pipe.dst, h.plan_body("aggregated", [{"group": "apiregistration.k8s.io", "version": "v1",
+                                                             "resource": "apiservices"}]))
+
+    async def held() -> dict[str, Any]:
+        copy_ = await pipe.dst.get(f"{base}/v1beta1.held.example.com")
+        assert "service" not in copy_["spec"] and "insecureSkipTLSVerify" not in copy_["spec"]
+        assert {c["type"]: c["status"] for c in copy_["status"]["conditions"]} == {"Available": "True"}
+        return copy_
+    copy_ = await h.eventually(held, timeout=30)
+    discovery = await pipe.dst.request("GET", "/apis", accept="application/json;g=apidiscovery.k8s.io;v=v2;"
+                                                              "as=APIGroupDiscoveryList,application/json")
+    assert "held.example.com" not in {g["metadata"]["name"] for g in discovery["items"]}
+    builtin = await pipe.dst.get(f"{base}/v1.apps")
+    assert ann.MANAGED not in (builtin["metadata"].get("labels") or {})
+
+    await pipe.dst.request("PATCH", f"{base}/v1beta1.held.example.com", body=transforms.activation_patch(copy_),
+                           content_type="application/json-patch+json")
+    active = await pipe.dst.get(f"{base}/v1beta1.held.example.com")
+    assert active["spec"]["service"] == {"namespace": "held", "name": "api", "port": 443}
+    assert active["spec"]["insecureSkipTLSVerify"] is True
+    await pipe.dst.request("DELETE", f"{base}/v1beta1.held.example.com")  # its backend does not exist here
+    await pipe.src.request("DELETE", f"{base}/v1beta1.held.example.com")
 
 
 def syncer_process(nats_server: LocalNats, destination: LocalCluster, name: str) -> Process:

@@ -14,6 +14,7 @@ from services.devenv.clusters import LocalCluster, RequestError
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 NS = bootstrap.SYSTEM_NAMESPACE
 PROBE = "/apis/apps/v1/namespaces/default/deployments/rbac-probe"
+APISERVICE = "/apis/apiregistration.k8s.io/v1/apiservices/v1.probe.example.com"
 COLLECTIONS = {
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
@@ -57,6 +58,7 @@ DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
         pytest.param("syncer", "PATCH", f"{PROBE}?fieldManager=standby",
                      True, id="syncer-writes-copies"),
         pytest.param("syncer", "GET", f"/api/v1/namespaces/{NS}/configmaps", True, id="syncer-reads-fences"),
+        pytest.param("syncer", "PATCH", f"{APISERVICE}?fieldManager=standby", True, id="syncer-holds-apiservices"),
         pytest.param("syncer", "GET", "/api/v1/namespaces/default/pods", False, id="syncer-no-pods"),
         pytest.param("syncer", "DELETE", "/api/v1/nodes/any", False, id="syncer-no-nodes"),
         pytest.param("syncer", "POST", "/api/v1/namespaces/default/pods", False, id="syncer-never-creates-pods"),
@@ -67,6 +69,8 @@ DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
         pytest.param("recovery", "GET", "/apis/apps/v1/deployments", True, id="recovery-finds-copies"),
         pytest.param("recovery", "PATCH", f"{PROBE}?fieldManager=standby",
                      True, id="recovery-activates"),
+        pytest.param("recovery", "PATCH", f"{APISERVICE}?fieldManager=standby", True,
+                     id="recovery-activates-apiservices"),
         pytest.param("recovery", "DELETE", PROBE, False,
                      id="recovery-never-deletes"),
         pytest.param("recovery", "DELETE", "/api/v1/namespaces/default/secrets/any", False,

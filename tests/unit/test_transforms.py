@@ -53,6 +53,7 @@ ALL_KINDS = [
     pytest.param(b.webhook("MutatingWebhookConfiguration"), id="MutatingWebhookConfiguration"),
     pytest.param(b.crd(), id="CustomResourceDefinition"),
     pytest.param(b.widget(), id="custom-resource"),
+    pytest.param(b.apiservice(), id="APIService"),
 ]
 
 
@@ -111,6 +112,15 @@ def test_webhooks_are_held_until_activation() -> None:
     assert hook["failurePolicy"] == "Ignore"
     assert hook["objectSelector"]["matchExpressions"][0]["key"] == ann.HELD_WEBHOOK_LABEL
     assert transforms.activate(copy_)["webhooks"][0]["failurePolicy"] == "Fail"
+
+
+def test_apiservices_are_held_as_local_until_activation() -> None:
+    _, copy_ = roundtrip(b.apiservice())
+    assert copy_["spec"] == {"group": "metrics.example.com", "version": "v1beta1", "groupPriorityMinimum": 100,
+                             "versionPriority": 10}  # local: no service, no CA (the API server refuses a CA on one)
+    restored = transforms.activate(copy_)
+    assert restored["spec"]["service"] == {"namespace": "app", "name": "metrics", "port": 443}
+    assert restored["spec"]["caBundle"] == "Y2E="
 
 
 def test_copy_is_stamped_with_provenance() -> None:
@@ -200,6 +210,8 @@ def test_per_kind_sanitizing() -> None:
         pytest.param(b.secret("builder-token-x7k2p", "kubernetes.io/service-account-token"),
                      "auto-generated", id="sa-token"),
         pytest.param(b.configmap("kube-root-ca.crt"), "root CA", id="kube-root-ca"),
+        pytest.param(b.apiservice("v1.apps", automanaged=True), "API server itself", id="apiservice-automanaged"),
+        pytest.param(b.apiservice(local=True), "local APIService", id="apiservice-local"),
         pytest.param(b.configmap("x", namespace="kube-system"), "excluded", id="kube-system"),
         pytest.param(b.configmap("x", namespace="standby-system"), "excluded", id="own-namespace"),
         pytest.param({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "app"}},
