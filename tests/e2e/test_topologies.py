@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -159,13 +160,21 @@ async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline
                                                                  nats_server: LocalNats) -> None:
     await h.namespace(pipe.src, "orig")
     await deploy(pipe.src, "orig", "web", 3)
-    await h.apply_plan(pipe.dst, h.plan_body("orig", [{
-        "group": "apps", "version": "v1", "resource": "deployments", "filters": {"namespaces": ["orig"]},
+    await pipe.src.apply("/api/v1/namespaces/orig/secrets/creds", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "orig", "labels": {"a": "b"}},
+        "stringData": {"token": "original-token"}}, field_manager="test")
+    from_original = {
         "transformation": {"patch": [{"op": "add", "path": "/metadata/labels/standby", "value": "copy"}]},
         "recoveryProcess": {"fromOriginal": {"enabled": True},
-                            "fromPatch": [{"op": "add", "path": "/metadata/labels/recovered", "value": "yes"}]}}],
+                            "fromPatch": [{"op": "add", "path": "/metadata/labels/recovered", "value": "yes"}]}}
+    await h.apply_plan(pipe.dst, h.plan_body("orig", [
+        {"group": "apps", "version": "v1", "resource": "deployments", "filters": {"namespaces": ["orig"]},
+         **from_original},
+        # a Secret's original is sealed in the stream: recovery opens it with the stand-by's keys
+        {"version": "v1", "resource": "secrets", "filters": {"namespaces": ["orig"]}, **from_original}],
         forceNamespaceCreation=True))
     await h.eventually(lambda: _replicas(pipe.dst, "orig", "web", 0), timeout=30)
+    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/orig/secrets/creds"), timeout=30)
     await execution_plan(pipe, "orig", "orig", wait=False)
     # Without the stream: a clear reason per object, nothing half-done.
     status = await run_job(pipe, registered, None, "orig", "recovery-no-stream", dry_run=True)
@@ -178,6 +187,9 @@ async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline
     assert web["spec"]["replicas"] == 3
     assert web["metadata"]["labels"].get("recovered") == "yes"
     assert "standby" not in web["metadata"]["labels"]
+    creds = await pipe.dst.get("/api/v1/namespaces/orig/secrets/creds")
+    assert base64.b64decode(creds["data"]["token"]) == b"original-token"
+    assert creds["metadata"]["labels"].get("recovered") == "yes" and "standby" not in creds["metadata"]["labels"]
 
 
 async def test_delete_breaker_holds_mass_deletion_until_an_operator_resets_it(
