@@ -342,7 +342,7 @@ class PlanApplier:
         under closes it, and it stays quiet for one window so the deletions it held go through."""
         self.reset_token = reset_token
         if self.breaker_open and reset_token != self.breaker_reset_seen:
-            self.breaker_open = False
+            self.breaker_open, self.breaker_opened_at, self.breaker_reset_seen = False, None, None
             self.deletes.clear()
             self.breaker_quiet_until = time.monotonic() + self.settings.deletes.breaker_window_seconds
             metrics.breaker(self.plan.key, False)
