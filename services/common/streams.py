@@ -24,6 +24,7 @@ from services.common.settings import NatsSettings
 HDR_TYPE = "Standby-Type"
 HDR_RV = "Standby-Rv"
 HDR_UID = "Standby-Uid"
+HDR_KEY = "Standby-Key"  # the stream key a sealed body was sealed with (absent: not sealed)
 HDR_REASON = "Standby-Reason"
 
 
@@ -75,6 +76,7 @@ class SubjectState:
     resource_version: str
     uid: str
     sequence: int
+    key: str = ""
 
 
 async def last_states(js: JetStreamContext, stream: str, filter_subject: str,
@@ -103,8 +105,8 @@ async def last_states(js: JetStreamContext, stream: str, filter_subject: str,
             for msg in batch:
                 h = msg.headers or {}
                 states[msg.subject] = SubjectState(
-                    h.get(HDR_TYPE, ""), h.get(HDR_RV, ""), h.get(HDR_UID, ""), msg.metadata.sequence.stream
-                )
+                    h.get(HDR_TYPE, ""), h.get(HDR_RV, ""), h.get(HDR_UID, ""), msg.metadata.sequence.stream,
+                    h.get(HDR_KEY, ""))
                 if msg.metadata.num_pending == 0:
                     return states
             if not batch and (expected is None or len(states) >= expected):

@@ -56,14 +56,17 @@ class Publisher:
             log.error("object refused: %s", exc, extra={"plan": plan, "ref": env.ref,
                                                          "rv": env.source_resource_version})
             return False
+        message_id = subjects.message_id(source_uid=env.source_uid, resource_version=env.source_resource_version,
+                                         event_type=env.type.value)
         headers = {
-            "Nats-Msg-Id": subjects.message_id(source_uid=env.source_uid,
-                                               resource_version=env.source_resource_version,
-                                               event_type=env.type.value),
+            "Nats-Msg-Id": message_id,
             streams.HDR_TYPE: env.type.value,
             streams.HDR_RV: env.source_resource_version,
             streams.HDR_UID: env.source_uid,
         }
+        if keyring is not None:  # sealed: the same version sealed under another key is a new message
+            headers[streams.HDR_KEY] = keyring.active
+            headers["Nats-Msg-Id"] = f"{message_id}.{keyring.active}"
         await self._window.acquire()
         started = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from schemas import api, kinds, sanitizing, selection, subjects
+from schemas import api, kinds, sanitizing, sealing, selection, subjects
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import streams
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
@@ -197,6 +197,12 @@ class ResourceWatch:
         mine = self.resource_filter()[:-1]
         states = {s: st for s, st in everything.items() if s.startswith(mine)}
         self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
+        # Sealed kinds: a state in clear (published before sealing) or under an older key is
+        # published again, sealed under the active key.
+        sealed_with = None
+        if sealing.sealed_resource(self.info.group, self.info.resource):
+            keyring = await self.publisher.keys.keyring()
+            sealed_with = keyring.active if keyring is not None else None
         if self.filters.needs_namespace_labels:
             await self.namespaces.listed.wait()
         present: set[str] = set()
@@ -213,7 +219,9 @@ class ResourceWatch:
                 meta = obj["metadata"]
                 subject = self.subject_of(meta.get("namespace", ""), meta["name"])
                 present.add(subject)
-                if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))):
+                stored = states.get(subject)
+                if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))) or (
+                        sealed_with is not None and stored is not None and stored.key != sealed_with):
                     await self._publish(EventType.UPSERT, obj, subject=subject)
         stale = [s for s, (t, _) in self.known.items() if t == EventType.UPSERT.value and s not in present]
         if stale and not listed:

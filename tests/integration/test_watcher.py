@@ -7,10 +7,11 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgpack
 import nats
 import pytest
 
-from schemas import codec, sealing, subjects
+from schemas import codec, sanitizing, sealing, subjects
 from schemas.envelope import EventType
 from services.common import keys, plans, streams
 from services.common.keys import StreamKeys
@@ -461,3 +462,50 @@ async def test_relabelling_a_namespace_brings_its_objects_in_and_out(kube: Any, 
         await h.eventually(tombstoned, timeout=15)
     await supervisor.stop()
     await nc.close()
+
+
+async def test_secrets_in_clear_or_under_an_old_key_are_sealed_again_at_relist(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    """A Secret's state published before sealing (in clear), or sealed under a key that is no longer
+    active, is published again at the next LIST, sealed under the active key."""
+    src, dst = kube
+    await h.namespace(src, "w-reseal")
+    source = await src.apply("/api/v1/namespaces/w-reseal/secrets/db", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "w-reseal"},
+        "stringData": {"password": "old-release"}}, field_manager="test")
+    await h.apply_plan(dst, h.plan_body("reseal", [{"version": "v1", "resource": "secrets",
+                                                    "filters": {"namespaces": ["w-reseal"]}}]))
+    keys_secret = "w-reseal-stream-keys"
+    first = sealing.Keyring("k1", {"k1": sealing.new_key()})
+    await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}",
+                    keys.secret_manifest(first, name=keys_secret, namespace=h.SYSTEM), field_manager="test")
+    settings = settings.model_copy(
+        update={"nats": settings.nats.model_copy(update={"stream_keys_secret": keys_secret})})
+    await streams.ensure_stream(js, settings.nats, h.SYSTEM, "reseal")
+    stream = subjects.stream_name(h.SYSTEM, "reseal")
+    subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="reseal", group="",
+                                      version="v1", resource="secrets", namespace="w-reseal", name="db")
+    meta = source["metadata"]
+    in_clear = msgpack.packb({  # as a release before sealing published it
+        "schema": 1, "type": "UPSERT", "ref": {"group": "", "version": "v1", "resource": "secrets", "kind": "Secret",
+                                               "namespace": "w-reseal", "name": "db"},
+        "source_uid": meta["uid"], "source_resource_version": meta["resourceVersion"], "observed_at": 0.0,
+        "plan_namespace": h.SYSTEM, "plan_name": "reseal", "epoch": 0, "body": {"data": source["data"]}})
+    await js.publish(subject, in_clear, stream=stream, headers={
+        streams.HDR_TYPE: "UPSERT", streams.HDR_RV: meta["resourceVersion"], streams.HDR_UID: meta["uid"]})
+
+    async def sealed_under(kid: str) -> None:
+        last = await js.get_last_msg(stream, subject)
+        assert (last.headers or {}).get(streams.HDR_KEY) == kid
+        assert b"old-release" not in last.data and source["data"]["password"].encode() not in last.data
+        assert codec.decode(last.data, keyring=rotated).body == sanitizing.sanitize(source)
+
+    rotated = sealing.Keyring("k2", {**first.keys, "k2": sealing.new_key()})
+    for keyring in (first, rotated):
+        await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}",
+                        keys.secret_manifest(keyring, name=keys_secret, namespace=h.SYSTEM), field_manager="test")
+        supervisor, nc = await run_watcher(dst, settings)  # a watcher (re)started: it LISTs
+        async with h.running(supervisor.run(), "watcher"):
+            await h.eventually(lambda kid=keyring.active: sealed_under(kid), timeout=15)  # type: ignore[misc]
+        await supervisor.stop()
+        await nc.close()
