@@ -33,9 +33,10 @@ class PayloadTooLargeError(ValueError):
 def _associated(frame: dict[str, Any], compressed: bool) -> bytes:
     """What a sealed body is bound to: the object, version, event and plan of its message."""
     ref = frame["ref"]
-    associated: bytes = msgpack.packb(["standby-sealed-1", frame["plan_namespace"], frame["plan_name"], frame["type"],
-                          ref["group"], ref["resource"], ref["namespace"], ref["name"], frame["source_uid"],
-                          frame["source_resource_version"], compressed], use_bin_type=True)
+    associated: bytes = msgpack.packb(
+        ["standby-sealed-1", frame["plan_namespace"], frame["plan_name"], frame["type"], ref["group"], ref["resource"],
+         ref["namespace"], ref["name"], frame["source_uid"], frame["source_resource_version"], compressed],
+        use_bin_type=True)
     return associated
 
 

@@ -18,11 +18,10 @@ from typing import Any
 from schemas import codec, sealing
 from schemas.envelope import Envelope
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.settings import STREAM_KEYS_SECRET
 
 log = logging.getLogger(__name__)
-
-
-DEFAULT_SECRET = "standby-stream-keys"
+DEFAULT_SECRET = STREAM_KEYS_SECRET  # the settings' default (stream_keys_secret)
 
 
 def secret_manifest(keyring: sealing.Keyring, *, name: str = DEFAULT_SECRET,

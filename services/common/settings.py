@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
 
+STREAM_KEYS_SECRET = "standby-stream-keys"
+
 
 class NatsSettings(BaseModel):
     url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
@@ -17,7 +19,7 @@ class NatsSettings(BaseModel):
     max_age_seconds: float = Field(default=0, ge=0, description="Drop states older than this; 0 keeps them.")
     duplicate_window_seconds: float = Field(default=120, gt=0, description="Nats-Msg-Id dedupe window.")
     stream_keys_secret: str = Field(
-        default="standby-stream-keys",  # services.common.keys.DEFAULT_SECRET
+        default=STREAM_KEYS_SECRET,
         description="Secret (in the service's namespace) with the keys that seal Secret bodies in the stream.")
 
 

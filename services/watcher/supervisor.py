@@ -30,9 +30,9 @@ class PlanRunner:
     own: KubeClient
     js: JetStreamContext
     settings: WatcherSettings
+    keys: StreamKeys
     watches: list[ResourceWatch] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    keys: StreamKeys | None = None
     source: KubeClient | None = None
 
     async def start(self) -> None:
@@ -59,7 +59,6 @@ class PlanRunner:
                                             phase="Degraded")
             raise
         info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name)
-        assert self.keys is not None
         publisher = Publisher(self.js, stream=info.config.name or "", keys=self.keys,
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
@@ -120,7 +119,7 @@ class Supervisor:
                                                     phase="Suspended")
                 self.runners[plan.key] = (signature, None)
                 continue
-            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, keys=self.keys)
+            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys)
             try:
                 await runner.start()
             except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):
