@@ -23,7 +23,7 @@ import nats.js.errors
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import API_VERSION, subjects
-from services.common.kube import KubeClient
+from services.common.kube import METADATA_ONLY, KubeClient
 from services.devenv import bootstrap, environment
 from services.devenv.natsd import LocalNats
 
@@ -95,8 +95,10 @@ async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, 
         # Never the value the object was created with: a write that changes nothing is a no-op
         # (same resourceVersion), and its copy would be reported missing.
         started = time.monotonic()
-        result = await client.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}",
-                                    configmap(ns, name, f"write-{i}"), field_manager="bench")
+        result = await client.request("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{name}",
+                                      params={"fieldManager": "bench", "force": "true"},
+                                      body=configmap(ns, name, f"write-{i}"),
+                                      content_type="application/apply-patch+yaml", accept=METADATA_ONLY)
         written[result["metadata"]["resourceVersion"]] = returned = time.monotonic()
         if latencies is not None:
             latencies.append(returned - started)

@@ -274,9 +274,11 @@ class KubeClient:
 
     async def watch(
         self, path: str, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300,
+        accept: str | None = None,
     ) -> AsyncIterator[Obj]:
         """Watch events from ``resource_version`` with bookmarks. Raises ApiError(410) when the
-        version is too old: the caller must LIST again, never resume from an expired version."""
+        version is too old: the caller must LIST again, never resume from an expired version.
+        ``accept=METADATA_ONLY``: the events carry only the objects' metadata."""
         params = {
             "watch": "true",
             "resourceVersion": resource_version,
@@ -287,7 +289,7 @@ class KubeClient:
             params["labelSelector"] = label_selector
         try:
             async with self.session.get(
-                path, params=params,
+                path, params=params, headers={"Accept": accept} if accept else None,
                 timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
             ) as resp:
                 if resp.status >= 400:

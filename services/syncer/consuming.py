@@ -1,23 +1,23 @@
 """Durable consumption of one plan's stream with a bounded in-flight window.
 
-Messages are fetched in batches from a durable pull consumer (explicit acks, ``max_ack_pending``
-set) into a queue keyed by subject (:class:`KeyedQueue`): the changes of one object apply in
+Messages are pulled continuously (:mod:`services.syncer.pulling`) from a durable pull consumer
+(explicit acks, ``max_ack_pending`` set) into a queue keyed by subject (:class:`KeyedQueue`): the changes of one object apply in
 order, one at a time, while ``workers`` apply different objects in parallel. A message is
 acknowledged only after its write succeeded (:meth:`PlanConsumer.settle`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
 
 from schemas import annotations as ann
 from schemas import codec, sealing, subjects
@@ -29,6 +29,7 @@ from services.syncer import metrics
 from services.syncer.applying import PlanApplier
 from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
+from services.syncer.pulling import ConsumerGone, Pull, PullRefused
 from services.syncer.settings import SyncerSettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Fetched:
 class PlanConsumer:
     plan: plans.Plan
     applier: PlanApplier
-    js: JetStreamContext
+    nc: Client
     own: KubeClient
     settings: SyncerSettings
     keys: StreamKeys
@@ -52,6 +53,9 @@ class PlanConsumer:
     in_flight: int = 0
     last_sequence: int = 0
     pending: int = 0
+
+    def __post_init__(self) -> None:
+        self.js: JetStreamContext = self.nc.jetstream()
 
     @property
     def stream(self) -> str:
@@ -81,51 +85,32 @@ class PlanConsumer:
         self.tasks.clear()
 
     async def _fetch(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
-        sub = await self.js.pull_subscribe_bind(self.settings.consumer.durable_name, stream=self.stream) \
-            if await self._consumer_exists() else await self.js.pull_subscribe(
-                self.consumer_config().filter_subject or "", durable=self.settings.consumer.durable_name,
-                stream=self.stream, config=self.consumer_config())
-        try:
-            while True:
-                # Never hold more than the window: wait until a slot is free before pulling.
-                await window.acquire()
-                window.release()
-                free = self.settings.consumer.max_ack_pending - self.in_flight
-                batch = await self._pull(sub, max(1, min(self.settings.consumer.fetch_batch, free)))
-                now, wall = time.monotonic(), time.time()
-                for msg in batch:
-                    await window.acquire()
-                    self.in_flight += 1
-                    self.pending = msg.metadata.num_pending
-                    metrics.fetched(wall - msg.metadata.timestamp.timestamp())
-                    queue.put(msg.subject, Fetched(msg, now))
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Pull continuously into ``queue``, never holding more than the window; a deleted consumer
+        is created again, any other failure retried after a pause."""
+        pull = Pull(self.nc, self.stream, self.settings.consumer.durable_name)
 
-    @staticmethod
-    async def _pull(sub: Any, size: int) -> list[Msg]:
-        """Wait for one message, then take what else is already there.
+        async def room() -> int:
+            await window.acquire()  # at least one slot is free
+            window.release()
+            free = self.settings.consumer.max_ack_pending - self.in_flight
+            return max(1, min(self.settings.consumer.fetch_batch, free))
 
-        A single ``fetch(size)`` holds the messages it has until the batch is full or its timeout
-        expires, which at low rates delays every change by up to the timeout; waiting for one and
-        draining the rest keeps latency low at low rates and batches at high ones."""
-        try:
-            msgs: list[Msg] = await sub.fetch(1, timeout=1.0)
-        except TimeoutError:
-            return []
-        if size > 1:
-            with contextlib.suppress(TimeoutError):
-                msgs += await sub.fetch(size - 1, timeout=0.02)
-        return msgs
+        async def deliver(msg: Msg) -> None:
+            await window.acquire()
+            self.in_flight += 1
+            self.pending = msg.metadata.num_pending
+            metrics.fetched(time.time() - msg.metadata.timestamp.timestamp())
+            queue.put(msg.subject, Fetched(msg, time.monotonic()))
 
-    async def _consumer_exists(self) -> bool:
-        try:
-            await self.js.consumer_info(self.stream, self.settings.consumer.durable_name)
-        except NotFoundError:
-            return False
-        await self.js.add_consumer(self.stream, self.consumer_config())  # keep its config current
-        return True
+        while True:
+            try:
+                await self.js.add_consumer(self.stream, self.consumer_config())  # created, or its config kept current
+                await pull.run(room, deliver)
+            except ConsumerGone as exc:
+                log.warning("consumer gone, creating it again: %s", exc, extra={"plan": self.plan.key})
+            except (PullRefused, nats.errors.Error, OSError) as exc:
+                log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
+                await asyncio.sleep(self.settings.retry.initial_seconds)
 
     async def _worker(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
         while True:

@@ -75,7 +75,7 @@ class Supervisor:
             try:
                 dest = await self.destination(plan)
                 consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
-                                        self.nc.jetstream(), self.own, self.settings, self.keys)
+                                        self.nc, self.own, self.settings, self.keys)
                 await consumer.start()
             except plans.PlanError as exc:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition(

@@ -158,6 +158,22 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
     assert msg.headers["Standby-Subject"] == subject
 
 
+async def test_a_deleted_consumer_is_created_again_and_catches_up(pipe: Pipeline) -> None:
+    """Someone deletes the syncer's durable consumer while it waits for changes: the syncer
+    creates it again (from the start of the stream; the copies' versions fence the replay)."""
+    await h.namespace(pipe.src, "regone")
+    await h.apply_plan(pipe.dst, h.plan_body("regone", [{"version": "v1", "resource": "configmaps",
+                                                         "filters": {"namespaces": ["regone"]}}],
+                                             forceNamespaceCreation=True))
+    await h.configmap(pipe.src, "regone", "before")
+    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/regone/configmaps/before"))
+    stream = subjects.stream_name(h.SYSTEM, "regone")
+    await pipe.js.delete_consumer(stream, "standby-syncer")
+    await h.configmap(pipe.src, "regone", "after")
+    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/regone/configmaps/after"), timeout=15)
+    assert (await pipe.js.consumer_info(stream, "standby-syncer")).config.durable_name == "standby-syncer"
+
+
 async def test_a_secret_sealed_under_a_key_the_syncer_lacks_waits_for_it(pipe: Pipeline,
                                                                           registered: LocalCluster) -> None:
     """Keys rotated on the watcher's side before the syncer's: the message is retried, never
