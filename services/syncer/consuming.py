@@ -1,9 +1,9 @@
 """Durable consumption of one plan's stream with a bounded in-flight window.
 
 Messages are pulled continuously (:mod:`services.syncer.pulling`) from a durable pull consumer
-(explicit acks, ``max_ack_pending`` set) into a queue keyed by subject (:class:`KeyedQueue`): the changes of one object apply in
-order, one at a time, while ``workers`` apply different objects in parallel. A message is
-acknowledged only after its write succeeded (:meth:`PlanConsumer.settle`)."""
+(explicit acks, ``max_ack_pending`` set) into a queue keyed by subject (:class:`KeyedQueue`): the
+changes of one object apply in order, one at a time, while ``workers`` apply different objects in
+parallel. A message is acknowledged only after its write succeeded (:meth:`PlanConsumer.settle`)."""
 
 from __future__ import annotations
 
