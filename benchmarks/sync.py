@@ -231,7 +231,10 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
             "target_p50_ms": 100, "target_p99_ms": 500,
             "destination_alone_write_p50_p99_ms": [round(percentile(alone, q) * 1000, 1) for q in (50, 99)],
             "source_write_p50_p99_ms": [round(percentile(source_writes, q) * 1000, 1) for q in (50, 99)],
-            "cpu_seconds": spent, "destination_alone_cpu_seconds": alone_cpu, "stages": stages}
+            "cpu_seconds": spent, "destination_alone_cpu_seconds": alone_cpu,
+            "control_plane_rss_mib": {name: round(rss_mib(pid), 1) for name, pid in pids.items()
+                                      if name.endswith(("apiserver", "etcd"))},
+            "stages": stages}
 
 
 async def memory(src: KubeClient, dst: KubeClient, total: int, already: int, pids: dict[str, int]) -> dict[str, Any]:
