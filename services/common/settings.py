@@ -21,6 +21,8 @@ class NatsSettings(BaseModel):
     stream_keys_secret: str = Field(
         default=STREAM_KEYS_SECRET,
         description="Secret (in the service's namespace) with the keys that seal Secret bodies in the stream.")
+    stream_keys_refresh_seconds: float = Field(
+        default=60.0, gt=0, description="Re-read the stream keys Secret at least this often (a rotation takes effect).")
 
 
 class KubeSettings(BaseModel):

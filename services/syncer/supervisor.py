@@ -38,7 +38,8 @@ class Supervisor:
     healthy: bool = False
 
     def __post_init__(self) -> None:
-        self.keys = StreamKeys(self.own, self.settings.kube.namespace, self.settings.nats.stream_keys_secret)
+        self.keys = StreamKeys(self.own, self.settings.kube.namespace, self.settings.nats.stream_keys_secret,
+                               max_age=self.settings.nats.stream_keys_refresh_seconds)
 
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref

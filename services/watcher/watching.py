@@ -118,6 +118,8 @@ class ResourceWatch:
     known: dict[str, tuple[str, str]] = field(default_factory=dict)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
     relist_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Sealed kinds: the stream key the last LIST sealed with; a rotation re-lists (see relist).
+    sealed_with: str | None = None
     _publish_failed: BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -200,9 +202,9 @@ class ResourceWatch:
         # Sealed kinds: a state in clear (published before sealing) or under an older key is
         # published again, sealed under the active key.
         sealed_with = None
-        if sealing.sealed_resource(self.info.group, self.info.resource):
+        if self.sealed:
             keyring = await self.publisher.keys.keyring()
-            sealed_with = keyring.active if keyring is not None else None
+            sealed_with = self.sealed_with = keyring.active if keyring is not None else None
         if self.filters.needs_namespace_labels:
             await self.namespaces.listed.wait()
         present: set[str] = set()
@@ -246,22 +248,41 @@ class ResourceWatch:
         self.listed.set()
         return list_rv
 
+    @property
+    def sealed(self) -> bool:
+        return self.info is not None and sealing.sealed_resource(self.info.group, self.info.resource)
+
+    async def _active_key_changed(self) -> str:
+        """Returns the active stream key once it is not the one the last LIST sealed with."""
+        keys = self.publisher.keys
+        while True:
+            await asyncio.sleep(keys.max_age)
+            keyring = await keys.keyring()
+            if keyring is not None and keyring.active != self.sealed_with:
+                return keyring.active
+
     # -- watch --------------------------------------------------------------------------------
     async def watch_until_relist(self, resource_version: str) -> None:
         """:meth:`watch_from`, ended by :class:`RelistNeeded` when a namespace relabelling may have
-        changed what this watch selects."""
+        changed what this watch selects, or (sealed kinds) when the active stream key changed: the
+        LIST seals again, under the new key, what the stream holds under the old one."""
         watching = asyncio.create_task(self.watch_from(resource_version), name=f"watch {self.name}")
         wanted = asyncio.create_task(self.relist_wanted.wait(), name=f"relist wanted {self.name}")
+        rotated = asyncio.create_task(self._active_key_changed() if self.sealed else asyncio.Event().wait(),
+                                      name=f"key rotation {self.name}")
+        waits: list[asyncio.Task[Any]] = [watching, wanted, rotated]
         try:
-            await asyncio.wait([watching, wanted], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (watching, wanted):
+            for task in waits:
                 task.cancel()
-            await asyncio.wait([watching, wanted])
+            await asyncio.wait(waits)
         failure = None if watching.cancelled() else watching.exception()
         if failure is not None:
             raise failure
-        raise RelistNeeded("namespace labels changed", kind="namespace_labels")
+        if wanted in done:
+            raise RelistNeeded("namespace labels changed", kind="namespace_labels")
+        raise RelistNeeded(f"the active stream key is now {rotated.result()}", kind="stream_key_rotated")
 
     async def watch_from(self, resource_version: str) -> None:
         """Watch until 410 (raises RelistNeeded) or a failed publish; returns to re-watch on timeout."""
@@ -311,7 +332,7 @@ class ResourceWatch:
             except RelistNeeded as exc:
                 reason = exc.kind
                 log.warning("re-listing: %s", exc.reason, extra={"plan": self.plan.key})
-                if exc.kind == "namespace_labels":
+                if exc.kind in ("namespace_labels", "stream_key_rotated"):
                     continue  # no backoff: nothing failed
             except ApiError as exc:
                 if exc.gone:

@@ -509,3 +509,46 @@ async def test_secrets_in_clear_or_under_an_old_key_are_sealed_again_at_relist(
             await h.eventually(lambda kid=keyring.active: sealed_under(kid), timeout=15)  # type: ignore[misc]
         await supervisor.stop()
         await nc.close()
+
+
+async def test_a_key_rotation_seals_the_stream_again_while_the_watcher_runs(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    """The operator rotates the stream keys (a new active key): within the keys' refresh interval the
+    running watcher re-lists and publishes each Secret again under the new key, so the old key can
+    be retired without restarting anything. Other kinds are not re-listed."""
+    src, dst = kube
+    await h.namespace(src, "w-rotate")
+    source = await src.apply("/api/v1/namespaces/w-rotate/secrets/db", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "w-rotate"},
+        "stringData": {"password": "rotate-me"}}, field_manager="test")
+    await h.configmap(src, "w-rotate", "settings")
+    keys_secret = "w-rotate-stream-keys"
+    first = sealing.Keyring("r1", {"r1": sealing.new_key()})
+    rotated = sealing.Keyring("r2", {**first.keys, "r2": sealing.new_key()})
+    await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}",
+                    keys.secret_manifest(first, name=keys_secret, namespace=h.SYSTEM), field_manager="test")
+    settings = settings.model_copy(update={"nats": settings.nats.model_copy(
+        update={"stream_keys_secret": keys_secret, "stream_keys_refresh_seconds": 0.5})})
+    await h.apply_plan(dst, h.plan_body("rotate", [{"version": "v1", "resource": r,
+                                                    "filters": {"namespaces": ["w-rotate"]}}
+                                                   for r in ("secrets", "configmaps")]))
+    stream = subjects.stream_name(h.SYSTEM, "rotate")
+    secret_subject, configmap_subject = (subjects.object_subject(
+        prefix="standby", plan_namespace=h.SYSTEM, plan_name="rotate", group="", version="v1", resource=r,
+        namespace="w-rotate", name=n) for r, n in (("secrets", "db"), ("configmaps", "settings")))
+
+    async def sealed_under(kid: str) -> None:
+        last = await js.get_last_msg(stream, secret_subject)
+        assert (last.headers or {}).get(streams.HDR_KEY) == kid
+        assert codec.decode(last.data, keyring=rotated).body == sanitizing.sanitize(source)
+
+    supervisor, nc = await run_watcher(dst, settings)
+    async with h.running(supervisor.run(), "watcher"):
+        await h.eventually(lambda: sealed_under("r1"), timeout=15)
+        configmap_seq = (await js.get_last_msg(stream, configmap_subject)).seq
+        await dst.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/{keys_secret}",
+                        keys.secret_manifest(rotated, name=keys_secret, namespace=h.SYSTEM), field_manager="test")
+        await h.eventually(lambda: sealed_under("r2"), timeout=15)
+        assert (await js.get_last_msg(stream, configmap_subject)).seq == configmap_seq
+    await supervisor.stop()
+    await nc.close()
