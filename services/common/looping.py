@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from services.common.kube import ApiError, UnreachableError
+from services.common import plans
+from services.common.kube import ApiError, KubeClient, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +22,29 @@ class Supervising(Protocol):
     async def stop(self) -> None: ...
 
 
-async def supervise(supervisor: Supervising, *, interval_seconds: float) -> None:
-    """Re-read the plans every ``interval_seconds`` until cancelled, then stop what runs.
+async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_from: KubeClient | None = None) -> None:
+    """Re-read the plans every ``interval_seconds`` until cancelled, then stop what runs; with
+    ``plans_from``, also at once whenever a plan there changes (:func:`plans.follow_changes`).
 
     An unreadable cluster makes the supervisor unhealthy, not dead."""
+    changed = asyncio.Event()
+    follower = None if plans_from is None else asyncio.create_task(
+        plans.follow_changes(plans_from, changed), name="plan changes")
     try:
         while True:
+            changed.clear()  # a change from here on is read by this pass or triggers the next
             try:
                 await supervisor.sync_once()
                 supervisor.healthy = True
             except (ApiError, UnreachableError) as exc:
                 supervisor.healthy = False
                 log.warning("cannot read plans: %s", exc)
-            await asyncio.sleep(interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_seconds):
+                    await changed.wait()
     finally:
+        if follower is not None:
+            await cancel_all([follower])
         await supervisor.stop()
 
 

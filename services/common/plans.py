@@ -4,6 +4,7 @@ condition with a reason; it never stops the other plans."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -61,11 +62,37 @@ def parse_plan(obj: Obj) -> Plan:
                 meta.get("annotations") or {}, breaker)
 
 
+ALL_PLANS = f"/apis/{API_VERSION}/recoveryplans"
+
+
 async def list_plans(client: KubeClient, namespace: str = "") -> list[Obj]:
-    path = f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans" if namespace else (
-        f"/apis/{API_VERSION}/recoveryplans")
+    path = f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans" if namespace else ALL_PLANS
     items, _ = await client.list_all(path)
     return items
+
+
+async def follow_changes(client: KubeClient, changed: asyncio.Event, *, retry_seconds: float = 5.0) -> None:
+    """Set ``changed`` whenever any RecoveryPlan is created, changed or deleted (list + watch),
+    until cancelled. The supervisors re-read the plans on a timer anyway; this makes them act on a
+    new plan, a suspension or a breaker reset at once rather than at the next tick. Failures are
+    retried after ``retry_seconds`` and never reach the caller: the timer still covers them."""
+    while True:
+        try:
+            _, resource_version = await client.list_all(ALL_PLANS)
+            changed.set()  # whatever happened before this LIST
+            while True:
+                async for event in client.watch(ALL_PLANS, resource_version=resource_version):
+                    resource_version = (event.get("object") or {}).get("metadata", {}).get(
+                        "resourceVersion", resource_version)
+                    if event.get("type") != "BOOKMARK":
+                        changed.set()
+        except ApiError as exc:
+            if not exc.gone:
+                log.info("cannot watch plans (%s %s); relying on the timer", exc.status, exc.reason)
+                await asyncio.sleep(retry_seconds)
+        except UnreachableError as exc:
+            log.info("cannot watch plans (%s); relying on the timer", exc)
+            await asyncio.sleep(retry_seconds)
 
 
 async def cluster_client(own: KubeClient, ref: api.ObjectRef, default_namespace: str, **kwargs: Any) -> KubeClient:

@@ -14,10 +14,12 @@ reconnection to the server, means the request is lost and another is sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -75,7 +77,8 @@ class Pull:
                 await self._ask(inbox, wanted)
                 await self._take(arrivals, wanted, deliver)
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):  # closed or reconnecting: nothing to undo
+                await sub.unsubscribe()
 
     async def _ask(self, inbox: str, batch: int) -> None:
         request = {"batch": batch, "expires": _nanoseconds(self.expires_seconds),

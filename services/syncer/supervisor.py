@@ -93,7 +93,7 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds)
+        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own)
 
     async def stop(self) -> None:
         for _, consumer in list(self.consumers.values()):

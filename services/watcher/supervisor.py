@@ -137,7 +137,7 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds)
+        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own)
 
     async def stop(self) -> None:
         for _, runner in list(self.runners.values()):

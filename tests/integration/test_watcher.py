@@ -552,3 +552,22 @@ async def test_a_key_rotation_seals_the_stream_again_while_the_watcher_runs(
         assert (await js.get_last_msg(stream, configmap_subject)).seq == configmap_seq
     await supervisor.stop()
     await nc.close()
+
+
+async def test_a_new_plan_is_acted_on_at_once_not_at_the_next_resync(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    """Plans are watched: a plan created while the watcher waits a minute for its next timed
+    re-read starts at once."""
+    src, dst = kube
+    await h.namespace(src, "w-prompt")
+    await h.configmap(src, "w-prompt", "cm")
+    supervisor, nc = await run_watcher(dst, settings.model_copy(update={"plan_resync_seconds": 60.0}))
+    async with h.running(supervisor.run(), "watcher"):
+        await asyncio.sleep(1.0)  # the first pass is over; the next timed one is a minute away
+        await h.apply_plan(dst, h.plan_body("prompt", [{"version": "v1", "resource": "configmaps",
+                                                        "filters": {"namespaces": ["w-prompt"]}}]))
+        subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="prompt", group="",
+                                          version="v1", resource="configmaps", namespace="w-prompt", name="cm")
+        await h.eventually(lambda: js.get_last_msg(subjects.stream_name(h.SYSTEM, "prompt"), subject), timeout=10)
+    await supervisor.stop()
+    await nc.close()
