@@ -140,13 +140,18 @@ async def test_churn_converges_with_no_extra_objects(pipe: Pipeline) -> None:
     await h.eventually(converged, timeout=60, interval=1)
 
 
+async def configmaps_synced(p: Pipeline, ns: str) -> None:
+    """A plan named ``ns`` protecting the ConfigMaps of namespace ``ns``, whose ConfigMap "before"
+    has been copied."""
+    await h.namespace(p.src, ns)
+    await h.apply_plan(p.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
+                                                "filters": {"namespaces": [ns]}}], forceNamespaceCreation=True))
+    await h.configmap(p.src, ns, "before")
+    await h.eventually(lambda: p.dst.get(f"/api/v1/namespaces/{ns}/configmaps/before"))
+
+
 async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeline) -> None:
-    await h.namespace(pipe.src, "poison")
-    await h.apply_plan(pipe.dst, h.plan_body("poison", [{"version": "v1", "resource": "configmaps",
-                                                         "filters": {"namespaces": ["poison"]}}],
-                                             forceNamespaceCreation=True))
-    await h.configmap(pipe.src, "poison", "before")
-    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/poison/configmaps/before"))
+    await configmaps_synced(pipe, "poison")
     subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="poison", group="",
                                       version="v1", resource="configmaps", namespace="poison", name="garbage")
     await pipe.js.publish(subject, b"\x00not an envelope")
@@ -161,12 +166,7 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
 async def test_a_deleted_consumer_is_created_again_and_catches_up(pipe: Pipeline) -> None:
     """Someone deletes the syncer's durable consumer while it waits for changes: the syncer
     creates it again (from the start of the stream; the copies' versions fence the replay)."""
-    await h.namespace(pipe.src, "regone")
-    await h.apply_plan(pipe.dst, h.plan_body("regone", [{"version": "v1", "resource": "configmaps",
-                                                         "filters": {"namespaces": ["regone"]}}],
-                                             forceNamespaceCreation=True))
-    await h.configmap(pipe.src, "regone", "before")
-    await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/regone/configmaps/before"))
+    await configmaps_synced(pipe, "regone")
     stream = subjects.stream_name(h.SYSTEM, "regone")
     await pipe.js.delete_consumer(stream, "standby-syncer")
     await h.configmap(pipe.src, "regone", "after")
