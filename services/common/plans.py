@@ -71,20 +71,33 @@ async def list_plans(client: KubeClient, namespace: str = "") -> list[Obj]:
     return items
 
 
+def _what_supervisors_read(meta: Obj) -> tuple[Any, ...]:
+    """The part of a plan the supervisors act on: its spec (generation), its annotations (the
+    breaker reset) and its deletion. Status writes, several a second while a plan syncs, are not."""
+    return meta.get("generation"), meta.get("annotations"), meta.get("deletionTimestamp")
+
+
 async def follow_changes(client: KubeClient, changed: asyncio.Event, *, retry_seconds: float = 5.0) -> None:
-    """Set ``changed`` whenever any RecoveryPlan is created, changed or deleted (list + watch),
-    until cancelled. The supervisors re-read the plans on a timer anyway; this makes them act on a
-    new plan, a suspension or a breaker reset at once rather than at the next tick. Failures are
-    retried after ``retry_seconds`` and never reach the caller: the timer still covers them."""
+    """Set ``changed`` whenever a RecoveryPlan is created, deleted, or changed in what the
+    supervisors read (list + watch), until cancelled. The supervisors re-read the plans on a timer
+    anyway; this makes them act on a new plan, a suspension or a breaker reset at once rather than
+    at the next tick. Failures are retried after ``retry_seconds`` and never reach the caller: the
+    timer still covers them."""
     while True:
         try:
-            _, resource_version = await client.list_all(ALL_PLANS)
+            items, resource_version = await client.list_all(ALL_PLANS)
+            known: dict[str, tuple[Any, ...] | None] = {
+                m.get("uid", ""): _what_supervisors_read(m) for m in (i.get("metadata") or {} for i in items)}
             changed.set()  # whatever happened before this LIST
             while True:
                 async for event in client.watch(ALL_PLANS, resource_version=resource_version):
-                    resource_version = (event.get("object") or {}).get("metadata", {}).get(
-                        "resourceVersion", resource_version)
-                    if event.get("type") != "BOOKMARK":
+                    meta = (event.get("object") or {}).get("metadata") or {}
+                    resource_version = meta.get("resourceVersion", resource_version)
+                    if event.get("type") == "BOOKMARK":
+                        continue
+                    read = None if event.get("type") == "DELETED" else _what_supervisors_read(meta)
+                    if known.get(meta.get("uid", "")) != read:
+                        known[meta.get("uid", "")] = read
                         changed.set()
         except ApiError as exc:
             if not exc.gone:
