@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import orjson
 import yaml
 
 Obj = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -352,6 +354,31 @@ def _error(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
     except ValueError:
         body, reason, message = {}, "", raw[:500].decode(errors="replace")
     return ApiError(status, reason, message, retry_after=_retry_after(headers), body=body)
+
+
+async def follow(client: KubeClient, path: str, *, listed: Callable[[list[Obj]], None],
+                 changed: Callable[[str, Obj], None], retry_seconds: float, what: str,
+                 level: int = logging.WARNING) -> None:
+    """LIST ``path`` and hand the items to ``listed``, then WATCH from the list's version and hand
+    every event but bookmarks to ``changed`` (type, object); LIST again after 410 Gone, and after
+    any other failure once ``retry_seconds`` have passed (logged at ``level``). Until cancelled."""
+    while True:
+        try:
+            items, resource_version = await client.list_all(path)
+            listed(items)
+            while True:
+                async for event in client.watch(path, resource_version=resource_version):
+                    obj = event.get("object") or {}
+                    resource_version = str((obj.get("metadata") or {}).get("resourceVersion", resource_version))
+                    if event.get("type") != "BOOKMARK":
+                        changed(event.get("type", ""), obj)
+        except ApiError as exc:
+            if not exc.gone:
+                log.log(level, "cannot follow %s: %s", what, exc)
+                await asyncio.sleep(retry_seconds)
+        except UnreachableError as exc:
+            log.log(level, "cannot follow %s: %s", what, exc)
+            await asyncio.sleep(retry_seconds)
 
 
 async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas import API_VERSION, api
+from services.common import kube
 from services.common.kube import ApiError, ConfigError, KubeClient, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -83,29 +84,22 @@ async def follow_changes(client: KubeClient, changed: asyncio.Event, *, retry_se
     anyway; this makes them act on a new plan, a suspension or a breaker reset at once rather than
     at the next tick. Failures are retried after ``retry_seconds`` and never reach the caller: the
     timer still covers them."""
-    while True:
-        try:
-            items, resource_version = await client.list_all(ALL_PLANS)
-            known: dict[str, tuple[Any, ...] | None] = {
-                m.get("uid", ""): _what_supervisors_read(m) for m in (i.get("metadata") or {} for i in items)}
-            changed.set()  # whatever happened before this LIST
-            while True:
-                async for event in client.watch(ALL_PLANS, resource_version=resource_version):
-                    meta = (event.get("object") or {}).get("metadata") or {}
-                    resource_version = meta.get("resourceVersion", resource_version)
-                    if event.get("type") == "BOOKMARK":
-                        continue
-                    read = None if event.get("type") == "DELETED" else _what_supervisors_read(meta)
-                    if known.get(meta.get("uid", "")) != read:
-                        known[meta.get("uid", "")] = read
-                        changed.set()
-        except ApiError as exc:
-            if not exc.gone:
-                log.info("cannot watch plans (%s %s); relying on the timer", exc.status, exc.reason)
-                await asyncio.sleep(retry_seconds)
-        except UnreachableError as exc:
-            log.info("cannot watch plans (%s); relying on the timer", exc)
-            await asyncio.sleep(retry_seconds)
+    known: dict[str, tuple[Any, ...] | None] = {}
+
+    def listed(items: list[Obj]) -> None:
+        known.clear()
+        known.update({m.get("uid", ""): _what_supervisors_read(m) for m in (i.get("metadata") or {} for i in items)})
+        changed.set()  # whatever happened before this LIST
+
+    def event(type_: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        read = None if type_ == "DELETED" else _what_supervisors_read(meta)
+        if known.get(meta.get("uid", "")) != read:
+            known[meta.get("uid", "")] = read
+            changed.set()
+
+    await kube.follow(client, ALL_PLANS, listed=listed, changed=event, retry_seconds=retry_seconds,
+                      what="plans (relying on the timer)", level=logging.INFO)
 
 
 async def cluster_client(own: KubeClient, ref: api.ObjectRef, default_namespace: str, **kwargs: Any) -> KubeClient:

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from schemas import api, kinds, sanitizing, sealing, selection, subjects
 from schemas.envelope import Envelope, EventType, ObjectReference
-from services.common import streams
+from services.common import kube, streams
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
 from services.watcher import metrics
@@ -73,28 +73,20 @@ class NamespaceLabels:
 
     async def follow(self) -> None:
         """LIST, then WATCH namespaces until cancelled; LIST again after 410 or a failure."""
-        while True:
-            try:
-                items, rv = await self.client.list_all("/api/v1/namespaces")
-                for item in items:
-                    self._seen(item["metadata"]["name"], item["metadata"].get("labels") or {})
-                self.listed.set()
-                while True:
-                    async for event in self.client.watch("/api/v1/namespaces", resource_version=rv,
-                                                         timeout_seconds=300):
-                        meta = event["object"].get("metadata") or {}
-                        rv = str(meta.get("resourceVersion", rv))
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            self._seen(meta["name"], meta.get("labels") or {})
-                        elif event["type"] == "DELETED":
-                            self.labels.pop(meta["name"], None)
-            except ApiError as exc:
-                if not exc.gone:
-                    log.warning("cannot follow namespace labels: %s", exc)
-                    await asyncio.sleep(self.backoff_seconds)
-            except UnreachableError as exc:
-                log.warning("cannot follow namespace labels: %s", exc)
-                await asyncio.sleep(self.backoff_seconds)
+        def listed(items: list[Obj]) -> None:
+            for item in items:
+                self._seen(item["metadata"]["name"], item["metadata"].get("labels") or {})
+            self.listed.set()
+
+        def changed(type_: str, obj: Obj) -> None:
+            meta = obj.get("metadata") or {}
+            if type_ in ("ADDED", "MODIFIED"):
+                self._seen(meta["name"], meta.get("labels") or {})
+            elif type_ == "DELETED":
+                self.labels.pop(meta["name"], None)
+
+        await kube.follow(self.client, "/api/v1/namespaces", listed=listed, changed=changed,
+                          retry_seconds=self.backoff_seconds, what="namespace labels")
 
 
 @dataclass
