@@ -18,7 +18,7 @@ from typing import Any
 from schemas import codec, sealing
 from schemas.envelope import Envelope
 from services.common.kube import ApiError, KubeClient, UnreachableError
-from services.common.settings import STREAM_KEYS_SECRET
+from services.common.settings import STREAM_KEYS_SECRET, NatsSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = STREAM_KEYS_SECRET  # the settings' default (stream_keys_secret)
@@ -55,6 +55,11 @@ class StreamKeys:
         self._keyring: sealing.Keyring | None = None
         self._read_at = float("-inf")
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def of_service(cls, client: KubeClient, namespace: str, nats: NatsSettings) -> StreamKeys:
+        """The keys Secret a service reads: named and re-read as its NATS settings say."""
+        return cls(client, namespace, nats.stream_keys_secret, max_age=nats.stream_keys_refresh_seconds)
 
     @property
     def where(self) -> str:

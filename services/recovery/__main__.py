@@ -28,8 +28,7 @@ async def main(settings: RecoverySettings) -> None:
         except Exception as exc:  # recovery must work with the sync side gone
             log.warning("stream unreachable (%r); fromOriginal will report it per object", exc)
     nats_settings = settings.nats or NatsSettings()
-    keys = StreamKeys(client, settings.kube.namespace, nats_settings.stream_keys_secret,
-                      max_age=nats_settings.stream_keys_refresh_seconds)
+    keys = StreamKeys.of_service(client, settings.kube.namespace, nats_settings)
     stream = activating.StreamReader(nc.jetstream() if nc else None, nats_settings.subject_prefix, keys)
     ready = asyncio.Event()
     operator_task = kopf.operator(

@@ -38,8 +38,7 @@ class Supervisor:
     healthy: bool = False
 
     def __post_init__(self) -> None:
-        self.keys = StreamKeys(self.own, self.settings.kube.namespace, self.settings.nats.stream_keys_secret,
-                               max_age=self.settings.nats.stream_keys_refresh_seconds)
+        self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
 
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref
