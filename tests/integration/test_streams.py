@@ -1,0 +1,62 @@
+"""What the watcher reads back from a plan's stream before it lists: the last message of each
+subject (headers only), against a real nats-server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+
+from services.common import streams
+from services.devenv.natsd import LocalNats
+
+
+@pytest.fixture
+async def js(nats_server: LocalNats) -> AsyncIterator[tuple[JetStreamContext, str]]:
+    nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
+    js = nc.jetstream()
+    name = f"STATES-{uuid.uuid4().hex[:8]}"
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    try:
+        yield js, name
+    finally:
+        await js.delete_stream(name)
+        await nc.close()
+
+
+async def publish(js: JetStreamContext, subject: str, type_: str, rv: str, key: str = "") -> int:
+    headers = {streams.HDR_TYPE: type_, streams.HDR_RV: rv, streams.HDR_UID: f"uid-{subject}"}
+    if key:
+        headers[streams.HDR_KEY] = key
+    return (await js.publish(subject, b"body", headers=headers)).seq
+
+
+async def consumers(js: JetStreamContext, stream: str) -> int:
+    return (await js.stream_info(stream)).state.consumer_count
+
+
+async def test_the_last_message_of_each_subject_under_the_filter(js: tuple[JetStreamContext, str]) -> None:
+    js_, s = js
+    await publish(js_, f"{s}.cm.a", "UPSERT", "1")
+    last_a = await publish(js_, f"{s}.cm.a", "UPSERT", "2", key="k2")
+    last_b = await publish(js_, f"{s}.cm.b", "DELETE", "3")
+    await publish(js_, f"{s}.deploy.c", "UPSERT", "4")
+
+    states = await streams.last_states(js_, s, f"{s}.cm.>")
+
+    assert states == {f"{s}.cm.a": streams.SubjectState("UPSERT", "2", f"uid-{s}.cm.a", last_a, "k2"),
+                      f"{s}.cm.b": streams.SubjectState("DELETE", "3", f"uid-{s}.cm.b", last_b, "")}
+
+
+async def test_nothing_under_the_filter_is_answered_without_reading(js: tuple[JetStreamContext, str]) -> None:
+    """An empty stream, or one holding only other resources (a new plan's first LIST), is answered
+    from the stream's info: no consumer, no fetch waiting for its timeout."""
+    js_, s = js
+    assert await streams.last_states(js_, s, f"{s}.cm.>") == {}
+    await publish(js_, f"{s}.deploy.c", "UPSERT", "4")
+    assert await streams.last_states(js_, s, f"{s}.cm.>") == {}
+    assert await consumers(js_, s) == 0
+    assert set(await streams.last_states(js_, s, f"{s}.deploy.>")) == {f"{s}.deploy.c"}
