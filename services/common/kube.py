@@ -151,6 +151,11 @@ class ResourceInfo:
 # A single object's metadata only (every built-in and custom resource serves it); plain JSON from
 # an API that does not (content negotiation falls back to the second type).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+# An idle connection is kept this long for the next request: aiohttp's default of 15 s makes a burst
+# after a quiet quarter-minute open (and TLS-handshake) every connection again. The API server closes
+# idle connections after 90 s (client-go keeps them as long); 45 s also stays under the 60 s idle
+# timeout of many load balancers in front of API servers (a reused connection they closed fails).
+IDLE_CONNECTION_SECONDS = 45.0
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -192,7 +197,8 @@ class KubeClient:
             self._session = aiohttp.ClientSession(
                 base_url=self.creds.server,
                 headers=headers,
-                connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context(self.creds)),
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context(self.creds),
+                                         keepalive_timeout=IDLE_CONNECTION_SECONDS),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             )
 
