@@ -66,117 +66,105 @@ class Reader:
             await self.task
 
 
-async def requests_counted(nc: Client) -> list[bytes]:
-    """Every pull request sent to the consumer, as the server sees them (a plain subscription)."""
+@pytest.fixture
+async def nc(server: LocalNats) -> AsyncIterator[Client]:
+    """A connection to a server holding the stream and its durable consumer."""
+    nc = await connect(server)
+    try:
+        await prepared(nc)
+        yield nc
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def requests(server: LocalNats, nc: Client) -> AsyncIterator[list[bytes]]:
+    """Every pull request sent to the consumer, as the server sees them (a plain subscription on a
+    connection of its own)."""
+    spy = await connect(server)
     seen: list[bytes] = []
 
     async def count(msg: Msg) -> None:
         seen.append(msg.data)
-    await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}", cb=count)
-    await nc.flush()
-    return seen
-
-
-async def test_changes_arrive_one_by_one_under_a_single_request(server: LocalNats) -> None:
-    nc, spy = await connect(server), await connect(server)
     try:
-        await prepared(nc)
-        requests = await requests_counted(spy)
-        reader = Reader(nc).start()
-        js = nc.jetstream()
-        for i in range(20):
-            await js.publish(f"pulling.{i}", str(i).encode())
-            # Each change is handed over as it arrives, not when a batch fills or a timeout ends.
-            msg = await asyncio.wait_for(reader.got.get(), 1.0)
-            assert msg.data == str(i).encode()
-        await reader.stop()
-        assert len(requests) == 1, requests
+        await spy.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}", cb=count)
+        await spy.flush()
+        yield seen
     finally:
-        await nc.close()
         await spy.close()
 
 
-async def test_never_asks_for_more_than_there_is_room_for(server: LocalNats) -> None:
-    nc = await connect(server)
-    try:
-        await prepared(nc)
-        js = nc.jetstream()
-        for i in range(10):
-            await js.publish(f"pulling.{i}", b"x")
-        room = asyncio.Event()
-        delivered: list[Msg] = []
-
-        async def three() -> int:
-            if delivered:
-                await room.wait()  # full: the caller has no room until it says so
-            return 3
-
-        async def deliver(msg: Msg) -> None:
-            delivered.append(msg)
-
-        task = asyncio.create_task(Pull(nc, STREAM, CONSUMER).run(three, deliver))
-        await asyncio.sleep(1.0)
-        assert len(delivered) == 3
-        info = await js.consumer_info(STREAM, CONSUMER)
-        assert info.num_ack_pending == 3 and info.num_pending == 7
-        room.set()
-        for _ in range(50):
-            if len(delivered) == 10:
-                break
-            await asyncio.sleep(0.1)
-        assert [m.metadata.sequence.stream for m in delivered] == list(range(1, 11))
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    finally:
-        await nc.close()
+async def test_changes_arrive_one_by_one_under_a_single_request(nc: Client, requests: list[bytes]) -> None:
+    reader = Reader(nc).start()
+    js = nc.jetstream()
+    for i in range(20):
+        await js.publish(f"pulling.{i}", str(i).encode())
+        # Each change is handed over as it arrives, not when a batch fills or a timeout ends.
+        msg = await asyncio.wait_for(reader.got.get(), 1.0)
+        assert msg.data == str(i).encode()
+    await reader.stop()
+    assert len(requests) == 1, requests
 
 
-async def test_an_expired_request_is_renewed(server: LocalNats) -> None:
-    nc, spy = await connect(server), await connect(server)
-    try:
-        await prepared(nc)
-        requests = await requests_counted(spy)
-        reader = Reader(nc, expires_seconds=1.0, heartbeat_seconds=0.25).start()
-        await asyncio.sleep(2.6)
-        assert len(requests) >= 2  # renewed after each 408
-        await nc.jetstream().publish("pulling.late", b"late")
-        assert (await asyncio.wait_for(reader.got.get(), 1.0)).data == b"late"
-        await reader.stop()
-    finally:
-        await nc.close()
-        await spy.close()
+async def test_never_asks_for_more_than_there_is_room_for(nc: Client) -> None:
+    js = nc.jetstream()
+    for i in range(10):
+        await js.publish(f"pulling.{i}", b"x")
+    room = asyncio.Event()
+    delivered: list[Msg] = []
+
+    async def three() -> int:
+        if delivered:
+            await room.wait()  # full: the caller has no room until it says so
+        return 3
+
+    async def deliver(msg: Msg) -> None:
+        delivered.append(msg)
+
+    task = asyncio.create_task(Pull(nc, STREAM, CONSUMER).run(three, deliver))
+    await asyncio.sleep(1.0)
+    assert len(delivered) == 3
+    info = await js.consumer_info(STREAM, CONSUMER)
+    assert info.num_ack_pending == 3 and info.num_pending == 7
+    room.set()
+    for _ in range(50):
+        if len(delivered) == 10:
+            break
+        await asyncio.sleep(0.1)
+    assert [m.metadata.sequence.stream for m in delivered] == list(range(1, 11))
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
-async def test_a_restarted_server_is_pulled_from_again(server: LocalNats) -> None:
-    nc = await connect(server)
-    try:
-        await prepared(nc)
-        reader = Reader(nc, heartbeat_seconds=0.5).start()
-        js = nc.jetstream()
-        await js.publish("pulling.before", b"before")
-        assert (await asyncio.wait_for(reader.got.get(), 1.0)).data == b"before"
-        server.restart()  # the waiting request is lost with the server
-        for _ in range(100):
-            if nc.stats["reconnects"] and nc.is_connected:
-                break
-            await asyncio.sleep(0.1)
-        await js.publish("pulling.after", b"after")
-        assert (await asyncio.wait_for(reader.got.get(), 5.0)).data == b"after"
-        await reader.stop()
-    finally:
-        await nc.close()
+async def test_an_expired_request_is_renewed(nc: Client, requests: list[bytes]) -> None:
+    reader = Reader(nc, expires_seconds=1.0, heartbeat_seconds=0.25).start()
+    await asyncio.sleep(2.6)
+    assert len(requests) >= 2  # renewed after each 408
+    await nc.jetstream().publish("pulling.late", b"late")
+    assert (await asyncio.wait_for(reader.got.get(), 1.0)).data == b"late"
+    await reader.stop()
 
 
-async def test_a_deleted_consumer_is_reported(server: LocalNats) -> None:
-    nc = await connect(server)
-    try:
-        await prepared(nc)
-        reader = Reader(nc).start()
-        await asyncio.sleep(0.3)  # the request waits on the server
-        await nc.jetstream().delete_consumer(STREAM, CONSUMER)
-        assert reader.task is not None
-        with pytest.raises(ConsumerGone):
-            await asyncio.wait_for(reader.task, 5.0)
-    finally:
-        await nc.close()
+async def test_a_restarted_server_is_pulled_from_again(server: LocalNats, nc: Client) -> None:
+    reader = Reader(nc, heartbeat_seconds=0.5).start()
+    js = nc.jetstream()
+    await js.publish("pulling.before", b"before")
+    assert (await asyncio.wait_for(reader.got.get(), 1.0)).data == b"before"
+    server.restart()  # the waiting request is lost with the server
+    for _ in range(100):
+        if nc.stats["reconnects"] and nc.is_connected:
+            break
+        await asyncio.sleep(0.1)
+    await js.publish("pulling.after", b"after")
+    assert (await asyncio.wait_for(reader.got.get(), 5.0)).data == b"after"
+    await reader.stop()
+
+
+async def test_a_deleted_consumer_is_reported(nc: Client) -> None:
+    reader = Reader(nc).start()
+    await asyncio.sleep(0.3)  # the request waits on the server
+    await nc.jetstream().delete_consumer(STREAM, CONSUMER)
+    assert reader.task is not None
+    with pytest.raises(ConsumerGone):
+        await asyncio.wait_for(reader.task, 5.0)
