@@ -148,9 +148,10 @@ class ResourceInfo:
         return f"{self.collection(namespace)}/{quote(name, safe='')}"
 
 
-# A single object's metadata only (every built-in and custom resource serves it); plain JSON from
-# an API that does not (content negotiation falls back to the second type).
+# A single object's (a list's items') metadata only (every built-in and custom resource serves it);
+# plain JSON from an API that does not (content negotiation falls back to the second type).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 # An idle connection is kept this long for the next request: aiohttp's default of 15 s makes a burst
 # after a quiet quarter-minute open (and TLS-handshake) every connection again. The API server closes
 # idle connections after 90 s (client-go keeps them as long); 45 s also stays under the 60 s idle
@@ -256,24 +257,27 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         return await self.request("DELETE", path, body=body)
 
-    async def list_all(self, path: str, *, label_selector: str = "", page_size: int = 500) -> tuple[list[Obj], str]:
-        """A consistent paginated LIST (``resourceVersion`` unset: served from etcd, never stale)."""
+    async def list_all(self, path: str, *, label_selector: str = "", page_size: int = 500,
+                       accept: str | None = None) -> tuple[list[Obj], str]:
+        """A consistent paginated LIST (``resourceVersion`` unset: served from etcd, never stale).
+        ``accept=METADATA_LIST``: the items carry only their metadata."""
         items: list[Obj] = []
         resource_version = ""
-        async for page, page_rv in self.list_pages(path, label_selector=label_selector, page_size=page_size):
+        async for page, page_rv in self.list_pages(path, label_selector=label_selector, page_size=page_size,
+                                                   accept=accept):
             items.extend(page)
             resource_version = page_rv
         return items, resource_version
 
-    async def list_pages(self, path: str, *, label_selector: str = "",
-                         page_size: int = 500) -> AsyncIterator[tuple[list[Obj], str]]:
+    async def list_pages(self, path: str, *, label_selector: str = "", page_size: int = 500,
+                         accept: str | None = None) -> AsyncIterator[tuple[list[Obj], str]]:
         """The pages of one consistent LIST as they arrive, each with the list's resourceVersion
         (every page of one LIST is of the same snapshot)."""
         params = {"limit": str(page_size)}
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
-            page = await self.request("GET", path, params=params)
+            page = await self.request("GET", path, params=params, accept=accept)
             meta = page.get("metadata") or {}
             yield page.get("items") or [], str(meta.get("resourceVersion", ""))
             if not meta.get("continue"):

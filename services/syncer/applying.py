@@ -21,7 +21,7 @@ from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
 from services.common import plans
 from services.common.fencing import FenceCache
-from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
 from services.syncer import metrics
 from services.syncer.outcomes import Done, PermanentError, TemporaryError
@@ -135,8 +135,10 @@ class PlanApplier:
         try:
             info = await self.dest.resolve(r.group, r.version, r.resource)
             scopes = r.filters.namespaces if info.namespaced and r.filters.namespaces else [""]
+            # What a copy records (source version, uid, inverse) is all in its metadata.
             lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope),
-                                                              label_selector=f"{ann.MANAGED}=true")
+                                                              label_selector=f"{ann.MANAGED}=true",
+                                                              accept=METADATA_LIST)
                                            for scope in scopes))
         except (ApiError, UnreachableError):
             return  # not served yet: objects of this resource are read one by one
@@ -156,7 +158,7 @@ class PlanApplier:
         if (info.group, info.resource) in self.warmed:
             return None
         try:
-            return copy_record(await self.dest.get(path))
+            return copy_record(await self.dest.request("GET", path, accept=METADATA_ONLY))
         except ApiError as exc:
             if exc.not_found:
                 return None
