@@ -54,14 +54,15 @@ def path_of(obj: dict[str, Any]) -> str:
 
 
 async def apply_all(client: KubeClient, objects: Iterable[dict[str, Any]], *, concurrency: int = 64,
-                    manager: str = "bench") -> float:
-    """Server-side apply every object with ``concurrency`` in flight; returns objects/s."""
+                    manager: str = "bench", parse: bool = True) -> float:
+    """Server-side apply every object with ``concurrency`` in flight; returns objects/s.
+    ``parse=False``: ask for (and skip reading) only each object's metadata, as the syncer does."""
     items = list(objects)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(obj: dict[str, Any]) -> None:
         async with sem:
-            await client.apply(path_of(obj), obj, field_manager=manager)
+            await client.apply(path_of(obj), obj, field_manager=manager, parse=parse)
 
     start = time.perf_counter()
     await asyncio.gather(*(one(o) for o in items))

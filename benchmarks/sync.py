@@ -54,6 +54,7 @@ from services.common import streams
 from services.common.kube import METADATA_ONLY
 from services.devenv import ports
 from services.devenv.natsd import LocalNats
+from services.syncer.settings import SyncerSettings
 
 MANAGED = f"{ann.MANAGED}=true"
 RESOURCES = [("", "v1", "configmaps"), ("apps", "v1", "deployments")]
@@ -100,8 +101,9 @@ async def raw_round(src: KubeClient, dst: KubeClient, source_ns: str, n: int, ns
                     pids: dict[str, int]) -> dict[str, Any]:
     """The raw ceiling: the pipeline's objects (as the source holds them), sanitized and
     deactivated, applied by a plain concurrent client straight into an empty namespace of the
-    destination; timed the same way as the pipeline (until a watch on the destination has seen
-    them all)."""
+    destination, with the syncer's own request shape (server-side apply, metadata-only answers,
+    as many in flight as the syncer has workers); timed the same way as the pipeline (until a
+    watch on the destination has seen them all)."""
     await namespace(dst, ns)
     prov = transforms.Provenance(SYSTEM, ns, 0, "uid", "1")
     raw = []
@@ -115,7 +117,7 @@ async def raw_round(src: KubeClient, dst: KubeClient, source_ns: str, n: int, ns
     await asyncio.sleep(0.5)  # the watch is established
     cpu = CpuMeter(pids)
     started = time.monotonic()
-    await apply_all(dst, raw, concurrency=64)
+    await apply_all(dst, raw, concurrency=SyncerSettings().consumer.workers, parse=False)
     done = await seen
     return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 2),
             "cpu_seconds": cpu.spent(), "tenths_after_s": [round(t - started, 1) for _, t in sorted(progress.items())]}
@@ -294,7 +296,8 @@ async def main() -> dict[str, Any]:
                                "STANDBY_WATCHER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")})
     try:
         async with KubeClient.from_kubeconfig(env.clusters["source"].kubeconfig, connections=64) as src, \
-                KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig, connections=64) as dst:
+                KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig,
+                                           connections=SyncerSettings().destination_connections) as dst:
             result: dict[str, Any] = {"benchmark": "sync"}
             pids = {name: proc.pid for name, proc in env.services.items()}
             pids.update({f"{c}-apiserver": env.clusters[c].processes["kube-apiserver"].pid
