@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ class DevEnvironment:
 
     def start(self, *, source_watch_cache: bool = True) -> DevEnvironment:
         self.root.mkdir(parents=True, exist_ok=True)
+        if status(self.root)["running"]:
+            raise RuntimeError(f"an environment is already running in {self.root}")
+        clear(self.root)
         try:
             self.nats = LocalNats(self.root).start()
             for name in cluster_names(self.topology):
@@ -116,15 +120,28 @@ def read_state(root: Path) -> dict[str, Any] | None:
 
 
 def recorded_pids(state: dict[str, Any]) -> dict[str, int]:
+    """The recorded processes in the order to stop them: services, then each cluster's in reverse
+    start order (an API server stopped after its etcd hangs on to it, and etcd waits for its
+    clients: ~10 s each), NATS last."""
     pids: dict[str, int] = {}
     for name, pid in state.get("services", {}).items():
         pids[f"service/{name}"] = pid
     for cname, cluster in state.get("clusters", {}).items():
-        for proc, pid in cluster.get("pids", {}).items():
+        for proc, pid in reversed(list(cluster.get("pids", {}).items())):
             pids[f"{cname}/{proc}"] = pid
     if state.get("nats", {}).get("pid"):
         pids["nats-server"] = state["nats"]["pid"]
     return pids
+
+
+def clear(root: Path) -> None:
+    """Remove what an earlier, stopped environment left in ``root`` (only the entries an environment
+    writes there): every start makes new certificates, tokens and ports, which its etcd and
+    JetStream data would not fit (its nodes, registered clusters and stream keys would clash)."""
+    for name in (*cluster_names("three"), "nats", "logs"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    for leftover in (*root.glob("*.kubeconfig"), root / "env", root / STATE_FILE):
+        leftover.unlink(missing_ok=True)
 
 
 def down(root: Path) -> list[str]:

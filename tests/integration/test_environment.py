@@ -3,6 +3,7 @@ JetStream with authentication and durable storage."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -153,3 +154,23 @@ def test_dev_up_status_down(tmp_path: Path) -> None:
 
     assert not any(pid_alive(pid) for pid in pids.values())
     del dest
+
+
+async def test_dev_up_again_in_the_same_directory_starts_afresh(tmp_path: Path) -> None:
+    """A second `dev up` (or `make demo`) where an earlier one ran and was stopped: new
+    clusters, not the old etcd data under new certificates (with --full its nodes made the start fail)."""
+    cli = [sys.executable, "-m", "services.cli", "dev"]
+    configmaps = "/api/v1/namespaces/default/configmaps"
+    for run in range(2):
+        up = await asyncio.to_thread(subprocess.run, [*cli, "up", "--dir", str(tmp_path)], capture_output=True,
+                                     text=True, timeout=240, cwd=REPO)
+        try:
+            assert up.returncode == 0, up.stderr[-2000:]
+            async with KubeClient.from_kubeconfig(tmp_path / "destination.kubeconfig") as dest:
+                names = {cm["metadata"]["name"] for cm in (await dest.get(configmaps))["items"]}
+                assert "left-by-the-first-run" not in names
+                if run == 0:
+                    await dest.request("POST", configmaps, body={"metadata": {"name": "left-by-the-first-run"}})
+        finally:
+            await asyncio.to_thread(subprocess.run, [*cli, "down", "--dir", str(tmp_path)], capture_output=True,
+                                    timeout=60, cwd=REPO)
