@@ -8,11 +8,14 @@ from __future__ import annotations
 import base64
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from schemas import API_VERSION, crdgen, sealing
 from services.common import keys
+from services.devenv import ports
 from services.devenv.clusters import LocalCluster
 from services.devenv.environment import DevEnvironment
 from services.devenv.processes import Process
@@ -109,11 +112,39 @@ def service_env(env: DevEnvironment, service: str) -> dict[str, str]:
     }
 
 
-def start_services(env: DevEnvironment, names: tuple[str, ...] = ("watcher", "syncer", "recovery")) -> None:
-    """Run the services as local processes wired to the dev clusters (logs under DIR/logs)."""
+class ServiceStartError(RuntimeError):
+    pass
+
+
+def start_services(env: DevEnvironment, names: tuple[str, ...] = ("watcher", "syncer", "recovery"),
+                   *, timeout: float = 60.0) -> None:
+    """Run the services as local processes wired to the dev clusters (logs under DIR/logs), and
+    return once each one's /healthz answers 200: what is done next (a plan applied, a demo timed)
+    does not race their start-up."""
+    free = iter(ports.free_ports(len(names)))
+    health = {}
     for name in names:
+        environ = service_env(env, name)
+        port_key = f"STANDBY_{name.upper()}_SERVE__PORT"
+        if environ.get(port_key, "0") == "0":
+            environ[port_key] = str(next(free))
+        health[name] = f"http://127.0.0.1:{environ[port_key]}/healthz"
         env.services[name] = Process(
-            name, [sys.executable, "-m", f"services.{name}"], env.root / "logs" / f"{name}.log",
-            env=service_env(env, name),
+            name, [sys.executable, "-m", f"services.{name}"], env.root / "logs" / f"{name}.log", env=environ,
         ).start()
+    deadline = time.monotonic() + timeout
+    for name, url in health.items():
+        while True:
+            proc = env.services[name]
+            if not proc.alive():
+                raise ServiceStartError(f"{name} exited:\n{proc.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass  # not listening yet, or 503 while it connects
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"{name} not healthy after {timeout:.0f}s ({url}):\n{proc.tail()}")
+            time.sleep(0.1)
 

@@ -88,8 +88,11 @@ async def _scenario(env: environment.DevEnvironment) -> int:
                 say("      copies did not appear within 60s; see the service logs under " + str(env.root / "logs"))
                 return 1
             await asyncio.sleep(0.5)
-        await asyncio.sleep(1.5)
-        status = (await own.get(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryplans/{NS}")).get("status") or {}
+        status: dict[str, Any] = {}
+        deadline = time.monotonic() + 30
+        while status.get("phase") != "Synced" and time.monotonic() < deadline:  # reported every few seconds
+            await asyncio.sleep(0.5)
+            status = (await own.get(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryplans/{NS}")).get("status") or {}
         pods = await _list(dst, f"/api/v1/namespaces/{NS}/pods")
         say(f"      plan status: {status.get('phase')}, in sync {status.get('objectsInSync')}, "
             f"replication lag {status.get('replicationLagSeconds')}s; pods running in the stand-by: {len(pods)}")
