@@ -92,7 +92,13 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    # A zombie that is not ours (started by an earlier `dev up`) has exited too: it only waits for
+    # its parent (init) to reap it, which may take seconds.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def terminate_group(pid: int, *, timeout: float = 10.0) -> None:
