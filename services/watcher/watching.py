@@ -193,10 +193,9 @@ class ResourceWatch:
         self.known = {s: (st.type, st.resource_version) for s, st in states.items()}
         # Sealed kinds: a state in clear (published before sealing) or under an older key is
         # published again, sealed under the active key.
-        sealed_with = None
         if self.sealed:
             keyring = await self.publisher.keys.keyring()
-            sealed_with = self.sealed_with = keyring.active if keyring is not None else None
+            self.sealed_with = keyring.active if keyring is not None else None
         if self.filters.needs_namespace_labels:
             await self.namespaces.listed.wait()
         present: set[str] = set()
@@ -215,7 +214,7 @@ class ResourceWatch:
                 present.add(subject)
                 stored = states.get(subject)
                 if self.known.get(subject) != (EventType.UPSERT.value, str(meta.get("resourceVersion"))) or (
-                        sealed_with is not None and stored is not None and stored.key != sealed_with):
+                        self.sealed_with is not None and stored is not None and stored.key != self.sealed_with):
                     await self._publish(EventType.UPSERT, obj, subject=subject)
         stale = [s for s, (t, _) in self.known.items() if t == EventType.UPSERT.value and s not in present]
         if stale and not listed:
@@ -260,9 +259,10 @@ class ResourceWatch:
         LIST seals again, under the new key, what the stream holds under the old one."""
         watching = asyncio.create_task(self.watch_from(resource_version), name=f"watch {self.name}")
         wanted = asyncio.create_task(self.relist_wanted.wait(), name=f"relist wanted {self.name}")
-        rotated = asyncio.create_task(self._active_key_changed() if self.sealed else asyncio.Event().wait(),
-                                      name=f"key rotation {self.name}")
-        waits: list[asyncio.Task[Any]] = [watching, wanted, rotated]
+        waits: list[asyncio.Task[Any]] = [watching, wanted]
+        if self.sealed:
+            rotated = asyncio.create_task(self._active_key_changed(), name=f"key rotation {self.name}")
+            waits.append(rotated)
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
