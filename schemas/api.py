@@ -169,11 +169,16 @@ class DeleteBreakerStatus(Model):
 class RecoveryPlanStatus(Model):
     phase: Literal["Pending", "Syncing", "Synced", "Suspended", "Degraded", "Activated"] | None = None
     conditions: list[Condition] = Field(default_factory=list)
-    objects_in_sync: int = 0
-    objects_out_of_sync: int = 0
-    objects_failed: int = 0
-    last_event_time: str | None = None
-    replication_lag_seconds: float | None = None
+    objects_in_sync: int = Field(default=0, description="Copies in the destination that reflect their source.")
+    objects_out_of_sync: int | None = Field(
+        default=None, description="Changes in the stream not yet applied; absent while the stream cannot be read.")
+    objects_failed: int = Field(default=0, description="Objects whose last change was dead-lettered.")
+    last_event_time: str | None = Field(default=None, description="When a change was last applied (RFC 3339).")
+    replication_lag_seconds: float | None = Field(
+        default=None, description="Source observed to applied, of the last change applied (history, not now).")
+    pending_change_age_seconds: float | None = Field(
+        default=None, description="Age of the oldest change not yet applied: 0 when in step; absent while the "
+                                  "stream cannot be read.")
     stream_sequence: int = 0
     epoch: int = 0
     observed_generation: int = 0

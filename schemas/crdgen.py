@@ -46,7 +46,7 @@ CRDS: tuple[CrdSpec, ...] = (
         [
             {"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"},
             {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Lag", "type": "number", "jsonPath": ".status.replicationLagSeconds"},
+            {"name": "Behind", "type": "number", "jsonPath": ".status.pendingChangeAgeSeconds"},
             {"name": "In-Sync", "type": "integer", "jsonPath": ".status.objectsInSync"},
             {"name": "Out-Of-Sync", "type": "integer", "jsonPath": ".status.objectsOutOfSync", "priority": 1},
             {"name": "Failed", "type": "integer", "jsonPath": ".status.objectsFailed", "priority": 1},

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.subjects import ObjectKey
+
 SCHEMA_VERSION = 1
 
 
@@ -33,9 +35,12 @@ class ObjectReference(BaseModel):
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.group, self.resource, self.namespace, self.name)
+
     def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.resource}.{self.group or 'core'}/{where}{self.name}"
+        return str(self.key)
 
 
 class Envelope(BaseModel):

@@ -64,6 +64,21 @@ def plan_token(namespace: str, name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectKey:
+    """One protected object, whichever API version carries it: the one key of the syncer's
+    per-object state (a subject and an API path both map to it)."""
+
+    group: str
+    resource: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.resource}.{self.group or 'core'}/{where}{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectParts:
     plan_namespace: str
     plan_name: str
@@ -72,6 +87,10 @@ class SubjectParts:
     resource: str
     namespace: str
     name: str
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(self.group, self.resource, self.namespace, self.name)
 
 
 def object_subject(

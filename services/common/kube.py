@@ -234,7 +234,7 @@ class KubeClient:
                 if resp.status >= 400:
                     raise _error(resp.status, raw, resp.headers)
                 return orjson.loads(raw) if raw and parse else {}
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
 
     async def get(self, path: str, **params: str) -> Obj:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from services.common import plans
+from services.common.guarding import Guard
 from services.common.kube import ApiError, KubeClient, UnreachableError
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,16 @@ class Supervising(Protocol):
     async def stop(self) -> None: ...
 
 
-async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_from: KubeClient | None = None) -> None:
+async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_from: KubeClient | None = None,
+                    guard: Guard | None = None) -> None:
     """Re-read the plans every ``interval_seconds`` until cancelled, then stop what runs; with
-    ``plans_from``, also at once whenever a plan there changes (:func:`plans.follow_changes`).
+    ``plans_from`` (and the ``guard`` that runs it), also at once whenever a plan there changes
+    (:func:`plans.follow_changes`).
 
     An unreadable cluster makes the supervisor unhealthy, not dead."""
     changed = asyncio.Event()
-    follower = None if plans_from is None else asyncio.create_task(
-        plans.follow_changes(plans_from, changed), name="plan changes")
+    follower = None if plans_from is None or guard is None else guard.start(
+        "plan changes", lambda: plans.follow_changes(plans_from, changed), kind="plans")
     try:
         while True:
             changed.clear()  # a change from here on is read by this pass or triggers the next

@@ -152,6 +152,16 @@ async def patch_status(client: KubeClient, plural: str, namespace: str, name: st
         log.warning("could not update status of %s %s/%s: %s", plural, namespace, name, exc)
 
 
+async def write_plan_status(client: KubeClient, plan: Plan, status: api.RecoveryPlanStatus) -> None:
+    """Write the fields of ``status`` that were set (None clears a field), merging its conditions
+    with the ones other services wrote."""
+    fields = status.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    conditions = fields.pop("conditions", [])
+    for c in conditions:
+        c["lastTransitionTime"] = c.get("lastTransitionTime") or now_iso()
+    await set_plan_conditions(client, plan, conditions, **fields)
+
+
 async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: list[Obj], **fields: Any) -> None:
     if isinstance(plan, Plan):
         ns, name = plan.namespace, plan.name

@@ -25,6 +25,17 @@ class NatsSettings(BaseModel):
         default=60.0, gt=0, description="Re-read the stream keys Secret at least this often (a rotation takes effect).")
 
 
+class TaskSettings(BaseModel):
+    """How long-running tasks are restarted, and when their failures make /healthz fail."""
+
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First pause before a restart.")
+    backoff_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the pause between restarts.")
+    recovered_after_seconds: float = Field(
+        default=30.0, gt=0, description="A restarted task that runs this long without failing is up again.")
+    unhealthy_after_seconds: float = Field(
+        default=60.0, ge=0, description="/healthz fails while a task has been down longer than this grace.")
+
+
 class KubeSettings(BaseModel):
     kubeconfig: Path | None = Field(
         default=None, description="Kubeconfig of the cluster the service lives in; None: in-cluster."

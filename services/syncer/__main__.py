@@ -19,7 +19,8 @@ async def main(settings: SyncerSettings) -> None:
     nc = await streams.connect(settings.nats, name="standby-syncer")
     supervisor = Supervisor(own, nc, settings)
     await running.until_signalled(
-        supervisor.run(), serve=settings.serve, healthy=lambda: supervisor.healthy and nc.is_connected, name="syncer")
+        supervisor.run(), serve=settings.serve, name="syncer",
+        healthy=lambda: supervisor.healthy and supervisor.guard.healthy() and nc.is_connected)
     await nc.drain()
     await own.close()
 

@@ -19,26 +19,19 @@ from schemas import annotations as ann
 from schemas import transforms
 from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
-from services.common import plans
+from schemas.subjects import ObjectKey
 from services.common.fencing import FenceCache
 from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
 from services.syncer import metrics
+from services.syncer.breaker import BreakerOpen, DeleteBreaker
 from services.syncer.outcomes import Done, PermanentError, TemporaryError
+from services.syncer.progress import Copy, PlanProgress
 from services.syncer.settings import SyncerSettings
 
 log = logging.getLogger(__name__)
 Op = dict[str, Any]
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
-
-
-@dataclass(frozen=True, slots=True)
-class Copy:
-    """What the destination copy records (kept in memory after the first read or write)."""
-
-    resource_version: int | None
-    inverse: list[Op] | None
-    source_uid: str | None = None
 
 
 def _rv(value: str | None) -> int | None:
@@ -99,18 +92,10 @@ class PlanApplier:
     dest: KubeClient
     fences: FenceCache
     settings: SyncerSettings
-    cache: dict[str, Copy] = field(default_factory=dict)
+    progress: PlanProgress = field(default_factory=PlanProgress)
     warmed: set[tuple[str, str]] = field(default_factory=set)
     namespaces_made: dict[str, float] = field(default_factory=dict)  # name -> when created
     namespace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    deletes: collections.deque[float] = field(default_factory=collections.deque)
-    breaker_open: bool = False
-    breaker_opened_at: str | None = None
-    breaker_reset_seen: str | None = None  # the reset annotation when it opened; a new value closes it
-    breaker_quiet_until: float = 0.0  # after a reset: the held deletions go through
-    last_applied_at: float = 0.0
-    last_lag_seconds: float | None = None
-    failed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.patches = {(r.group, r.resource): [op.as_operation() for op in r.transformation.patch]
@@ -119,13 +104,11 @@ class PlanApplier:
                                                  r.recovery_process.from_original.enabled)
                          for r in self.plan.spec.resources}
         self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
-        self.reset_token = self.plan.annotations.get(ann.DELETE_BREAKER_RESET)
-        recorded = self.plan.delete_breaker
-        if recorded is not None and recorded.open:  # opened before this syncer (re)started
-            self.breaker_open, self.breaker_opened_at = True, recorded.opened_at
-            self.breaker_reset_seen = recorded.reset_seen
-            metrics.breaker(self.plan.key, True)
-            self.acknowledge(self.reset_token)
+        d = self.settings.deletes
+        self.breaker = DeleteBreaker.restored(
+            self.plan.delete_breaker, window_seconds=d.breaker_window_seconds, min_deletes=d.breaker_min_deletes,
+            share=d.breaker_share, reset_token=self.plan.annotations.get(ann.DELETE_BREAKER_RESET))
+        metrics.breaker(self.plan.key, self.breaker.open)
 
     # -- warm-up: one LIST per resource (per named namespace) instead of one GET per object ------
     async def warm(self) -> None:
@@ -149,12 +132,14 @@ class PlanApplier:
                     continue
                 record = copy_record(obj)
                 if record is not None:
-                    self.cache[info.item(meta.get("namespace", ""), meta["name"])] = record
+                    self.progress.copies[ObjectKey(info.group, info.resource, meta.get("namespace", ""),
+                                                   meta["name"])] = record
         self.warmed.add((r.group, r.resource))
 
     async def existing(self, info: ResourceInfo, env: Envelope, path: str) -> Copy | None:
-        if path in self.cache:
-            return self.cache[path]
+        known = self.progress.copies.get(env.ref.key)
+        if known is not None:
+            return known
         if (info.group, info.resource) in self.warmed:
             return None
         try:
@@ -214,9 +199,7 @@ class PlanApplier:
         if (info.group, info.resource) == CRDS:
             await self._established(env, path)
         metrics.wrote(time.monotonic() - started)
-        self.cache[path] = Copy(_rv(env.source_resource_version), transforms.inverse_of(body), env.source_uid)
-        self.failed.discard(path)
-        self._applied(env)
+        self._wrote(env, Copy(_rv(env.source_resource_version), transforms.inverse_of(body), env.source_uid))
         return Done("applied")
 
     async def _apply(self, env: Envelope, info: ResourceInfo, path: str, body: dict[str, Any]) -> None:
@@ -316,7 +299,7 @@ class PlanApplier:
             obj = await self.dest.get(path)
         except ApiError as exc:
             if exc.not_found:
-                self.cache.pop(path, None)
+                self._wrote(env, None)
                 return Done("absent")
             raise classify(exc, str(env.ref)) from exc
         except UnreachableError as exc:
@@ -334,48 +317,29 @@ class PlanApplier:
                 raise classify(exc, str(env.ref)) from exc
         except UnreachableError as exc:
             raise classify(exc, str(env.ref)) from exc
-        self.cache.pop(path, None)
-        self.failed.discard(path)
-        self._applied(env)
+        self._wrote(env, None)
         return Done("deleted")
 
     def acknowledge(self, reset_token: str | None) -> None:
-        """The plan's reset annotation as last read: a value other than the one the breaker opened
-        under closes it, and it stays quiet for one window so the deletions it held go through."""
-        self.reset_token = reset_token
-        if self.breaker_open and reset_token != self.breaker_reset_seen:
-            self.breaker_open, self.breaker_opened_at, self.breaker_reset_seen = False, None, None
-            self.deletes.clear()
-            self.breaker_quiet_until = time.monotonic() + self.settings.deletes.breaker_window_seconds
+        """The plan's reset annotation as last read: a new value closes an open breaker."""
+        if self.breaker.acknowledge(reset_token):
             metrics.breaker(self.plan.key, False)
             log.warning("delete circuit breaker reset by the operator (%s=%s); held deletions go through",
                         ann.DELETE_BREAKER_RESET, reset_token, extra={"plan": self.plan.key})
 
     def _check_breaker(self) -> None:
-        """Open once deletions in the window reach the limit, and stay open (across restarts: it is
-        recorded in the plan's status) until an operator resets it."""
-        window = self.settings.deletes.breaker_window_seconds
-        if self.breaker_open:
-            raise TemporaryError(f"mass deletion refused by the circuit breaker (reset: annotate the plan "
-                                 f"{ann.DELETE_BREAKER_RESET}=<new value>)", delay=window / 4)
-        now = time.monotonic()
-        while self.deletes and now - self.deletes[0] > window:
-            self.deletes.popleft()
-        limit = max(self.settings.deletes.breaker_min_deletes,
-                    int(self.settings.deletes.breaker_share * max(len(self.cache), 1)))
-        if len(self.deletes) >= limit and now >= self.breaker_quiet_until:
-            self.breaker_open, self.breaker_opened_at = True, plans.now_iso()
-            self.breaker_reset_seen = self.reset_token
-            metrics.breaker(self.plan.key, True)
-            log.warning("delete circuit breaker OPEN (%d deletes in %.0fs, limit %d); no copy is deleted until "
-                        "an operator sets %s on the plan to a new value", len(self.deletes), window, limit,
-                        ann.DELETE_BREAKER_RESET, extra={"plan": self.plan.key})
-            raise TemporaryError("mass deletion refused by the circuit breaker", delay=window / 4)
-        # Counted now, not when the delete returns: workers deleting in parallel must not all pass
-        # the check before any of them is counted.
-        self.deletes.append(now)
+        try:
+            self.breaker.admit(len(self.progress.copies))
+        except BreakerOpen as exc:
+            if exc.opened_now:
+                metrics.breaker(self.plan.key, True)
+                log.warning("delete circuit breaker OPEN (%s); no copy is deleted until an operator sets %s on the "
+                            "plan to a new value", exc, ann.DELETE_BREAKER_RESET, extra={"plan": self.plan.key})
+            raise TemporaryError(f"{exc} by the delete circuit breaker (reset: annotate the plan "
+                                 f"{ann.DELETE_BREAKER_RESET}=<new value>)",
+                                 delay=self.breaker.window_seconds / 4) from exc
 
-    def _applied(self, env: Envelope) -> None:
-        self.last_applied_at = time.time()
-        self.last_lag_seconds = max(0.0, self.last_applied_at - env.observed_at)
-        metrics.lag(self.plan.key, self.last_lag_seconds)
+    def _wrote(self, env: Envelope, copy: Copy | None) -> None:
+        now = time.time()
+        self.progress.wrote(env.ref.key, copy, observed_at=env.observed_at, now=now)
+        metrics.lag(self.plan.key, max(0.0, now - env.observed_at))

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -19,10 +18,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from schemas import annotations as ann
-from schemas import codec, sealing, subjects
+from schemas import api, codec, sealing, subjects
 from schemas.envelope import Envelope
 from services.common import looping, plans, streams
+from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.syncer import metrics
@@ -31,6 +30,7 @@ from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
 from services.syncer.pulling import ConsumerGone, Pull, PullRefused
 from services.syncer.settings import SyncerSettings
+from services.syncer.status import Observed, plan_status
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class PlanConsumer:
     own: KubeClient
     settings: SyncerSettings
     keys: StreamKeys
+    guard: Guard
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0
-    last_sequence: int = 0
-    pending: int = 0
+    pending: int = 0  # in the stream, not yet delivered (as the last delivery said)
 
     def __post_init__(self) -> None:
         self.js: JetStreamContext = self.nc.jetstream()
@@ -75,10 +75,11 @@ class PlanConsumer:
         await self.applier.warm()
         queue: KeyedQueue[Fetched] = KeyedQueue()
         window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
-        self.tasks = [asyncio.create_task(self._worker(queue, window), name=f"apply {self.plan.key} #{i}")
+        key = self.plan.key
+        self.tasks = [self.guard.start(f"apply {key} #{i}", lambda: self._worker(queue, window), kind="apply", plan=key)
                       for i in range(self.settings.consumer.workers)]
-        self.tasks.append(asyncio.create_task(self._fetch(queue, window), name=f"fetch {self.plan.key}"))
-        self.tasks.append(asyncio.create_task(self._report(), name=f"status {self.plan.key}"))
+        self.tasks.append(self.guard.start(f"fetch {key}", lambda: self._fetch(queue, window), kind="fetch", plan=key))
+        self.tasks.append(self.guard.start(f"status {key}", self._report, kind="status", plan=key))
 
     async def stop(self) -> None:
         await looping.cancel_all(self.tasks)
@@ -99,7 +100,9 @@ class PlanConsumer:
             await window.acquire()
             self.in_flight += 1
             self.pending = msg.metadata.num_pending
-            metrics.fetched(time.time() - msg.metadata.timestamp.timestamp())
+            stored_at = msg.metadata.timestamp.timestamp()
+            self.applier.progress.delivered(msg.metadata.sequence.stream, stored_at)
+            metrics.fetched(time.time() - stored_at)
             queue.put(msg.subject, Fetched(msg, time.monotonic()))
 
         while True:
@@ -133,8 +136,7 @@ class PlanConsumer:
             resource = env.ref.resource
             done = await self.applier.handle(env, seq)
         except TemporaryError as exc:
-            delay = exc.delay if exc.delay is not None else backoff(
-                deliveries, initial=self.settings.retry.initial_seconds, cap=self.settings.retry.max_seconds)
+            delay = exc.delay if exc.delay is not None else self._retry_delay(deliveries)
             metrics.handled(self.plan.key, resource, "retry")
             log.info("retrying in %.1fs: %s", delay, exc.reason, extra={"plan": self.plan.key, "seq": seq})
             await msg.nak(delay=delay)
@@ -144,10 +146,21 @@ class PlanConsumer:
             await self.dead_letter(msg, reason, str(exc))
             metrics.handled(self.plan.key, resource, "dead_letter")
             await msg.ack()
+            self.applier.progress.settled(seq)
+            return
+        except Exception:  # a defect of ours, not the message's: never lost, never acknowledged
+            delay = self._retry_delay(deliveries)
+            metrics.handled(self.plan.key, resource, "error")
+            log.exception("handling failed unexpectedly; retrying in %.1fs", delay,
+                          extra={"plan": self.plan.key, "seq": seq})
+            await msg.nak(delay=delay)
             return
         metrics.handled(self.plan.key, resource, done.outcome)
-        self.last_sequence = max(self.last_sequence, seq)
         await msg.ack()
+        self.applier.progress.settled(seq)
+
+    def _retry_delay(self, deliveries: int) -> float:
+        return backoff(deliveries, initial=self.settings.retry.initial_seconds, cap=self.settings.retry.max_seconds)
 
     async def decode(self, data: bytes) -> Envelope:
         try:
@@ -158,7 +171,11 @@ class PlanConsumer:
     async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         subject = subjects.dead_letter_subject(self.settings.nats.subject_prefix, self.plan.namespace,
                                                self.plan.name)
-        self.applier.failed.add(msg.subject)
+        try:
+            key = subjects.parse_subject(msg.subject, prefix=self.settings.nats.subject_prefix).key
+        except subjects.SubjectError:
+            key = None
+        self.applier.progress.dead_lettered(key, reason)
         metrics.dead_letter(self.plan.key, reason)
         log.error("dead-lettered: %s", detail[:500], extra={"plan": self.plan.key, "reason": reason,
                                                             "seq": msg.metadata.sequence.stream})
@@ -168,38 +185,17 @@ class PlanConsumer:
             "Nats-Msg-Id": f"dlq:{msg.metadata.sequence.stream}"})
 
     async def _report(self) -> None:
-        last: dict[str, Any] = {}
+        """Write the plan's status whenever what it shows changed, every ``status_interval_seconds``."""
+        last: api.RecoveryPlanStatus | None = None
         while True:
             await asyncio.sleep(self.settings.status_interval_seconds)
-            a = self.applier
-            out_of_sync = self.pending + self.in_flight
-            metrics.plan_counts(self.plan.key, in_sync=len(a.cache), out_of_sync=out_of_sync, backlog=self.pending)
-            conditions = [
-                plans.condition("Synced", out_of_sync == 0 and not a.failed,
-                                "UpToDate" if out_of_sync == 0 else "CatchingUp",
-                                f"{out_of_sync} changes pending, {len(a.failed)} failed"),
-                plans.condition("Degraded", bool(a.failed) or a.breaker_open,
-                                "DeleteBreakerOpen" if a.breaker_open else ("DeadLetters" if a.failed else "Healthy"),
-                                f"mass deletion refused since {a.breaker_opened_at}; check the source, then set the "
-                                f"annotation {ann.DELETE_BREAKER_RESET} on this plan to a new value to let the "
-                                f"deletions through" if a.breaker_open else ""),
-            ]
-            if self.applier.fences.fenced(self.plan.key):
-                phase = "Activated"
-            elif a.breaker_open or a.failed:
-                phase = "Degraded"
-            else:
-                phase = "Synced" if out_of_sync == 0 else "Syncing"
-            status = {
-                "phase": phase, "objectsInSync": len(a.cache), "objectsOutOfSync": out_of_sync,
-                "objectsFailed": len(a.failed), "streamSequence": self.last_sequence,
-                "replicationLagSeconds": round(a.last_lag_seconds, 3) if a.last_lag_seconds is not None else None,
-                "lastEventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.last_applied_at))
-                if a.last_applied_at else None,
-                "observedGeneration": self.plan.generation,
-                "deleteBreaker": {"open": a.breaker_open, "openedAt": a.breaker_opened_at,
-                                  "resetSeen": a.breaker_reset_seen},
-            }
+            progress = self.applier.progress
+            status = plan_status(progress, Observed(
+                generation=self.plan.generation, stream_reachable=self.nc.is_connected, undelivered=self.pending,
+                in_flight=self.in_flight, breaker=self.applier.breaker.status(),
+                fenced=self.applier.fences.fenced(self.plan.key) is not None, now=time.time()))
+            metrics.plan_counts(self.plan.key, in_sync=status.objects_in_sync, out_of_sync=status.objects_out_of_sync,
+                                backlog=self.pending, behind_seconds=status.pending_change_age_seconds)
             if status != last:
-                await plans.set_plan_conditions(self.own, self.plan, conditions, **status)
+                await plans.write_plan_status(self.own, self.plan, status)
                 last = status

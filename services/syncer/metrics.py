@@ -14,6 +14,8 @@ DELIVERY_SECONDS = Histogram("standby_syncer_delivery_seconds", "Stored in the s
 QUEUE_SECONDS = Histogram("standby_syncer_queue_seconds", "Fetched to taken by a worker",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 LAG_GAUGE = Gauge("standby_replication_lag_last_seconds", "Lag of the last applied change", ["plan"])
+BEHIND = Gauge("standby_pending_change_age_seconds",
+               "Age of the oldest change not yet applied (0 when in step; NaN while unknown)", ["plan"])
 BACKLOG = Gauge("standby_consumer_backlog", "Messages not yet delivered to the syncer", ["plan"])
 DEAD_LETTERS = Counter("standby_dead_letters_total", "Messages sent to the dead-letter subject", ["plan", "reason"])
 IN_SYNC = Gauge("standby_objects_in_sync", "Copies applied and current", ["plan"])
@@ -47,10 +49,13 @@ def dead_letter(plan: str, reason: str) -> None:
     DEAD_LETTERS.labels(plan, reason).inc()
 
 
-def plan_counts(plan: str, *, in_sync: int, out_of_sync: int, backlog: int) -> None:
+def plan_counts(plan: str, *, in_sync: int, out_of_sync: int | None, backlog: int,
+                behind_seconds: float | None) -> None:
+    """``None``: unknown (the stream cannot be read), shown as NaN rather than a reassuring 0."""
     IN_SYNC.labels(plan).set(in_sync)
-    OUT_OF_SYNC.labels(plan).set(out_of_sync)
+    OUT_OF_SYNC.labels(plan).set(float("nan") if out_of_sync is None else out_of_sync)
     BACKLOG.labels(plan).set(backlog)
+    BEHIND.labels(plan).set(float("nan") if behind_seconds is None else behind_seconds)
 
 
 def breaker(plan: str, open_: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KubeSettings, NatsSettings, ServeSettings
+from services.common.settings import KubeSettings, NatsSettings, ServeSettings, TaskSettings
 
 
 class ConsumerSettings(BaseModel):
@@ -43,6 +43,7 @@ class SyncerSettings(BaseSettings):
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     deletes: DeleteSettings = Field(default_factory=DeleteSettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
     plan_resync_seconds: float = Field(default=5.0, gt=0, description="Re-read plans at least this often.")
     status_interval_seconds: float = Field(default=2.0, gt=0, description="Plan status update period.")
     fence_refresh_seconds: float = Field(default=0.5, gt=0, description="Fence cache refresh period.")

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from schemas import annotations as ann
 from services.common import looping, plans
 from services.common.fencing import FenceCache
+from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.syncer.applying import PlanApplier
@@ -39,6 +40,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
+        self.guard = Guard("syncer", self.settings.tasks)
 
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref
@@ -49,7 +51,7 @@ class Supervisor:
                 user_agent="standby-syncer")
             fences = FenceCache(client, self.settings.kube.namespace, self.settings.fence_refresh_seconds)
             await fences.refresh()
-            task = asyncio.create_task(fences.run(), name=f"fences {key or 'local'}")
+            task = self.guard.start(f"fences {key or 'local'}", fences.run, kind="fences")
             self.destinations[key] = Destination(client, fences, task)
         return self.destinations[key]
 
@@ -75,7 +77,7 @@ class Supervisor:
             try:
                 dest = await self.destination(plan)
                 consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
-                                        self.nc, self.own, self.settings, self.keys)
+                                        self.nc, self.own, self.settings, self.keys, self.guard)
                 await consumer.start()
             except plans.PlanError as exc:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition(
@@ -92,7 +94,8 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own)
+        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
+                                guard=self.guard)
 
     async def stop(self) -> None:
         for _, consumer in list(self.consumers.values()):

@@ -14,8 +14,8 @@ async def main(settings: WatcherSettings) -> None:
     nc = await streams.connect(settings.nats, name="standby-watcher")
     supervisor = Supervisor(own, nc, settings)
     await running.until_signalled(
-        supervisor.run(), serve=settings.serve, healthy=lambda: supervisor.healthy and nc.is_connected,
-        name="watcher")
+        supervisor.run(), serve=settings.serve, name="watcher",
+        healthy=lambda: supervisor.healthy and supervisor.guard.healthy() and nc.is_connected)
     await nc.drain()
     await own.close()
 

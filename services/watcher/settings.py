@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KubeSettings, NatsSettings, ServeSettings
+from services.common.settings import KubeSettings, NatsSettings, ServeSettings, TaskSettings
 
 
 class WatcherSettings(BaseSettings):
@@ -14,6 +14,7 @@ class WatcherSettings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     kube: KubeSettings = Field(default_factory=KubeSettings)
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9101))
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
     page_size: int = Field(default=500, ge=1, description="LIST page size.")
     watch_timeout_seconds: int = Field(default=300, ge=5, description="Server-side watch timeout; then re-watch.")
     backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay.")

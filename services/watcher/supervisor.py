@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 
 from schemas import selection
 from services.common import looping, plans, streams
+from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.publishing import Publisher
@@ -31,6 +32,7 @@ class PlanRunner:
     js: JetStreamContext
     settings: WatcherSettings
     keys: StreamKeys
+    guard: Guard
     watches: list[ResourceWatch] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     source: KubeClient | None = None
@@ -70,9 +72,10 @@ class PlanRunner:
                 watch = ResourceWatch(plan, r, self.source, self.js, publisher, self.settings, namespaces, scope=scope,
                                       sweep_outside=tuple(r.filters.namespaces) if i == 0 else ())
                 self.watches.append(watch)
-                self.tasks.append(asyncio.create_task(watch.run(), name=f"watch {watch.name}"))
+                self.tasks.append(self.guard.start(f"watch {watch.name}", watch.run, kind="watch", plan=plan.key))
         if namespaces.listeners:  # some filter has a namespaceSelector
-            self.tasks.append(asyncio.create_task(namespaces.follow(), name=f"namespaces {plan.key}"))
+            self.tasks.append(self.guard.start(f"namespaces {plan.key}", namespaces.follow, kind="namespaces",
+                                               plan=plan.key))
         await plans.set_plan_conditions(self.own, plan, [plans.condition(
             "SourceReachable", True, "Connected", f"source {version}")])
         log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})
@@ -94,6 +97,7 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
+        self.guard = Guard("watcher", self.settings.tasks)
 
     async def sync_once(self) -> None:
         raw = await plans.list_plans(self.own)
@@ -119,7 +123,7 @@ class Supervisor:
                                                     phase="Suspended")
                 self.runners[plan.key] = (signature, None)
                 continue
-            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys)
+            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys, self.guard)
             try:
                 await runner.start()
             except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):
@@ -136,7 +140,8 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own)
+        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
+                                guard=self.guard)
 
     async def stop(self) -> None:
         for _, runner in list(self.runners.values()):

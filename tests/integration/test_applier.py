@@ -52,7 +52,7 @@ async def test_a_restarted_applier_knows_each_copy_from_one_list(kube: KubeClien
     restarted = applier(kube)
     await restarted.warm()
 
-    assert {path.rsplit("/", 1)[1]: (c.resource_version, c.source_uid) for path, c in restarted.cache.items()} == {
+    assert {key.name: (c.resource_version, c.source_uid) for key, c in restarted.progress.copies.items()} == {
         "a": (10, "uid-1"), "b": (20, "uid-2")}
     # An older version replayed from the stream is recognised without reading the copy again.
     assert (await restarted.handle(change("a", "9", value="old"), 3)).outcome == "skipped_stale"

@@ -1,0 +1,85 @@
+"""A plan's status as the syncer sees it, computed from what it knows: a pure function.
+
+Nothing reads "in sync" that is unknown: while the stream cannot be read, the count of changes not
+yet applied and the age of the oldest one are absent and ``Synced`` is ``Unknown``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from schemas import annotations as ann
+from schemas import api
+from services.syncer.progress import PlanProgress
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the consumer knows beyond the progress: the stream, the breaker, the fence."""
+
+    generation: int
+    stream_reachable: bool
+    undelivered: int  # in the stream, not yet delivered to the syncer
+    in_flight: int  # delivered, not yet settled
+    breaker: api.DeleteBreakerStatus
+    fenced: bool
+    fence_fresh: bool = True
+    now: float = 0.0
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+def _condition(type_: str, status: bool | None, reason: str, message: str = "") -> api.Condition:
+    return api.Condition(type=type_, status="Unknown" if status is None else str(status),
+                         reason=reason, message=message)
+
+
+def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatus:
+    failed = len(progress.failed)
+    out_of_sync = seen.undelivered + seen.in_flight if seen.stream_reachable else None
+    if seen.breaker.open:
+        degraded = _condition("Degraded", True, "DeleteBreakerOpen",
+                              f"mass deletion refused since {seen.breaker.opened_at}; check the source, then set "
+                              f"the annotation {ann.DELETE_BREAKER_RESET} on this plan to a new value to let the "
+                              "deletions through")
+    elif not seen.stream_reachable:
+        degraded = _condition("Degraded", True, "StreamUnreachable", "the stream cannot be read")
+    elif not seen.fence_fresh:
+        degraded = _condition("Degraded", True, "FenceUnknown",
+                              "the fences in the destination cannot be read; no copy is written until they can")
+    elif failed:
+        examples = ", ".join(f"{key} ({reason})" for key, reason in sorted(progress.failed.items())[:3])
+        degraded = _condition("Degraded", True, "DeadLetters", f"{failed} objects failed: {examples}")
+    else:
+        degraded = _condition("Degraded", False, "Healthy")
+    if out_of_sync is None:
+        synced = _condition("Synced", None, "StreamUnreachable", "how many changes wait is unknown")
+    elif out_of_sync:
+        synced = _condition("Synced", False, "CatchingUp", f"{out_of_sync} changes pending, {failed} failed")
+    elif failed:
+        synced = _condition("Synced", False, "DeadLetters", f"0 changes pending, {failed} failed")
+    else:
+        synced = _condition("Synced", True, "UpToDate", "0 changes pending, 0 failed")
+    stream = _condition("StreamReachable", seen.stream_reachable,
+                        "Connected" if seen.stream_reachable else "Disconnected")
+    if seen.fenced:
+        phase = "Activated"
+    elif degraded.status == "True":
+        phase = "Degraded"
+    else:
+        phase = "Synced" if out_of_sync == 0 else "Syncing"
+    return api.RecoveryPlanStatus(
+        phase=phase,
+        conditions=[synced, degraded, stream],
+        objects_in_sync=len(progress.copies) - sum(1 for key in progress.failed if key in progress.copies),
+        objects_out_of_sync=out_of_sync,
+        objects_failed=failed,
+        stream_sequence=progress.last_sequence,
+        replication_lag_seconds=round(progress.last_lag_seconds, 3) if progress.last_lag_seconds is not None else None,
+        pending_change_age_seconds=round(progress.oldest_unapplied_age(seen.now), 3) if seen.stream_reachable else None,
+        last_event_time=_iso(progress.last_applied_at) if progress.last_applied_at else None,
+        observed_generation=seen.generation,
+        delete_breaker=seen.breaker,
+    )

@@ -1,0 +1,171 @@
+"""The syncer's state owners, without servers: the delete breaker (injected clock), the per-object
+progress, and the plan status computed from them."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from schemas import api
+from schemas.subjects import ObjectKey, parse_subject
+from services.syncer.breaker import BreakerOpen, DeleteBreaker
+from services.syncer.progress import Copy, PlanProgress
+from services.syncer.status import Observed, plan_status
+
+pytestmark = pytest.mark.unit
+
+NOON = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(clock: Clock, **kwargs: object) -> DeleteBreaker:
+    kwargs = {"window_seconds": 60.0, "min_deletes": 3, "share": 0.5, "clock": clock, "wall": lambda: NOON} | kwargs
+    return DeleteBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_breaker_opens_at_the_limit_and_stays_open_until_a_new_reset_value() -> None:
+    clock = Clock()
+    b = breaker(clock, reset_token="r1")
+    for _ in range(3):
+        b.admit(copies=4)  # limit: max(3, 0.5 * 4) = 3
+    with pytest.raises(BreakerOpen) as opened:
+        b.admit(copies=4)
+    assert opened.value.opened_now
+    assert b.status() == api.DeleteBreakerStatus(open=True, opened_at="2026-11-29T12:00:00Z", reset_seen="r1")
+    clock.now += 3600  # time alone never closes it
+    with pytest.raises(BreakerOpen) as still:
+        b.admit(copies=4)
+    assert not still.value.opened_now
+    assert not b.acknowledge("r1")  # the value it opened under
+    assert b.acknowledge("r2")
+    assert not b.open
+    for _ in range(10):  # quiet for one window: the held deletions go through
+        b.admit(copies=4)
+    clock.now += 61
+    for _ in range(3):
+        b.admit(copies=4)
+    with pytest.raises(BreakerOpen):
+        b.admit(copies=4)
+
+
+def test_breaker_counts_only_the_window() -> None:
+    clock = Clock()
+    b = breaker(clock)
+    for _ in range(10):
+        b.admit(copies=100)  # limit 50
+        clock.now += 10  # never more than 7 in 60 s
+    assert not b.open
+
+
+@pytest.mark.parametrize(("recorded", "token", "open_"), [
+    pytest.param(api.DeleteBreakerStatus(open=True, opened_at="t", reset_seen="a"), "a", True, id="still-open"),
+    pytest.param(api.DeleteBreakerStatus(open=True, opened_at="t", reset_seen="a"), "b", False, id="reset-meanwhile"),
+    pytest.param(api.DeleteBreakerStatus(open=False), None, False, id="closed"),
+    pytest.param(None, None, False, id="never-recorded"),
+])
+def test_breaker_restored_from_the_plan_status(recorded: api.DeleteBreakerStatus | None, token: str | None,
+                                               open_: bool) -> None:
+    b = DeleteBreaker.restored(recorded, window_seconds=60.0, min_deletes=3, share=0.5, reset_token=token)
+    assert b.open is open_
+
+
+A = ObjectKey("", "configmaps", "shop", "a")
+B = ObjectKey("apps", "deployments", "shop", "b")
+
+
+def test_a_dead_letter_is_cleared_by_the_next_write_of_the_same_object() -> None:
+    """The subject a dead letter names and the envelope a later write carries map to one key."""
+    subject = "standby.standby-system:p.core.v1.configmaps.shop.a"
+    progress = PlanProgress()
+    progress.dead_lettered(parse_subject(subject, prefix="standby").key, "Undecodable")
+    progress.dead_lettered(B, "Invalid")
+    assert set(progress.failed) == {A, B}
+    progress.wrote(A, Copy(7, []), observed_at=10.0, now=10.5)
+    assert set(progress.failed) == {B}
+    progress.wrote(B, None, observed_at=11.0, now=11.25)  # deleted in the source: nothing left to fail
+    assert progress.failed == {}
+    assert progress.last_lag_seconds == 0.25
+
+
+def test_the_oldest_unapplied_change_ages_until_settled_also_across_naks() -> None:
+    progress = PlanProgress()
+    assert progress.oldest_unapplied_age(now=50.0) == 0.0
+    progress.delivered(1, stored_at=10.0)
+    progress.delivered(2, stored_at=12.0)
+    progress.delivered(1, stored_at=10.0)  # redelivered after a nak: still the oldest
+    assert progress.oldest_unapplied_age(now=50.0) == 40.0
+    progress.settled(1)
+    assert progress.oldest_unapplied_age(now=50.0) == 38.0
+    progress.settled(2)
+    assert progress.oldest_unapplied_age(now=50.0) == 0.0
+    assert progress.last_sequence == 2
+
+
+def seen(**kwargs: object) -> Observed:
+    values: dict[str, object] = {"generation": 3, "stream_reachable": True, "undelivered": 0, "in_flight": 0,
+                                 "breaker": api.DeleteBreakerStatus(), "fenced": False, "now": 100.0}
+    return Observed(**(values | kwargs))  # type: ignore[arg-type]
+
+
+def conditions(status: api.RecoveryPlanStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def in_step() -> PlanProgress:
+    progress = PlanProgress()
+    progress.wrote(A, Copy(1, []), observed_at=90.0, now=90.5)
+    progress.wrote(B, Copy(2, []), observed_at=91.0, now=91.5)
+    return progress
+
+
+@pytest.mark.parametrize(("setup", "observed", "phase", "synced", "degraded"), [
+    pytest.param(lambda p: None, seen(), "Synced", ("True", "UpToDate"), ("False", "Healthy"), id="in-step"),
+    pytest.param(lambda p: p.delivered(9, 95.0), seen(in_flight=1, undelivered=4), "Syncing",
+                 ("False", "CatchingUp"), ("False", "Healthy"), id="catching-up"),
+    pytest.param(lambda p: p.dead_lettered(A, "Invalid"), seen(), "Degraded", ("False", "DeadLetters"),
+                 ("True", "DeadLetters"), id="dead-letter"),
+    pytest.param(lambda p: None, seen(stream_reachable=False, undelivered=0), "Degraded",
+                 ("Unknown", "StreamUnreachable"), ("True", "StreamUnreachable"), id="stream-down"),
+    pytest.param(lambda p: None, seen(breaker=api.DeleteBreakerStatus(open=True, opened_at="t")), "Degraded",
+                 ("True", "UpToDate"), ("True", "DeleteBreakerOpen"), id="breaker-open"),
+    pytest.param(lambda p: None, seen(fenced=True), "Activated", ("True", "UpToDate"), ("False", "Healthy"),
+                 id="activated"),
+])
+def test_plan_status(setup: object, observed: Observed, phase: str, synced: tuple[str, str],
+                     degraded: tuple[str, str]) -> None:
+    progress = in_step()
+    setup(progress)  # type: ignore[operator]
+    status = plan_status(progress, observed)
+    assert status.phase == phase
+    assert conditions(status)["Synced"] == synced
+    assert conditions(status)["Degraded"] == degraded
+    assert status.observed_generation == 3
+
+
+def test_status_claims_nothing_it_does_not_know() -> None:
+    progress = in_step()
+    progress.delivered(9, 40.0)
+    down = plan_status(progress, seen(stream_reachable=False, undelivered=0))
+    assert down.objects_out_of_sync is None and down.pending_change_age_seconds is None
+    # Dumped for the API server, "unknown" clears the field rather than showing a stale figure.
+    dumped = down.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    assert dumped["objectsOutOfSync"] is None and dumped["pendingChangeAgeSeconds"] is None
+    up = plan_status(progress, seen(in_flight=1))
+    assert up.objects_out_of_sync == 1 and up.pending_change_age_seconds == 60.0
+    assert up.replication_lag_seconds == 0.5 and up.objects_in_sync == 2
+
+
+def test_a_failed_object_is_not_counted_in_sync() -> None:
+    progress = in_step()
+    progress.dead_lettered(A, "Invalid")
+    status = plan_status(progress, seen())
+    assert status.objects_in_sync == 1 and status.objects_failed == 1
+    assert "configmaps.core/shop/a (Invalid)" in next(c.message for c in status.conditions if c.type == "Degraded")
