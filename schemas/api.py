@@ -61,6 +61,8 @@ class PatchOperation(Model):
             "x-kubernetes-validations": [
                 {"rule": "!(self.op in ['move', 'copy']) || has(self.from)",
                  "message": "from is required for move and copy"},
+                {"rule": "!(self.op in ['add', 'replace', 'test']) || has(self.value)",
+                 "message": "value is required for add, replace and test"},
             ]
         },
     )
@@ -72,7 +74,7 @@ class PatchOperation(Model):
 
     @model_validator(mode="after")
     def _value_present(self) -> PatchOperation:
-        # CEL cannot see an untyped field, so this rule lives here and in the services' conditions.
+        # The same rule as the CRD's CEL rule above, for models built in Python.
         if self.op in ("add", "replace", "test") and "value" not in self.model_fields_set:
             raise ValueError(f"value is required for op {self.op}")
         return self

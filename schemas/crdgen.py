@@ -98,6 +98,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {k: _resolve(v, defs) for k, v in value.items()}
         elif key == "default" and value is None:
             continue
+        elif key == "x-kubernetes-validations":
+            out[key] = [dict(rule) for rule in value]  # rules, not schemas (copied: no YAML anchors)
         else:
             out[key] = _resolve(value, defs)
     if "type" not in out and "properties" not in out and "items" not in out and "enum" not in out:

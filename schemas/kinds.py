@@ -151,6 +151,16 @@ def hold_apiservice(obj: Obj, previous: list[Op] | None) -> list[Op]:
     return inverse
 
 
+def hold_finalizers(obj: Obj) -> list[Op]:
+    """Every kind: the copy carries no finalizers (deleting a copy must never wait for a controller
+    that does not run in the stand-by); activation puts the original ones back exactly."""
+    finalizers = (obj.get("metadata") or {}).get("finalizers")
+    if not finalizers:
+        return []
+    del fresh(obj, "metadata")["finalizers"]
+    return [{"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)}]
+
+
 # --- sanitizers --------------------------------------------------------------------------------
 
 

@@ -2,8 +2,11 @@
 
 Server-populated fields (uid, resourceVersion, managedFields, ...) would turn an apply into a
 precondition or be refused; ownerReferences would let the destination's garbage collector delete
-the copy; finalizers would never be removed in a dark stand-by; allocated addresses and ports
-belong to the source cluster. Per-kind rules live in :mod:`schemas.kinds`."""
+the copy (the owners' uids differ there, and controller-owned children are not copied at all);
+allocated addresses and ports belong to the source cluster. Finalizers stay in the stream (the
+original keeps them: a failed-over Argo CD Application must still cascade its deletion), except
+the ones every API server manages itself; deactivation holds them off the copy. Per-kind rules
+live in :mod:`schemas.kinds`."""
 
 from __future__ import annotations
 
@@ -12,7 +15,15 @@ from typing import Any
 from schemas import kinds
 from schemas.jsondata import clone
 
-METADATA_KEPT = ("name", "namespace", "labels", "annotations")
+METADATA_KEPT = ("name", "namespace", "labels", "annotations", "finalizers")
+
+# Finalizers the API server and its built-in controllers add and remove themselves, in any cluster.
+SYSTEM_FINALIZERS = frozenset({
+    "kubernetes.io/pvc-protection",
+    "kubernetes.io/pv-protection",
+    "foregroundDeletion",
+    "orphan",
+})
 
 CONTROLLER_PRIVATE_ANNOTATIONS = frozenset(
     {
@@ -51,6 +62,11 @@ def strip_server_fields(obj: dict[str, Any], *, owned: bool = False) -> dict[str
             del annotations[key]
         if not annotations:
             del kept["annotations"]
+    finalizers = kept.get("finalizers")
+    if finalizers and SYSTEM_FINALIZERS.intersection(finalizers):
+        kept["finalizers"] = [f for f in finalizers if f not in SYSTEM_FINALIZERS]
+        if not kept["finalizers"]:
+            del kept["finalizers"]
     return out
 
 

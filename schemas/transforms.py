@@ -79,6 +79,7 @@ def deactivate(
     out = dict(sanitized)
     rules = kinds.rules_for(out)
     inverse: list[Op] = rules.deactivate(out, previous_inverse) if rules.deactivate else []
+    inverse += kinds.hold_finalizers(out)
     if plan_patch:
         before = out
         out = apply_patch(before, plan_patch)

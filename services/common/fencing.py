@@ -1,14 +1,16 @@
 """The epoch fence, as the syncer sees it: which plans' copies were activated in a destination.
 
 Recovery writes a fence ConfigMap in the destination before it changes anything; the syncer
-keeps this cache fresh (a LIST every ``refresh_seconds``) and checks it before every write, and
-recovery waits longer than one refresh before activating, so a late message can never
-deactivate an activated workload again."""
+keeps this cache fresh (a LIST every ``refresh_seconds``), checks it before every write and
+writes nothing while it is stale, and recovery waits longer than the staleness bound before
+activating, so a late message can never deactivate an activated workload again."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +47,24 @@ def fence_body(namespace: str, plan_namespace: str, plan_name: str, *, epoch: in
 
 @dataclass
 class FenceCache:
+    """The syncer's view of the fences in one destination. It fails closed: :meth:`fresh` is False
+    unless the view was read within ``max_age_seconds``, and then no copy may be written.
+
+    The invariant (docs/architecture.md, "Fence"): a write that did not see a new fence checked a
+    view read before the fence was written, so it started less than ``max_age_seconds`` after it;
+    recovery waits ``fence_settle_seconds`` (longer) before it activates anything."""
+
     client: KubeClient
     namespace: str
-    refresh_seconds: float = 0.5
+    refresh_seconds: float = 0.25
+    max_age_seconds: float = 0.75
+    clock: Callable[[], float] = time.monotonic
     fences: dict[str, Fence] = field(default_factory=dict)
+    read_at: float | None = None  # when the LIST the view came from was sent
+    unreadable_since: float | None = None
 
     async def refresh(self) -> None:
+        sent = self.clock()
         items, _ = await self.client.list_all(f"/api/v1/namespaces/{self.namespace}/configmaps",
                                               label_selector=f"{ann.FENCE_LABEL}=true")
         fences = {}
@@ -58,15 +72,28 @@ class FenceCache:
             fence = parse(cm)
             if fence is not None:
                 fences[fence.plan] = fence
-        self.fences = fences
+        self.fences, self.read_at = fences, sent
+
+    def fresh(self) -> bool:
+        return self.read_at is not None and self.clock() - self.read_at <= self.max_age_seconds
 
     def fenced(self, plan: str) -> Fence | None:
         return self.fences.get(plan)
 
     async def run(self) -> None:
+        """Refresh until cancelled; one warning when the fences become unreadable, one when they
+        can be read again (with how long it lasted)."""
         while True:
             try:
                 await self.refresh()
             except (ApiError, UnreachableError) as exc:
-                log.warning("cannot read fences: %s", exc)
+                if self.unreadable_since is None:
+                    self.unreadable_since = self.clock()
+                    log.warning("cannot read the fences in %s (no copy is written until they can be): %s",
+                                self.client.creds.server, exc)
+            else:
+                if self.unreadable_since is not None:
+                    log.warning("the fences in %s can be read again after %.1fs", self.client.creds.server,
+                                self.clock() - self.unreadable_since)
+                    self.unreadable_since = None
             await asyncio.sleep(self.refresh_seconds)

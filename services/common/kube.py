@@ -21,6 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import yaml
+from aiohttp.http_exceptions import LineTooLong
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ class ApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+
+class NotServedError(ApiError):
+    """A resource the API server does not serve (yet): its CRD is not installed or not Established."""
+
+    def __init__(self, group: str, version: str, resource: str, why: str) -> None:
+        super().__init__(404, "NotServed", f"{resource}.{group or 'core'}/{version} is not served: {why}")
+        self.resource = f"{resource}.{group or 'core'}/{version}"
 
 
 class UnreachableError(Exception):
@@ -157,6 +166,11 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 # idle connections after 90 s (client-go keeps them as long); 45 s also stays under the 60 s idle
 # timeout of many load balancers in front of API servers (a reused connection they closed fails).
 IDLE_CONNECTION_SECONDS = 45.0
+# One watch event is one line of JSON. The API server stores objects up to ~1.5 MiB (etcd's request
+# limit) and accepts requests up to 3 MiB; escaped as JSON inside an event, a line can be larger
+# still. aiohttp's default line limit (its read buffer, 128 KiB to 512 KiB) ended the watch of any
+# resource that held one large object; this leaves room for every object the API server can hold.
+MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -306,7 +320,7 @@ class KubeClient:
             ) as resp:
                 if resp.status >= 400:
                     raise _error(resp.status, await resp.read(), resp.headers)
-                async for line in resp.content:
+                while line := await resp.content.readline(max_line_length=MAX_WATCH_EVENT_BYTES):
                     if not line.strip():
                         continue
                     event = orjson.loads(line)
@@ -315,13 +329,14 @@ class KubeClient:
                         raise ApiError(int(status.get("code", 500)), str(status.get("reason", "")),
                                        str(status.get("message", "")), body=status)
                     yield event
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, LineTooLong, TimeoutError) as exc:
             raise UnreachableError(f"{self.creds.server}: watch {path}: {exc!r}") from exc
 
     # -- discovery ------------------------------------------------------------------------------
-    async def resources(self, group: str, version: str) -> dict[str, ResourceInfo]:
+    async def resources(self, group: str, version: str, *, fresh: bool = False) -> dict[str, ResourceInfo]:
+        """The resources of one group-version, cached; ``fresh``: read discovery again."""
         key = f"{group}/{version}"
-        if key not in self._discovery:
+        if fresh or key not in self._discovery:
             path = f"/apis/{group}/{version}" if group else f"/api/{version}"
             doc = await self.get(path)
             self._discovery[key] = {
@@ -331,27 +346,33 @@ class KubeClient:
             }
         return self._discovery[key]
 
-    def forget_discovery(self) -> None:
-        self._discovery.clear()
-
     async def resolve(self, group: str, version: str, resource: str) -> ResourceInfo:
-        """Resolve a plan's resource, falling back to the group's preferred served version."""
-        try:
-            found = (await self.resources(group, version)).get(resource)
-        except ApiError as exc:
-            if exc.status != 404 or not group:
-                raise
-            found = None
-        if found is not None:
-            return found
+        """Resolve a plan's resource, falling back to the group's preferred served version.
+
+        A miss reads discovery again before it is believed: a kind served since the last read (a
+        CRD installed, an operator upgraded) is found at once. Raises :class:`NotServedError`."""
+        for fresh in (False, True):
+            try:
+                found = (await self.resources(group, version, fresh=fresh)).get(resource)
+            except ApiError as exc:
+                if exc.status != 404 or not group:
+                    raise
+                found = None
+            if found is not None:
+                return found
         if group:
-            doc = await self.get(f"/apis/{group}")
+            try:
+                doc = await self.get(f"/apis/{group}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                raise NotServedError(group, version, resource, f"the group {group} is not served") from exc
             preferred = (doc.get("preferredVersion") or {}).get("version")
             if preferred and preferred != version:
-                found = (await self.resources(group, preferred)).get(resource)
+                found = (await self.resources(group, preferred, fresh=True)).get(resource)
                 if found is not None:
                     return found
-        raise ApiError(404, "NotFound", f"resource {resource!r} is not served in {group or 'core'}/{version}")
+        raise NotServedError(group, version, resource, f"{group or 'core'}/{version} does not serve {resource}")
 
     async def server_version(self) -> str:
         return str((await self.get("/version")).get("gitVersion", ""))

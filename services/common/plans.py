@@ -34,6 +34,7 @@ class Plan:
     spec: api.RecoveryPlanSpec
     annotations: Mapping[str, str] = field(default_factory=dict)
     delete_breaker: api.DeleteBreakerStatus | None = None  # as the syncer last recorded it
+    uid: str = ""
 
     @property
     def key(self) -> str:
@@ -60,7 +61,7 @@ def parse_plan(obj: Obj) -> Plan:
     except ValidationError:
         breaker = None
     return Plan(meta.get("namespace", ""), meta["name"], int(meta.get("generation", 0)), spec,
-                meta.get("annotations") or {}, breaker)
+                meta.get("annotations") or {}, breaker, str(meta.get("uid", "")))
 
 
 ALL_PLANS = f"/apis/{API_VERSION}/recoveryplans"
@@ -163,15 +164,31 @@ async def write_plan_status(client: KubeClient, plan: Plan, status: api.Recovery
 
 
 async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: list[Obj], **fields: Any) -> None:
+    """Merge ``conditions`` into the plan's (other services write theirs) and set ``fields``.
+
+    The watcher and the syncer both write a plan's conditions, which travel as one list: the
+    write carries the resourceVersion it read, and a conflict (409) reads and merges again, so
+    neither overwrites what the other just wrote."""
     if isinstance(plan, Plan):
         ns, name = plan.namespace, plan.name
     else:
         ns, name = plan["metadata"]["namespace"], plan["metadata"]["name"]
-    try:
-        current = await client.get(f"/apis/{API_VERSION}/namespaces/{ns}/recoveryplans/{name}")
-    except (ApiError, UnreachableError):
-        return
-    status = dict(current.get("status") or {})
-    status["conditions"] = merge_conditions(status.get("conditions") or [], conditions)
-    status.update(fields)
-    await patch_status(client, "recoveryplans", ns, name, status)
+    path = f"/apis/{API_VERSION}/namespaces/{ns}/recoveryplans/{name}"
+    for _ in range(5):
+        try:
+            current = await client.get(path)
+            status = dict(current.get("status") or {})
+            status["conditions"] = merge_conditions(status.get("conditions") or [], conditions)
+            status.update(fields)
+            await client.request("PATCH", f"{path}/status", content_type="application/merge-patch+json", body={
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "status": status})
+            return
+        except ApiError as exc:
+            if exc.status == 409:
+                continue
+            log.warning("could not update status of recoveryplans %s/%s: %s", ns, name, exc)
+            return
+        except UnreachableError as exc:
+            log.warning("could not update status of recoveryplans %s/%s: %s", ns, name, exc)
+            return
+    log.warning("could not update status of recoveryplans %s/%s: it kept changing", ns, name)

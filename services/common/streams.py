@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats
@@ -21,6 +24,8 @@ from nats.js.errors import NotFoundError
 from schemas import subjects
 from services.common.settings import NatsSettings
 
+log = logging.getLogger(__name__)
+
 HDR_TYPE = "Standby-Type"
 HDR_RV = "Standby-Rv"
 HDR_UID = "Standby-Uid"
@@ -28,7 +33,38 @@ HDR_KEY = "Standby-Key"  # the stream key a sealed body was sealed with (absent:
 HDR_REASON = "Standby-Reason"
 
 
+@dataclass
+class BrokerOutages:
+    """Says one thing per broker outage: a warning when the connection is lost, one when it is back
+    (with how long it lasted), and the first error of an outage. nats-py's default logs a traceback
+    for every failed reconnection attempt (every ``reconnect_time_wait``)."""
+
+    name: str
+    clock: Callable[[], float] = time.monotonic
+    lost_at: float | None = None
+    errors: int = 0
+
+    async def disconnected(self) -> None:
+        if self.lost_at is None:
+            self.lost_at = self.clock()
+            log.warning("%s lost the broker; reconnecting", self.name)
+
+    async def reconnected(self) -> None:
+        if self.lost_at is not None:
+            log.warning("%s reached the broker again after %.1fs (%d failed attempts)", self.name,
+                        self.clock() - self.lost_at, self.errors)
+        self.lost_at, self.errors = None, 0
+
+    async def error(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.warning("%s: broker error: %r", self.name, exc)
+        else:
+            log.debug("%s: broker error: %r", self.name, exc)
+
+
 async def connect(settings: NatsSettings, *, name: str) -> Client:
+    outages = BrokerOutages(name)
     return await nats.connect(
         settings.url,
         user=settings.user,
@@ -38,6 +74,9 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=5,
         allow_reconnect=True,
+        error_cb=outages.error,
+        disconnected_cb=outages.disconnected,
+        reconnected_cb=outages.reconnected,
     )
 
 

@@ -15,7 +15,8 @@ class RecoverySettings(BaseSettings):
     nats: NatsSettings | None = Field(default=None, description="Only for fromOriginal; recovery works without it.")
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9103))
     fence_settle_seconds: float = Field(
-        default=1.0, ge=0, description="Wait after fencing: twice the syncer's fence refresh (0.5 s).")
+        default=1.0, ge=0, description="Wait after fencing: longer than the syncer's fence_max_age_seconds (0.75 s), "
+                                "so every write that did not see the fence has landed.")
     concurrency: int = Field(default=64, ge=1, description="Objects activated in parallel.")
     ready_poll_seconds: float = Field(default=0.5, gt=0, description="Readiness gate poll period.")
     max_reported_objects: int = Field(default=200, ge=0, description="Per-object results kept in status.")

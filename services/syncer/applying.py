@@ -155,6 +155,10 @@ class PlanApplier:
     async def handle(self, env: Envelope, sequence: int) -> Done:
         if env.plan_namespace != self.plan.namespace or env.plan_name != self.plan.name:
             raise PermanentError("WrongPlan", f"message for {env.plan_namespace}/{env.plan_name} in {self.plan.key}")
+        if not self.fences.fresh():  # fail closed: the write waits until the fences are known
+            metrics.fence_unknown(self.plan.key)
+            raise TemporaryError("the fences in the destination cannot be read; waiting",
+                                 delay=2 * self.fences.refresh_seconds)
         if self.fences.fenced(self.plan.key) is not None:
             return Done("skipped_fenced")
         r = env.ref

@@ -21,6 +21,8 @@ DEAD_LETTERS = Counter("standby_dead_letters_total", "Messages sent to the dead-
 IN_SYNC = Gauge("standby_objects_in_sync", "Copies applied and current", ["plan"])
 OUT_OF_SYNC = Gauge("standby_objects_out_of_sync", "Changes not yet applied", ["plan"])
 BREAKER = Gauge("standby_delete_breaker_open", "1 while mass deletion is being refused", ["plan"])
+FENCE_UNKNOWN = Counter("standby_syncer_fence_unknown_total",
+                        "Writes held back because the fences could not be read freshly", ["plan"])
 RECREATES = Counter("standby_recreates_total", "Delete-and-recreate for immutable fields", ["plan", "resource"])
 
 
@@ -64,3 +66,7 @@ def breaker(plan: str, open_: bool) -> None:
 
 def recreated(plan: str, resource: str) -> None:
     RECREATES.labels(plan, resource).inc()
+
+
+def fence_unknown(plan: str) -> None:
+    FENCE_UNKNOWN.labels(plan).inc()

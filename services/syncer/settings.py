@@ -46,5 +46,8 @@ class SyncerSettings(BaseSettings):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     plan_resync_seconds: float = Field(default=5.0, gt=0, description="Re-read plans at least this often.")
     status_interval_seconds: float = Field(default=2.0, gt=0, description="Plan status update period.")
-    fence_refresh_seconds: float = Field(default=0.5, gt=0, description="Fence cache refresh period.")
+    fence_refresh_seconds: float = Field(default=0.25, gt=0, description="Fence cache refresh period.")
+    fence_max_age_seconds: float = Field(
+        default=0.75, gt=0, description="No copy is written unless the fences were read within this (fail "
+                                        "closed); keep it below recovery's fence_settle_seconds.")
     destination_connections: int = Field(default=128, ge=1, description="HTTP connections to the destination.")

@@ -49,7 +49,8 @@ class Supervisor:
             client = self.own if ref is None else await plans.cluster_client(
                 self.own, ref, plan.namespace, connections=self.settings.destination_connections,
                 user_agent="standby-syncer")
-            fences = FenceCache(client, self.settings.kube.namespace, self.settings.fence_refresh_seconds)
+            fences = FenceCache(client, self.settings.kube.namespace, self.settings.fence_refresh_seconds,
+                                self.settings.fence_max_age_seconds)
             await fences.refresh()
             task = self.guard.start(f"fences {key or 'local'}", fences.run, kind="fences")
             self.destinations[key] = Destination(client, fences, task)

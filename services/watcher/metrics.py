@@ -14,6 +14,8 @@ RELISTS = Counter("standby_watcher_relists_total", "LISTs of a resource, by reas
 WATCHED = Gauge("standby_watcher_objects_watched", "Selected source objects", ["plan", "resource"])
 PUBLISH_SECONDS = Histogram("standby_watcher_publish_seconds", "Observed to PubAck",
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+UNWATCHED = Gauge("standby_watcher_resource_unwatched",
+                  "1 while a selected resource cannot be watched (not served, forbidden)", ["plan", "resource"])
 ERRORS = Counter("standby_watcher_errors_total", "Errors by kind", ["plan", "kind"])
 
 
@@ -37,3 +39,7 @@ def relisted(plan: str, resource: str, reason: str, count: int) -> None:
 
 def error(plan: str, kind: str) -> None:
     ERRORS.labels(plan, kind).inc()
+
+
+def unwatched(plan: str, resource: str, cannot: bool) -> None:
+    UNWATCHED.labels(plan, resource).set(1 if cannot else 0)

@@ -19,6 +19,11 @@ class WatcherSettings(BaseSettings):
     watch_timeout_seconds: int = Field(default=300, ge=5, description="Server-side watch timeout; then re-watch.")
     backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay.")
     backoff_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay.")
+    not_served_retry_seconds: float = Field(
+        default=5.0, gt=0, description="Look again this often for a selected resource the source does not serve "
+                                       "(a CRD change in the source looks at once).")
+    source_probe_seconds: float = Field(
+        default=2.0, gt=0, description="Ask the source whether it answers this often (SourceReachable).")
     plan_resync_seconds: float = Field(default=30.0, gt=0, description="Re-read plans even without events.")
     publish_window: int = Field(default=2048, ge=1, description="Publishes in flight before waiting for acks.")
     compress_over_bytes: int = Field(default=64 * 1024, ge=0, description="Compress bodies above this size.")

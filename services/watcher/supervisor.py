@@ -18,6 +18,7 @@ from services.common import looping, plans, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.watcher.health import PlanHealth
 from services.watcher.publishing import Publisher
 from services.watcher.settings import WatcherSettings
 from services.watcher.watching import NamespaceLabels, ResourceWatch
@@ -73,6 +74,9 @@ class PlanRunner:
                                       sweep_outside=tuple(r.filters.namespaces) if i == 0 else ())
                 self.watches.append(watch)
                 self.tasks.append(self.guard.start(f"watch {watch.name}", watch.run, kind="watch", plan=plan.key))
+        health = PlanHealth(plan, self.own, self.source, self.watches, self.settings)
+        for kind, run in (("probe", health.probe), ("report", health.report), ("crds", health.follow_crds)):
+            self.tasks.append(self.guard.start(f"{kind} {plan.key}", run, kind=kind, plan=plan.key))
         if namespaces.listeners:  # some filter has a namespaceSelector
             self.tasks.append(self.guard.start(f"namespaces {plan.key}", namespaces.follow, kind="namespaces",
                                                plan=plan.key))

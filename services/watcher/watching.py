@@ -14,6 +14,7 @@ The loop, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from nats.js import JetStreamContext
 from schemas import api, kinds, sanitizing, sealing, selection, subjects
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import kube, streams
-from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.kube import ApiError, KubeClient, NotServedError, ResourceInfo, UnreachableError
 from services.common.plans import Plan
 from services.watcher import metrics
 from services.watcher.publishing import KeysUnavailableError, Publisher
@@ -112,6 +113,10 @@ class ResourceWatch:
     relist_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     # Sealed kinds: the stream key the last LIST sealed with; a rotation re-lists (see relist).
     sealed_with: str | None = None
+    # Why this resource cannot be watched right now ((reason, message); None: it is watched).
+    problem: tuple[str, str] | None = None
+    # Set to cut a retry pause short: the source is back, or a CRD changed in it.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     _publish_failed: BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -312,6 +317,7 @@ class ResourceWatch:
     async def run(self) -> None:
         delay = self.settings.backoff_initial_seconds
         reason = "start"
+        where = {"plan": self.plan.key, "resource": self.name}
         while True:
             try:
                 if self.info is None:
@@ -319,34 +325,61 @@ class ResourceWatch:
                                                           self.selector.resource)
                 self.relist_wanted.clear()  # a relabelling from now on is seen by this LIST or re-lists
                 rv = await self.relist(reason)
+                self._watching()
                 delay = self.settings.backoff_initial_seconds
                 await self.watch_until_relist(rv)
             except RelistNeeded as exc:
                 reason = exc.kind
-                log.warning("re-listing: %s", exc.reason, extra={"plan": self.plan.key})
+                log.warning("re-listing %s: %s", self.name, exc.reason, extra=where)
                 if exc.kind in ("namespace_labels", "stream_key_rotated"):
                     continue  # no backoff: nothing failed
+            except NotServedError as exc:
+                reason = "not_served"
+                self._cannot_watch("NotServed", str(exc.message))
+                log.warning("%s cannot be watched: %s; looking again within %.0fs or when a CRD changes", self.name,
+                            exc.message, self.settings.not_served_retry_seconds, extra=where)
+                await self._pause(self.settings.not_served_retry_seconds)
+                continue  # discovery is read again at once: no growing backoff
             except ApiError as exc:
                 if exc.gone:
                     reason = "gone"
-                    log.info("watch expired (410 Gone); re-listing", extra={"plan": self.plan.key,
-                                                                              "resource": self.selector.resource})
+                    log.info("watch of %s expired (410 Gone); re-listing", self.name, extra=where)
                     continue
                 reason = f"error_{exc.status}"
                 metrics.error(self.plan.key, f"api_{exc.status}")
-                log.warning("source answered %s; retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+                if exc.status == 403:
+                    self._cannot_watch("Forbidden", exc.message)
+                log.warning("source answered %s for %s; retrying in %.1fs", exc, self.name, delay, extra=where)
             except UnreachableError as exc:
                 reason = "unreachable"
                 metrics.error(self.plan.key, "unreachable")
-                log.warning("source unreachable (%s); retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
+                log.info("source unreachable for %s (%s); retrying in %.1fs", self.name, exc, delay, extra=where)
             except KeysUnavailableError as exc:
                 reason = "no_stream_keys"
                 metrics.error(self.plan.key, "stream_keys")
                 log.error("Secrets are not published until the stream keys can be read (%s); retrying in %.1fs",
-                          exc, delay, extra={"plan": self.plan.key, "resource": self.selector.resource})
+                          exc, delay, extra=where)
             except TimeoutError as exc:
                 reason = "stream_timeout"
                 metrics.error(self.plan.key, "stream")
-                log.warning("stream not answering (%s); retrying in %.1fs", exc, delay, extra={"plan": self.plan.key})
-            await asyncio.sleep(delay)
+                log.warning("stream not answering for %s (%s); retrying in %.1fs", self.name, exc, delay, extra=where)
+            await self._pause(delay)
             delay = min(delay * 2, self.settings.backoff_max_seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry, cut short by :attr:`wake` (the source is back, or a CRD changed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+        self.wake.clear()
+
+    def _cannot_watch(self, reason: str, message: str) -> None:
+        if self.problem is None:
+            metrics.unwatched(self.plan.key, self.selector.resource, True)
+        self.problem = (reason, message)
+
+    def _watching(self) -> None:
+        if self.problem is not None:
+            metrics.unwatched(self.plan.key, self.selector.resource, False)
+            log.info("%s is watched again", self.name, extra={"plan": self.plan.key})
+        self.problem = None

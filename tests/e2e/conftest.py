@@ -31,9 +31,9 @@ class Pipeline:
     syncer: SyncSupervisor | None
 
 
-def watcher_settings(nats_server: LocalNats) -> WatcherSettings:
-    return WatcherSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3,
-                           backoff_initial_seconds=0.1, backoff_max_seconds=1.0)
+def watcher_settings(nats_server: LocalNats, **kwargs: Any) -> WatcherSettings:
+    kwargs = {"backoff_initial_seconds": 0.1, "backoff_max_seconds": 1.0} | kwargs
+    return WatcherSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3, **kwargs)
 
 
 def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
@@ -44,20 +44,20 @@ def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
 
 @contextlib.asynccontextmanager
 async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server: LocalNats, *,
-                   with_syncer: bool = True) -> AsyncIterator[Pipeline]:
+                   with_syncer: bool = True, watcher: dict[str, Any] | None = None) -> AsyncIterator[Pipeline]:
     async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
             KubeClient.from_kubeconfig(destination.kubeconfig) as dst:
         await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
         wnc = await streams.connect(h.nats_settings(nats_server), name="e2e-watcher")
         snc = await streams.connect(h.nats_settings(nats_server), name="e2e-syncer")
         nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
-        watcher = WatchSupervisor(dst, wnc, watcher_settings(nats_server))
+        watching = WatchSupervisor(dst, wnc, watcher_settings(nats_server, **(watcher or {})))
         syncer = SyncSupervisor(dst, snc, syncer_settings(nats_server)) if with_syncer else None
-        tasks = [asyncio.create_task(watcher.run(), name="watcher")]
+        tasks = [asyncio.create_task(watching.run(), name="watcher")]
         if syncer is not None:
             tasks.append(asyncio.create_task(syncer.run(), name="syncer"))
         try:
-            yield Pipeline(src, dst, nc.jetstream(), watcher, syncer)
+            yield Pipeline(src, dst, nc.jetstream(), watching, syncer)
         finally:
             for t in tasks:
                 t.cancel()

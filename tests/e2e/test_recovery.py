@@ -14,7 +14,7 @@ from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_sync import create_app
-from tests.support import app
+from tests.support import app, crds
 from tests.support import env as h
 
 JOBS = f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryexecutionjobs"
@@ -134,3 +134,35 @@ async def test_missing_execution_plan_fails_clearly(pipe: Pipeline, registered: 
     status = await run_job(pipe, registered, None, "does-not-exist", "recovery-missing", timeout=60)
     assert status["phase"] == "Failed"
     assert "does-not-exist" in status["message"]
+
+
+async def test_finalizers_are_held_on_the_copy_and_work_after_failover(pipe: Pipeline, registered: LocalCluster,
+                                                                      nats_server: LocalNats) -> None:
+    """An Argo CD Application with its cascade-deletion finalizer: the copy carries none (deleting a
+    copy never waits for a controller that does not run in the stand-by); after failover the
+    finalizer is back, so deleting the Application waits for Argo CD to clean up, as in the source."""
+    ns, finalizer = "finalizing", "resources-finalizer.argocd.argoproj.io"
+    path = f"{crds.ARGO}/namespaces/{ns}/applications/guestbook"
+    try:
+        await crds.install_argo("applications", "Application", pipe.src, pipe.dst)
+        await h.namespace(pipe.src, ns)
+        await pipe.src.apply(path, {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                                    "metadata": {"name": "guestbook", "namespace": ns, "finalizers": [finalizer]},
+                                    "spec": {"project": "default"}}, field_manager="test")
+        await h.apply_plan(pipe.dst, h.plan_body(ns, [{"group": "argoproj.io", "version": "v1alpha1",
+                                                       "resource": "applications", "filters": {"namespaces": [ns]}}],
+                                                 forceNamespaceCreation=True))
+        copy = await h.eventually(lambda: pipe.dst.get(path))
+        assert "finalizers" not in copy["metadata"]
+
+        await execution_plan(pipe, ns, ns, wait=False)
+        status = await run_job(pipe, registered, None, ns, "recovery-finalizers")
+        assert status["phase"] == "Completed", status
+        activated = await pipe.dst.get(path)
+        assert activated["metadata"]["finalizers"] == [finalizer]
+
+        await pipe.dst.request("DELETE", path)
+        held = await pipe.dst.get(path)  # the finalizer runs: Argo CD's controller would now clean up
+        assert held["metadata"].get("deletionTimestamp") and held["metadata"]["finalizers"] == [finalizer]
+    finally:
+        await crds.remove_argo("applications", pipe.src, pipe.dst)

@@ -66,6 +66,13 @@ BAD = [
                  "path", id="bad-pointer"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][4]["recoveryProcess"]["fromPatch"].append(
         {"op": "move", "path": "/a"}), "from is required", id="move-without-from"),
+    pytest.param("RecoveryPlan", lambda s: s["resources"][4]["recoveryProcess"]["fromPatch"].append(
+        {"op": "replace", "path": "/spec/replicas"}), "value is required for add, replace and test",
+        id="replace-without-value"),
+    pytest.param("RecoveryPlan", lambda s: s["resources"][0].setdefault("transformation", {}).setdefault(
+        "patch", []).append({"op": "add", "path": "/metadata/labels/x"}), "value is required", id="add-without-value"),
+    pytest.param("RecoveryPlan", lambda s: s["resources"][0].setdefault("transformation", {}).setdefault(
+        "patch", []).append({"op": "test", "path": "/a"}), "value is required", id="test-without-value"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][1]["filters"]["namespaceSelector"].update(
         matchExpressions=[{"key": "a", "operator": "Like"}]), "operator", id="bad-selector-operator"),
     pytest.param("RecoveryPlan", lambda s: s.pop("sourceClusterRef"), "sourceClusterRef", id="missing-source"),

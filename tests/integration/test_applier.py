@@ -11,9 +11,10 @@ import pytest
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import plans
 from services.common.fencing import FenceCache
-from services.common.kube import KubeClient
+from services.common.kube import ApiError, KubeClient
 from services.devenv.clusters import LocalCluster
 from services.syncer.applying import PlanApplier
+from services.syncer.outcomes import TemporaryError
 from services.syncer.settings import SyncerSettings
 from tests.support import env as h
 
@@ -38,18 +39,20 @@ async def kube(registered: LocalCluster) -> AsyncIterator[KubeClient]:
             await h.delete(client, f"/api/v1/namespaces/{NS}/configmaps/{name}")
 
 
-def applier(kube: KubeClient) -> PlanApplier:
-    return PlanApplier(PLAN, kube, FenceCache(kube, h.SYSTEM), SyncerSettings())
+async def applier(kube: KubeClient) -> PlanApplier:
+    fences = FenceCache(kube, h.SYSTEM)
+    await fences.refresh()
+    return PlanApplier(PLAN, kube, fences, SyncerSettings())
 
 
 async def test_a_restarted_applier_knows_each_copy_from_one_list(kube: KubeClient) -> None:
-    first = applier(kube)
+    first = await applier(kube)
     await first.warm()
     assert (await first.handle(change("a", "10"), 1)).outcome == "applied"
     assert (await first.handle(change("b", "20", uid="uid-2"), 2)).outcome == "applied"
     await h.configmap(kube, NS, "not-a-copy")  # made by someone else: not Standby's
 
-    restarted = applier(kube)
+    restarted = await applier(kube)
     await restarted.warm()
 
     assert {key.name: (c.resource_version, c.source_uid) for key, c in restarted.progress.copies.items()} == {
@@ -58,3 +61,21 @@ async def test_a_restarted_applier_knows_each_copy_from_one_list(kube: KubeClien
     assert (await restarted.handle(change("a", "9", value="old"), 3)).outcome == "skipped_stale"
     copy = await kube.get(f"/api/v1/namespaces/{NS}/configmaps/a")
     assert copy["data"] == {"v": "1"}
+
+
+async def test_nothing_is_written_while_the_fences_are_not_known(kube: KubeClient) -> None:
+    """Fail closed: a view of the fences older than the bound holds every write back."""
+    clock = [0.0]
+    fences = FenceCache(kube, h.SYSTEM, max_age_seconds=0.75, clock=lambda: clock[0])
+    stale = PlanApplier(PLAN, kube, fences, SyncerSettings())
+    with pytest.raises(TemporaryError, match="fences"):  # never read
+        await stale.handle(change("a", "10"), 1)
+    await fences.refresh()
+    clock[0] = 0.8  # read 0.8 s ago: no longer fresh
+    with pytest.raises(TemporaryError, match="fences"):
+        await stale.handle(change("a", "10"), 1)
+    with pytest.raises(ApiError) as absent:
+        await kube.get(f"/api/v1/namespaces/{NS}/configmaps/a")
+    assert absent.value.not_found
+    clock[0] = 0.5
+    assert (await stale.handle(change("a", "10"), 1)).outcome == "applied"

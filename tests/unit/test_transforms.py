@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import jsonpatch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,7 +62,7 @@ ALL_KINDS = [
 def test_sanitize_strips_server_fields(obj: dict[str, Any]) -> None:
     clean = sanitizing.sanitize(obj)
     meta = clean["metadata"]
-    assert set(meta) <= {"name", "namespace", "labels", "annotations"}
+    assert set(meta) <= {"name", "namespace", "labels", "annotations", "finalizers"}
     assert "status" not in clean
     assert "kubectl.kubernetes.io/last-applied-configuration" not in meta.get("annotations", {})
     assert obj["metadata"]["uid"], "the input must not be modified"
@@ -187,7 +188,7 @@ def test_per_kind_sanitizing() -> None:
     assert "volumeName" not in claim["spec"]
     assert not any(k.startswith(("pv.kubernetes.io", "volume.kubernetes.io"))
                    for k in claim["metadata"].get("annotations", {}))
-    assert "finalizers" not in claim["metadata"]
+    assert "finalizers" not in claim["metadata"]  # pvc-protection: every API server adds its own
     pv = sanitizing.sanitize(b.pv())
     assert pv["spec"]["claimRef"] == {"namespace": "app", "name": "data"}
     job = sanitizing.sanitize(b.job())
@@ -310,3 +311,16 @@ def test_activation_patch_equals_activate(obj: dict[str, Any]) -> None:
         if patched["metadata"].get(key) == {}:
             del patched["metadata"][key]
     assert patched == transforms.activate(copy_)
+
+
+def test_finalizers_are_held_off_the_copy_and_restored_exactly() -> None:
+    """An Argo CD Application keeps its cascade-deletion finalizer through failover; the copy in the
+    stand-by has none, so deleting a copy never waits for a controller that does not run there."""
+    app = b.widget()
+    app["metadata"]["finalizers"] = ["resources-finalizer.argocd.argoproj.io", "foregroundDeletion"]
+    clean, copy_ = roundtrip(app)
+    assert clean["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
+    assert "finalizers" not in copy_["metadata"]
+    assert transforms.activate(copy_)["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
+    patched = jsonpatch.apply_patch(copy_, transforms.activation_patch(copy_))
+    assert patched["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
