@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the upstream control-plane binaries Standby's local clusters run on:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; and Toxiproxy, the
+# fault-injection proxy the fault tests put between a service and what it talks to.
 #
 # Everything is built from the upstream Go modules through the Go module proxy (no prebuilt
 # downloads) into a cache outside the checkout, so only the first run on a machine pays for it:
@@ -13,6 +14,7 @@ set -euo pipefail
 KUBE_VERSION="${STANDBY_KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${STANDBY_ETCD_VERSION:-v3.6.8}"
 KWOK_VERSION="${STANDBY_KWOK_VERSION:-v0.8.0}"
+TOXIPROXY_VERSION="${STANDBY_TOXIPROXY_VERSION:-v2.12.0}"
 CACHE_ROOT="${STANDBY_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/standby}"
 OUT="$CACHE_ROOT/kube-$KUBE_VERSION"
 BIN="$OUT/bin"
@@ -147,10 +149,22 @@ build_kwok() {
   log "kwok: built"
 }
 
+build_toxiproxy() {
+  # Toxiproxy (fault-injection TCP proxy with an HTTP API) for the fault tests: cut or slow the
+  # connections between a service and its API server or broker, as a real network does.
+  want toxiproxy || return 0
+  log "building toxiproxy $TOXIPROXY_VERSION"
+  GOBIN="$WORK/toxiproxy-bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" || die "building toxiproxy failed"
+  mv "$WORK/toxiproxy-bin/server" "$BIN/toxiproxy"
+  log "toxiproxy: built"
+}
+
 start=$(date +%s)
 build_etcd
 build_kubernetes
 build_kwok
+build_toxiproxy
 kwok_stages
 echo "$KUBE_VERSION" >"$OUT/VERSION"
 log "all binaries ready in $BIN ($(( $(date +%s) - start ))s)"

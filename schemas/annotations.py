@@ -6,11 +6,15 @@ the object itself)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 PREFIX = "dr.standby.dev/"
 
 # Label (selectable): this object was written by Standby and may be updated or deleted by it.
 MANAGED = PREFIX + "managed"
 MANAGED_VALUE = "true"
+MANAGED_SELECTOR = f"{MANAGED}={MANAGED_VALUE}"
 
 # Annotations.
 PLAN = PREFIX + "plan"  # "<namespace>/<name>" of the RecoveryPlan
@@ -30,6 +34,11 @@ HELD_TARGET_PREFIX = "standby-held-"
 HELD_WEBHOOK_LABEL = PREFIX + "held-webhook"
 
 FIELD_MANAGER = "standby"
+
+
+def is_managed(metadata: Mapping[str, Any]) -> bool:
+    """Whether the object with this metadata is a copy Standby wrote (and may update or delete)."""
+    return (metadata.get("labels") or {}).get(MANAGED) == MANAGED_VALUE
 
 
 def is_bookkeeping(key: str) -> bool:

@@ -61,9 +61,11 @@ class PatchOperation(Model):
             "x-kubernetes-validations": [
                 {"rule": "!(self.op in ['move', 'copy']) || has(self.from)",
                  "message": "from is required for move and copy"},
-                {"rule": "!(self.op in ['add', 'replace', 'test']) || has(self.value)",
-                 "message": "value is required for add, replace and test"},
-            ]
+            ],
+            # add, replace and test need a value. CEL cannot read an untyped field, so this is a
+            # structural value validation: without a value, only the ops that take none pass
+            # (refused naming the op: 'op: Unsupported value: "replace"').
+            "anyOf": [{"required": ["value"]}, {"properties": {"op": {"enum": ["remove", "move", "copy"]}}}],
         },
     )
 
@@ -74,7 +76,7 @@ class PatchOperation(Model):
 
     @model_validator(mode="after")
     def _value_present(self) -> PatchOperation:
-        # The same rule as the CRD's CEL rule above, for models built in Python.
+        # The same rule as the CRD's anyOf above, for models built in Python.
         if self.op in ("add", "replace", "test") and "value" not in self.model_fields_set:
             raise ValueError(f"value is required for op {self.op}")
         return self

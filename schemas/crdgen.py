@@ -7,6 +7,7 @@ differ from what the models generate."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node["$ref"].split("/")[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _resolve(merged, defs)
+    if "anyOf" in node and all("type" not in o and "$ref" not in o for o in node["anyOf"]):
+        # Value validations only (no types): structural as they are.
+        rest = _resolve({k: v for k, v in node.items() if k != "anyOf"}, defs)
+        return {**rest, "anyOf": copy.deepcopy(node["anyOf"])}  # copied: no YAML anchors
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         rest = {k: v for k, v in node.items() if k != "anyOf"}

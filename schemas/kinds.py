@@ -21,6 +21,7 @@ Op = dict[str, Any]
 Sanitizer = Callable[[Obj], None]
 Deactivator = Callable[[Obj, "list[Op] | None"], "list[Op]"]
 Skipper = Callable[[Obj], "str | None"]
+Readiness = Callable[[Obj], bool]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class KindRules:
     deactivate: Deactivator | None = None
     skip: Skipper | None = None
     keep_status: bool = False
+    # After activation, a wave with waitForReady waits until this says the live object is ready.
+    ready: Readiness | None = None
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -241,6 +244,25 @@ def sanitize_secret(obj: Obj) -> None:
             obj.pop("data", None)
 
 
+# --- readiness ----------------------------------------------------------------------------------
+
+
+def _current(obj: Obj) -> bool:
+    """The controller has seen the object's latest spec."""
+    status = obj.get("status") or {}
+    return bool(status.get("observedGeneration", 0) >= (obj.get("metadata") or {}).get("generation", 0))
+
+
+def deployment_ready(obj: Obj) -> bool:
+    want, status = (obj.get("spec") or {}).get("replicas", 1), obj.get("status") or {}
+    return _current(obj) and status.get("availableReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want
+
+
+def replicas_ready(obj: Obj) -> bool:
+    want, status = (obj.get("spec") or {}).get("replicas", 1), obj.get("status") or {}
+    return _current(obj) and status.get("readyReplicas", 0) >= want
+
+
 # --- skippers ----------------------------------------------------------------------------------
 
 _AUTO_TOKEN = re.compile(r"^.+-token-[a-z0-9]{5}$")
@@ -276,8 +298,8 @@ def _always(reason: str) -> Skipper:
 # --- the table ---------------------------------------------------------------------------------
 
 RULES: dict[tuple[str, str], KindRules] = {
-    ("apps", "Deployment"): KindRules(sanitize_workload, scale_to_zero),
-    ("apps", "StatefulSet"): KindRules(sanitize_statefulset, scale_to_zero),
+    ("apps", "Deployment"): KindRules(sanitize_workload, scale_to_zero, ready=deployment_ready),
+    ("apps", "StatefulSet"): KindRules(sanitize_statefulset, scale_to_zero, ready=replicas_ready),
     ("apps", "ReplicaSet"): KindRules(sanitize_workload, scale_to_zero),
     ("apps", "DaemonSet"): KindRules(sanitize_workload, park_on_no_node),
     ("batch", "CronJob"): KindRules(sanitize_workload, suspend),
@@ -322,7 +344,7 @@ def skip_reason(obj: Obj, *, excluded_namespaces: frozenset[str] = DEFAULT_EXCLU
     namespace = meta.get("namespace") or (meta.get("name") if obj.get("kind") == "Namespace" else None)
     if namespace and (namespace in excluded_namespaces or namespace.startswith("kube-")):
         return f"namespace {namespace} is excluded"
-    if (meta.get("labels") or {}).get(ann.MANAGED) == ann.MANAGED_VALUE:
+    if ann.is_managed(meta):
         return "a Standby copy (never a source object: no loops between clusters)"
     for owner in meta.get("ownerReferences") or []:
         if owner.get("controller"):

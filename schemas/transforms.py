@@ -61,7 +61,7 @@ def inverse_of(obj: Obj) -> list[Op]:
 
 
 def is_copy(obj: Obj) -> bool:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(ann.MANAGED) == ann.MANAGED_VALUE
+    return ann.is_managed(obj.get("metadata") or {})
 
 
 def deactivate(

@@ -57,7 +57,7 @@ def env_root() -> Iterator[Path]:
 
 def _require_binaries() -> None:
     try:
-        for name in binaries.KUBE_BINARIES:
+        for name in (*binaries.KUBE_BINARIES, *binaries.TOOL_BINARIES):
             binaries.kube_binary(name)
         binaries.nats_server()
     except binaries.MissingBinaryError as exc:

@@ -78,7 +78,7 @@ async def _scenario(env: environment.DevEnvironment) -> int:
         started = time.monotonic()
         while True:
             deployments = await _list(dst, f"/apis/apps/v1/namespaces/{NS}/deployments")
-            copies = [d for d in deployments if (d["metadata"].get("labels") or {}).get(ann.MANAGED)]
+            copies = [d for d in deployments if ann.is_managed(d["metadata"])]
             line = ", ".join(f"{d['metadata']['name']}={d['spec']['replicas']} (remembers "
                              f"{json.loads(d['metadata']['annotations'][ann.INVERSE])[0]['value']})" for d in copies)
             say(f"      t+{time.monotonic() - started:4.1f}s  deployments in stand-by: {line or '-'}")

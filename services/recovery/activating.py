@@ -78,7 +78,7 @@ async def find_copies(client: KubeClient, plans: set[str], resources: list[Resou
     """Every copy of ``plans`` among ``resources`` (see :func:`listable_resources`), in priority order."""
     async def one(info: ResourceInfo) -> list[Target]:
         try:
-            items, _ = await client.list_all(info.collection(), label_selector=f"{ann.MANAGED}=true",
+            items, _ = await client.list_all(info.collection(), label_selector=ann.MANAGED_SELECTOR,
                                             page_size=LIST_PAGE_SIZE)
         except ApiError:
             return []
@@ -159,22 +159,11 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
     return Result("Activated", changes=changes[:20])
 
 
-def is_ready(obj: Obj) -> bool:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    want = spec.get("replicas", 1)
-    if status.get("observedGeneration", 0) < (obj.get("metadata") or {}).get("generation", 0):
-        return False
-    if obj.get("kind") == "Deployment":
-        return bool(status.get("availableReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want)
-    return bool(status.get("readyReplicas", 0) >= want)
-
-
-GATED_KINDS = frozenset({("apps", "Deployment"), ("apps", "StatefulSet")})
-
-
 async def wait_ready(client: KubeClient, targets: list[Target], *, timeout: float, poll: float) -> list[str]:
     """Wait until every gated workload is ready; returns the refs still not ready at the deadline."""
-    gated = [t for t in targets if (t.info.group, t.info.kind) in GATED_KINDS]
+    readiness = {t.ref: rules.ready for t in targets
+                 if (rules := kinds.RULES.get((t.info.group, t.info.kind), kinds.GENERIC)).ready is not None}
+    gated = [t for t in targets if t.ref in readiness]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pending = {t.ref: t for t in gated}
@@ -185,7 +174,7 @@ async def wait_ready(client: KubeClient, targets: list[Target], *, timeout: floa
                 current = await client.get(t.info.item(meta.get("namespace", ""), meta["name"]))
             except (ApiError, UnreachableError):
                 continue
-            if is_ready(current):
+            if readiness[ref](current):
                 del pending[ref]
         if not pending or loop.time() > deadline:
             break

@@ -43,7 +43,7 @@ def _rv(value: str | None) -> int | None:
 
 def copy_record(obj: dict[str, Any]) -> Copy | None:
     meta = obj.get("metadata") or {}
-    if (meta.get("labels") or {}).get(ann.MANAGED) != ann.MANAGED_VALUE:
+    if not ann.is_managed(meta):
         return None
     annotations = meta.get("annotations") or {}
     try:
@@ -120,7 +120,7 @@ class PlanApplier:
             scopes = r.filters.namespaces if info.namespaced and r.filters.namespaces else [""]
             # What a copy records (source version, uid, inverse) is all in its metadata.
             lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope),
-                                                              label_selector=f"{ann.MANAGED}=true",
+                                                              label_selector=ann.MANAGED_SELECTOR,
                                                               accept=METADATA_LIST)
                                            for scope in scopes))
         except (ApiError, UnreachableError):

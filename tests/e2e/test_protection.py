@@ -9,12 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client import REGISTRY
 
 from schemas import API_VERSION
 from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
+from services.devenv.toxiproxy import LocalToxiproxy
 from tests.e2e.conftest import Pipeline, pipeline
 from tests.support import crds
 from tests.support import env as h
@@ -247,3 +249,50 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         await h.eventually(reachable, timeout=15)
         reasons = [reason for reason, _ in await plan_events(p, ns)]
         assert "SourceLost" in reasons and "SourceBack" in reasons
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return sum(s.value for metric in REGISTRY.collect() for s in metric.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+async def test_responses_cut_mid_body_are_retried_and_nothing_is_lost(pipe: Pipeline, registered: LocalCluster,
+                                                                       env_root: Path) -> None:
+    """A real fault-injection proxy between the syncer and the destination closes every connection
+    after 20 kB: responses end mid-body. Before, such an error escaped the worker, which ended
+    silently with its message neither acknowledged nor nak'd (found again only after the ack wait)."""
+    ns = "cutoff"
+    proxy = LocalToxiproxy(env_root / "toxiproxy").start()
+    try:
+        port = proxy.proxy("destination", registered.server.removeprefix("https://"))
+        through = registered.root / "destination-through-proxy.kubeconfig"
+        config = yaml.safe_load(registered.kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+        through.write_text(yaml.safe_dump(config))
+        bootstrap.register_cluster(registered, "cutoff", through)
+        await h.namespace(pipe.src, ns)
+        await h.namespace(pipe.dst, ns)
+        await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
+                                                       "filters": {"namespaces": [ns]}}],
+                                                 destinationClusterRef={"name": "cutoff", "namespace": h.SYSTEM}))
+        await h.configmap(pipe.src, ns, "big-0", {"blob": "x" * 100_000})
+        await h.eventually(lambda: pipe.dst.get(f"/api/v1/namespaces/{ns}/configmaps/big-0"))
+        retries, crashes = sample("standby_syncer_applies_total", {"outcome": "retry"}), sample(
+            "standby_task_failures_total", {"component": "syncer"})
+
+        proxy.add_toxic("destination", "cut", "limit_data", bytes=20_000)
+        for i in range(40):
+            await h.configmap(pipe.src, ns, f"cm-{i}", {"v": "x" * 1000})
+        await h.delete(pipe.src, f"/api/v1/namespaces/{ns}/configmaps/big-0")  # the delete reads all 100 kB
+        await h.eventually(lambda: _more(sample("standby_syncer_applies_total", {"outcome": "retry"}), retries + 5),
+                           timeout=30)
+        proxy.remove_toxic("destination", "cut")
+
+        async def converged() -> None:
+            listed = await pipe.dst.get(f"/api/v1/namespaces/{ns}/configmaps")
+            names = {i["metadata"]["name"] for i in listed["items"]}
+            assert names >= {f"cm-{i}" for i in range(40)} and "big-0" not in names, sorted(names)
+        await h.eventually(converged, timeout=25)  # well within the 30 s ack wait: nothing was left hanging
+        assert sample("standby_task_failures_total", {"component": "syncer"}) == crashes
+    finally:
+        proxy.stop()

@@ -67,12 +67,12 @@ BAD = [
     pytest.param("RecoveryPlan", lambda s: s["resources"][4]["recoveryProcess"]["fromPatch"].append(
         {"op": "move", "path": "/a"}), "from is required", id="move-without-from"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][4]["recoveryProcess"]["fromPatch"].append(
-        {"op": "replace", "path": "/spec/replicas"}), "value is required for add, replace and test",
-        id="replace-without-value"),
+        {"op": "replace", "path": "/spec/replicas"}), 'op: Unsupported value: "replace"', id="replace-without-value"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][0].setdefault("transformation", {}).setdefault(
-        "patch", []).append({"op": "add", "path": "/metadata/labels/x"}), "value is required", id="add-without-value"),
+        "patch", []).append({"op": "add", "path": "/metadata/labels/x"}), 'Unsupported value: "add"',
+        id="add-without-value"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][0].setdefault("transformation", {}).setdefault(
-        "patch", []).append({"op": "test", "path": "/a"}), "value is required", id="test-without-value"),
+        "patch", []).append({"op": "test", "path": "/a"}), 'Unsupported value: "test"', id="test-without-value"),
     pytest.param("RecoveryPlan", lambda s: s["resources"][1]["filters"]["namespaceSelector"].update(
         matchExpressions=[{"key": "a", "operator": "Like"}]), "operator", id="bad-selector-operator"),
     pytest.param("RecoveryPlan", lambda s: s.pop("sourceClusterRef"), "sourceClusterRef", id="missing-source"),

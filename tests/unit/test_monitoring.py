@@ -10,6 +10,7 @@ import prometheus_client
 import pytest
 import yaml
 
+import services.common.guarding
 import services.recovery.metrics
 import services.syncer.metrics
 import services.watcher.metrics  # noqa: F401 - registers the collectors
