@@ -49,6 +49,8 @@ CRDS: tuple[CrdSpec, ...] = (
             {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Behind", "type": "number", "jsonPath": ".status.pendingChangeAgeSeconds"},
             {"name": "In-Sync", "type": "integer", "jsonPath": ".status.objectsInSync"},
+            {"name": "Source", "type": "string",
+             "jsonPath": '.status.conditions[?(@.type=="SourceReachable")].status'},
             {"name": "Out-Of-Sync", "type": "integer", "jsonPath": ".status.objectsOutOfSync", "priority": 1},
             {"name": "Failed", "type": "integer", "jsonPath": ".status.objectsFailed", "priority": 1},
             AGE,

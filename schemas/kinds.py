@@ -326,7 +326,8 @@ RULES: dict[tuple[str, str], KindRules] = {
 
 GENERIC = KindRules()
 
-DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "standby-system"})
+# The cluster's own namespaces; Standby's own namespace (a setting) is excluded beside them.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
 
 def group_of(obj: Obj) -> str:
@@ -338,11 +339,12 @@ def rules_for(obj: Obj) -> KindRules:
     return RULES.get((group_of(obj), str(obj.get("kind", ""))), GENERIC)
 
 
-def skip_reason(obj: Obj, *, excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES) -> str | None:
-    """Why this source object is never copied, or None. Applied to the raw (unsanitized) object."""
+def skip_reason(obj: Obj, *, own_namespace: str) -> str | None:
+    """Why this source object is never copied, or None. Applied to the raw (unsanitized) object.
+    ``own_namespace``: Standby's own namespace, never protected."""
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or (meta.get("name") if obj.get("kind") == "Namespace" else None)
-    if namespace and (namespace in excluded_namespaces or namespace.startswith("kube-")):
+    if namespace and (namespace in SYSTEM_NAMESPACES or namespace == own_namespace or namespace.startswith("kube-")):
         return f"namespace {namespace} is excluded"
     if ann.is_managed(meta):
         return "a Standby copy (never a source object: no loops between clusters)"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from services.common import settings
 from services.devenv import binaries
 
 DEFAULT_DIR = binaries.REPO_ROOT / ".devenv"
@@ -130,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     keys = sub.add_parser("stream-keys", help="print a Secret with a new key that seals Secrets in the stream",
-                          description="kubectl get secret standby-stream-keys -n standby-system -o yaml "
-                                      "| standby stream-keys --rotate - | kubectl apply -f -")
+                          description=f"kubectl get secret {settings.STREAM_KEYS_SECRET} -n {settings.NAMESPACE} "
+                                      "-o yaml | standby stream-keys --rotate - | kubectl apply -f -")
     keys.add_argument("--id", help="key id (default: k<UTC date-time>)")
     keys.add_argument("--rotate", metavar="SECRET_FILE", help="existing keys Secret (YAML or JSON; - for stdin) "
                                                               "whose keys are kept; the new key becomes active")
-    keys.add_argument("--name", default="standby-stream-keys")
-    keys.add_argument("--namespace", default="standby-system")
+    keys.add_argument("--name", default=settings.STREAM_KEYS_SECRET)
+    keys.add_argument("--namespace", default=settings.NAMESPACE)
     keys.set_defaults(func=_stream_keys)
     return parser
 

@@ -18,14 +18,14 @@ from typing import Any
 from schemas import codec, sealing
 from schemas.envelope import Envelope
 from services.common.kube import ApiError, KubeClient, UnreachableError
-from services.common.settings import STREAM_KEYS_SECRET, NatsSettings
+from services.common.settings import NAMESPACE, STREAM_KEYS_SECRET, NatsSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = STREAM_KEYS_SECRET  # the settings' default (stream_keys_secret)
 
 
 def secret_manifest(keyring: sealing.Keyring, *, name: str = DEFAULT_SECRET,
-                    namespace: str = "standby-system") -> dict[str, Any]:
+                    namespace: str = NAMESPACE) -> dict[str, Any]:
     """The Secret that holds ``keyring``: an ``active`` entry naming the key to seal with, and one
     entry per key (32 bytes)."""
     data = {sealing.ACTIVE: keyring.active.encode(), **keyring.keys}

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 
 STREAM_KEYS_SECRET = "standby-stream-keys"
+NAMESPACE = "standby-system"  # the default of every service's kube.namespace
 
 
 class NatsSettings(BaseModel):
@@ -40,7 +41,8 @@ class KubeSettings(BaseModel):
     kubeconfig: Path | None = Field(
         default=None, description="Kubeconfig of the cluster the service lives in; None: in-cluster."
     )
-    namespace: str = Field(default="standby-system", description="Namespace of Standby's own objects.")
+    namespace: str = Field(default=NAMESPACE, description="Namespace of Standby's own objects (fences, keys, "
+                                                         "plans by convention); never protected.")
 
 
 class ServeSettings(BaseModel):

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from schemas import API_VERSION, crdgen, sealing
-from services.common import keys
+from services.common import keys, settings
 from services.devenv import ports
 from services.devenv.clusters import LocalCluster
 from services.devenv.environment import DevEnvironment
 from services.devenv.processes import Process
 
-SYSTEM_NAMESPACE = "standby-system"
+SYSTEM_NAMESPACE = settings.NAMESPACE
 READ_ONLY_RULES = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
 CRD_BASE = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 

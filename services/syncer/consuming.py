@@ -192,7 +192,7 @@ class PlanConsumer:
             progress = self.applier.progress
             status = plan_status(progress, Observed(
                 generation=self.plan.generation, stream_reachable=self.nc.is_connected, undelivered=self.pending,
-                in_flight=self.in_flight, breaker=self.applier.breaker.status(),
+                breaker=self.applier.breaker.status(),
                 fenced=self.applier.fences.fenced(self.plan.key) is not None,
                 fence_fresh=self.applier.fences.fresh(), now=time.time()))
             metrics.plan_counts(self.plan.key, in_sync=status.objects_in_sync, out_of_sync=status.objects_out_of_sync,

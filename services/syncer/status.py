@@ -20,7 +20,6 @@ class Observed:
     generation: int
     stream_reachable: bool
     undelivered: int  # in the stream, not yet delivered to the syncer
-    in_flight: int  # delivered, not yet settled
     breaker: api.DeleteBreakerStatus
     fenced: bool
     fence_fresh: bool = True
@@ -38,7 +37,9 @@ def _condition(type_: str, status: bool | None, reason: str, message: str = "") 
 
 def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatus:
     failed = len(progress.failed)
-    out_of_sync = seen.undelivered + seen.in_flight if seen.stream_reachable else None
+    # Delivered and not yet settled (in a worker, or nak'd and waiting to come again), and not
+    # yet delivered at all.
+    out_of_sync = seen.undelivered + len(progress.unapplied) if seen.stream_reachable else None
     if seen.breaker.open:
         degraded = _condition("Degraded", True, "DeleteBreakerOpen",
                               f"mass deletion refused since {seen.breaker.opened_at}; check the source, then set "

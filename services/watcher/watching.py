@@ -148,7 +148,7 @@ class ResourceWatch:
                                         resource=self.info.resource, namespace=self.scope if scoped else "")
 
     async def selected(self, obj: Obj) -> bool:
-        if kinds.skip_reason(obj) is not None:
+        if kinds.skip_reason(obj, own_namespace=self.settings.kube.namespace) is not None:
             return False
         namespace = (obj.get("metadata") or {}).get("namespace", "")
         ns_labels = await self.namespaces.of(namespace) if self.filters.needs_namespace_labels and namespace else None

@@ -83,6 +83,11 @@ async def test_no_copy_is_written_while_the_fences_cannot_be_read(pipe: Pipeline
     await asyncio.sleep(3)  # long enough for the change to have been applied, were it allowed
     await copied("1")
 
+    async def behind() -> None:  # the held change ages in the status; it does not read "in step"
+        s = await plan_status(pipe, ns)
+        assert s["pendingChangeAgeSeconds"] >= 2 and condition(s, "Synced").get("status") == "False", s
+    await h.eventually(behind, timeout=10)
+
     role(registered, h.SYSTEM, "fenceless-fences", sa,
          [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
     await h.eventually(lambda: copied("2"), timeout=30)

@@ -109,6 +109,6 @@ async def test_status_subresource_and_printer_columns(dst: KubeClient) -> None:
     assert table["status"]["objectsInSync"] == 3
     crd = await dst.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/recoveryplans.dr.standby.dev")
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns[:4] == ["Suspended", "Status", "Behind", "In-Sync"]
+    assert columns[:5] == ["Suspended", "Status", "Behind", "In-Sync", "Source"]
     assert "rp" in crd["spec"]["names"]["shortNames"]
     await dst.request("DELETE", path)

@@ -110,7 +110,7 @@ def test_the_oldest_unapplied_change_ages_until_settled_also_across_naks() -> No
 
 
 def seen(**kwargs: object) -> Observed:
-    values: dict[str, object] = {"generation": 3, "stream_reachable": True, "undelivered": 0, "in_flight": 0,
+    values: dict[str, object] = {"generation": 3, "stream_reachable": True, "undelivered": 0,
                                  "breaker": api.DeleteBreakerStatus(), "fenced": False, "now": 100.0}
     return Observed(**(values | kwargs))  # type: ignore[arg-type]
 
@@ -128,7 +128,7 @@ def in_step() -> PlanProgress:
 
 @pytest.mark.parametrize(("setup", "observed", "phase", "synced", "degraded"), [
     pytest.param(lambda p: None, seen(), "Synced", ("True", "UpToDate"), ("False", "Healthy"), id="in-step"),
-    pytest.param(lambda p: p.delivered(9, 95.0), seen(in_flight=1, undelivered=4), "Syncing",
+    pytest.param(lambda p: p.delivered(9, 95.0), seen(undelivered=4), "Syncing",
                  ("False", "CatchingUp"), ("False", "Healthy"), id="catching-up"),
     pytest.param(lambda p: p.dead_lettered(A, "Invalid"), seen(), "Degraded", ("False", "DeadLetters"),
                  ("True", "DeadLetters"), id="dead-letter"),
@@ -158,7 +158,7 @@ def test_status_claims_nothing_it_does_not_know() -> None:
     # Dumped for the API server, "unknown" clears the field rather than showing a stale figure.
     dumped = down.model_dump(by_alias=True, exclude_unset=True, mode="json")
     assert dumped["objectsOutOfSync"] is None and dumped["pendingChangeAgeSeconds"] is None
-    up = plan_status(progress, seen(in_flight=1))
+    up = plan_status(progress, seen())  # delivered, not settled (in a worker, or nak'd): it counts
     assert up.objects_out_of_sync == 1 and up.pending_change_age_seconds == 60.0
     assert up.replication_lag_seconds == 0.5 and up.objects_in_sync == 2
 

@@ -215,6 +215,7 @@ def test_per_kind_sanitizing() -> None:
         pytest.param(b.apiservice(local=True), "local APIService", id="apiservice-local"),
         pytest.param(b.configmap("x", namespace="kube-system"), "excluded", id="kube-system"),
         pytest.param(b.configmap("x", namespace="standby-system"), "excluded", id="own-namespace"),
+        pytest.param(b.configmap("x", namespace="dr"), "excluded", id="own-namespace-configured"),
         pytest.param({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "app"}},
                      "pods", id="pod"),
         pytest.param({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "app"}},
@@ -232,13 +233,14 @@ def test_per_kind_sanitizing() -> None:
     ],
 )
 def test_skip_rules(obj: dict[str, Any], reason: str) -> None:
-    found = kinds.skip_reason(obj)
+    own = "dr" if obj["metadata"].get("namespace") == "dr" else "standby-system"
+    found = kinds.skip_reason(obj, own_namespace=own)
     assert found is not None and reason in found
 
 
 @pytest.mark.parametrize("obj", [b.deployment(), b.secret(), b.configmap(), b.crd(), b.widget()])
 def test_ordinary_objects_are_not_skipped(obj: dict[str, Any]) -> None:
-    assert kinds.skip_reason(obj) is None
+    assert kinds.skip_reason(obj, own_namespace="standby-system") is None
 
 
 # --- properties ------------------------------------------------------------------------------
