@@ -226,10 +226,13 @@ class Progress(Model):
     summary: str = Field(default="", description='"done/total", for printer columns.')
 
 
+ObjectOutcome = Literal["Activated", "Unchanged", "WouldChange", "Failed", "Skipped"]
+
+
 class ObjectResult(Model):
     plan: str
     ref: str
-    outcome: Literal["Activated", "Unchanged", "WouldChange", "Failed", "Skipped"]
+    outcome: ObjectOutcome
     reason: str = ""
     changes: list[str] = Field(default_factory=list)
 

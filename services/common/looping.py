@@ -42,6 +42,9 @@ async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_f
             except (ApiError, UnreachableError) as exc:
                 supervisor.healthy = False
                 log.warning("cannot read plans: %s", exc)
+            except Exception:  # a defect: logged, unhealthy, tried again at the next pass
+                supervisor.healthy = False
+                log.exception("a pass over the plans failed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval_seconds):
                     await changed.wait()

@@ -16,7 +16,7 @@ from typing import Any
 import jsonpatch
 
 from schemas import annotations as ann
-from schemas import codec, kinds, ordering, sanitizing, sealing, subjects, transforms
+from schemas import api, codec, kinds, ordering, sanitizing, sealing, subjects, transforms
 from services.common.keys import StreamKeys
 from services.common.kube import METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
@@ -49,7 +49,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Result:
-    outcome: str  # Activated | WouldChange | Unchanged | Failed
+    outcome: api.ObjectOutcome
     reason: str = ""
     changes: tuple[str, ...] = ()
 

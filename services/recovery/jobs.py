@@ -20,7 +20,7 @@ from schemas import API_VERSION, api
 from schemas import annotations as ann
 from services.common import fencing, plans
 from services.common.kube import ApiError, KubeClient, ResourceInfo
-from services.recovery import activating, metrics
+from services.recovery import activating, metrics, status
 from services.recovery.settings import RecoverySettings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class JobRun:
     settings: RecoverySettings
     stream: activating.StreamReader
     notify: Notify = lambda type_, reason, message: None
-    status: Obj = field(default_factory=dict)
+    status: api.RecoveryExecutionJobStatus = field(default_factory=api.RecoveryExecutionJobStatus)
 
     @property
     def name(self) -> str:
@@ -50,21 +50,20 @@ class JobRun:
         return str(self.job["metadata"]["namespace"])
 
     async def save(self, **fields: Any) -> None:
-        self.status.update(fields)
-        progress = self.status.get("progress") or {}
-        progress["summary"] = f"{progress.get('done', 0)}/{progress.get('total', 0)}"
-        self.status["progress"] = progress
-        await plans.patch_status(self.client, "recoveryexecutionjobs", self.namespace, self.name, self.status)
+        """Set ``fields`` (the typed model's own attribute names and types) and write the status."""
+        self.status = self.status.model_copy(update=fields)
+        await plans.patch_status(self.client, "recoveryexecutionjobs", self.namespace, self.name,
+                                 self.status.model_dump(by_alias=True, exclude_none=True, mode="json"))
 
     async def fail(self, reason: str, message: str) -> None:
         log.error("job failed: %s", message, extra={"job": self.name, "reason": reason})
         self.notify("Warning", reason, message)
-        await self.save(phase="Failed", message=message, completionTime=now(),
-                        conditions=[plans.condition("Complete", False, reason, message)])
+        await self.save(phase="Failed", message=message, completion_time=now(),
+                        conditions=[status.complete(False, reason, message)])
 
     async def run(self) -> None:
-        self.status = dict(self.job.get("status") or {})
-        if self.status.get("phase") in api.TERMINAL_PHASES:
+        self.status = status.recorded(self.job.get("status"))
+        if self.status.phase in api.TERMINAL_PHASES:
             return
         started = time.monotonic()
         try:
@@ -84,10 +83,9 @@ class JobRun:
         except ValidationError as exc:
             await self.fail("InvalidPlan", str(exc))
             return
-        if not self.status.get("startTime"):
+        if not self.status.start_time:
             self.notify("Normal", "Started", f"{'dry run' if spec.dry_run else 'failover'} of {ref.name}")
-            await self.save(phase="Pending", startTime=now(),
-                            waves=[{"name": w.name, "phase": "Pending"} for w in rep.waves])
+            await self.save(phase="Pending", start_time=now(), waves=[api.WaveResult(name=w.name) for w in rep.waves])
         plan_keys = [[f"{p.namespace or self.namespace}/{p.name}" for p in w.recovery_plans] for w in rep.waves]
         # Discovery runs while the fence settles; the copies are listed only once every syncer
         # honours the fence (a copy written or changed before that would otherwise be missed).
@@ -104,13 +102,13 @@ class JobRun:
     def timed(self, step: str, since: float) -> None:
         """Record how long a step took (status.timings, seconds) and log it."""
         seconds = round(time.monotonic() - since, 3)
-        self.status.setdefault("timings", {})[step] = seconds
+        self.status = self.status.model_copy(update={"timings": {**self.status.timings, step: seconds}})
         log.info("%s took %.2fs", step, seconds, extra={"job": self.name})
 
     async def fence(self, plan_keys: set[str]) -> None:
         started = time.monotonic()
         await self.save(phase="Fencing")
-        epoch = int(self.status.get("epoch") or 0)
+        epoch = self.status.epoch
         if not epoch:
             existing = await self.client.list_all(f"/api/v1/namespaces/{self.settings.kube.namespace}/configmaps",
                                                   label_selector=f"{ann.FENCE_LABEL}=true")
@@ -140,21 +138,20 @@ class JobRun:
         started = time.monotonic()
         targets = await activating.find_copies(self.client, all_keys, resources)
         self.timed("findCopies", started)
-        progress = dict(self.status.get("progress") or {})
-        done_before = int(progress.get("done", 0)) if self.status.get("phase") == "Activating" else 0
+        resumed = self.status.phase == "Activating"  # activated objects are no longer copies: not found again
+        done_before = self.status.progress.done if resumed else 0
         total = done_before + len(targets)
-        await self.save(phase="Activating", progress={"done": done_before, "total": total})
-        results: list[Obj] = list(self.status.get("objects") or []) if done_before else []
-        waves = list(self.status.get("waves") or [{"name": w.name} for w in rep.waves])
-        failed_total = sum(1 for r in results if r.get("outcome") == "Failed")
+        await self.save(phase="Activating", progress=status.progress(done_before, total))
+        results: list[api.ObjectResult] = list(self.status.objects) if resumed else []
+        waves = status.waves_of(rep, self.status.waves)
+        failed_total = sum(1 for r in results if r.outcome == "Failed")
         done = done_before
         gate = asyncio.Semaphore(self.settings.concurrency)
         for index, (wave, keys) in enumerate(zip(rep.waves, plan_keys, strict=True)):
             wave_started = time.monotonic()
             mine = [t for t in targets if t.plan in keys]
-            waves[index] = {**waves[index], "name": wave.name, "phase": "Running",
-                            "total": int(waves[index].get("total", 0) or 0) + len(mine)}
-            await self.save(waves=waves)
+            waves[index] = waves[index].model_copy(update={"phase": "Running", "total": waves[index].total + len(mine)})
+            await self.save(waves=list(waves))
             failed = 0
             for rank in sorted({t.rank for t in mine}):  # priority order, each rank in parallel
                 batch = [t for t in mine if t.rank == rank]
@@ -167,15 +164,16 @@ class JobRun:
                     metrics.activated(t.plan, r.outcome)
                     if r.outcome == "Failed":
                         failed += 1
-                    results.append({"plan": t.plan, "ref": t.ref, "outcome": r.outcome, "reason": r.reason[:500],
-                                    "changes": list(r.changes)})
+                    results.append(api.ObjectResult(plan=t.plan, ref=t.ref, outcome=r.outcome,
+                                                    reason=r.reason[:500], changes=list(r.changes)))
                 done += len(batch)
                 metrics.progress(self.name, done, total)
-                await self.save(progress={"done": done, "total": total}, objects=self._report(results))
+                await self.save(progress=status.progress(done, total),
+                                objects=status.reported(results, self.settings.max_reported_objects))
             self.timed(f"wave {wave.name} activated", wave_started)
             message = ""
             if wave.wait_for_ready and not dry_run:
-                failed_refs = {r["ref"] for r in results if r.get("outcome") == "Failed"}
+                failed_refs = {r.ref for r in results if r.outcome == "Failed"}
                 late = await activating.wait_ready(self.client, [t for t in mine if t.ref not in failed_refs],
                                                    timeout=wave.timeout_seconds, poll=self.settings.ready_poll_seconds)
                 self.timed(f"wave {wave.name} ready", wave_started)
@@ -183,21 +181,13 @@ class JobRun:
                     failed += len(late)
                     message = f"not ready after {wave.timeout_seconds}s: {', '.join(late[:10])}"
             failed_total += failed
-            waves[index] = {**waves[index], "phase": "Completed" if not failed else "PartiallyFailed",
-                            "done": int(waves[index].get("done", 0) or 0) + len(mine), "failed": failed,
-                            "message": message}
-            await self.save(waves=waves)
+            waves[index] = waves[index].model_copy(update={
+                "phase": "Completed" if not failed else "PartiallyFailed", "done": waves[index].done + len(mine),
+                "failed": failed, "message": message})
+            await self.save(waves=list(waves))
             self.notify("Normal" if not failed else "Warning", "WaveDone",
                         f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
-        phase = "Completed" if not failed_total else ("Failed" if failed_total >= total > 0 else "PartiallyFailed")
-        summary = f"{total} objects, {failed_total} failed" + (" (dry run: nothing changed)" if dry_run else "")
-        await self.save(phase=phase, completionTime=now(), message=summary,
-                        conditions=[plans.condition("Complete", phase == "Completed", phase, summary)])
+        phase, summary = status.outcome(failed=failed_total, total=total, dry_run=dry_run)
+        await self.save(phase=phase, completion_time=now(), message=summary,
+                        conditions=[status.complete(phase == "Completed", phase, summary)])
         self.notify("Normal" if phase == "Completed" else "Warning", phase, summary)
-
-    def _report(self, results: list[Obj]) -> list[Obj]:
-        failures = [r for r in results if r["outcome"] == "Failed"]
-        rest = [r for r in results if r["outcome"] != "Failed"]
-        return (failures + rest)[: self.settings.max_reported_objects]
-
-

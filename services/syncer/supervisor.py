@@ -75,6 +75,7 @@ class Supervisor:
             if plan.spec.suspend:
                 self.consumers[plan.key] = (signature, None)
                 continue
+            consumer: PlanConsumer | None = None
             try:
                 dest = await self.destination(plan)
                 consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
@@ -86,6 +87,15 @@ class Supervisor:
                 continue
             except (ApiError, UnreachableError) as exc:
                 log.warning("cannot start consumer: %s", exc, extra={"plan": plan.key})
+                await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                    "Degraded", True, "CannotStart", str(exc))], phase="Degraded")
+                continue
+            except Exception as exc:  # the broker, or a defect: this plan only, retried at the next pass
+                log.exception("cannot start consumer; retrying at the next pass", extra={"plan": plan.key})
+                if consumer is not None:
+                    await consumer.stop()
+                await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                    "Degraded", True, "CannotStart", f"{exc!r}")], phase="Degraded")
                 continue
             log.info("consuming", extra={"plan": plan.key})
             self.consumers[plan.key] = (signature, consumer)

@@ -134,6 +134,13 @@ class Supervisor:
                 await runner.stop()
                 self.runners.pop(plan.key, None)  # retried at the next resync
                 continue
+            except Exception as exc:  # the broker, the keys, or a defect: this plan only, retried
+                log.exception("plan cannot start; retrying at the next pass", extra={"plan": plan.key})
+                await runner.stop()
+                self.runners.pop(plan.key, None)
+                await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                    "ResourcesWatched", False, "CannotStart", f"{exc!r}")])
+                continue
             if current is not None and current[0][1]:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", False, "Resumed")])
             self.runners[plan.key] = (signature, runner)
