@@ -180,6 +180,9 @@ class RecoveryPlanStatus(Model):
     last_event_time: str | None = Field(default=None, description="When a change was last applied (RFC 3339).")
     replication_lag_seconds: float | None = Field(
         default=None, description="Source observed to applied, of the last change applied (history, not now).")
+    source_last_heard_time: str | None = Field(
+        default=None, description="When the source last answered the watcher (RFC 3339; refreshed every 30 s "
+                                  "while it answers, exact when it stops).")
     pending_change_age_seconds: float | None = Field(
         default=None, description="Age of the oldest change not yet applied: 0 when in step; absent while the "
                                   "stream cannot be read.")

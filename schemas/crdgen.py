@@ -51,6 +51,7 @@ CRDS: tuple[CrdSpec, ...] = (
             {"name": "In-Sync", "type": "integer", "jsonPath": ".status.objectsInSync"},
             {"name": "Source", "type": "string",
              "jsonPath": '.status.conditions[?(@.type=="SourceReachable")].status'},
+            {"name": "Source-Heard", "type": "date", "jsonPath": ".status.sourceLastHeardTime", "priority": 1},
             {"name": "Out-Of-Sync", "type": "integer", "jsonPath": ".status.objectsOutOfSync", "priority": 1},
             {"name": "Failed", "type": "integer", "jsonPath": ".status.objectsFailed", "priority": 1},
             AGE,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from schemas import api
 from services.common import events, kube, plans
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.settings import WatcherSettings
@@ -44,7 +45,9 @@ class PlanHealth:
     watches: Sequence[ResourceWatch]
     settings: WatcherSettings
     reachable: bool = True
-    lost_at: float | None = None
+    lost_at: float | None = None  # monotonic
+    heard_at: str | None = None  # RFC 3339: the last answer
+    heard_written: float = float("-inf")  # monotonic: when heard_at was last written
     reported: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     async def _emit(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
@@ -53,7 +56,8 @@ class PlanHealth:
 
     # -- the source -----------------------------------------------------------------------------
     async def probe(self) -> None:
-        """Until cancelled: ask the source whether it answers, and say so when that changes."""
+        """Until cancelled: ask the source whether it answers, and say so when that changes; while
+        it answers, record when it was last heard from every ``source_heard_write_seconds``."""
         while True:
             try:
                 answer = await self.source.request("GET", "/version", timeout=self.settings.source_probe_seconds * 2)
@@ -68,22 +72,31 @@ class PlanHealth:
             return
         self.reachable, self.lost_at = False, time.monotonic()
         log.warning("source %s does not answer: %s", self.source.creds.server, exc, extra={"plan": self.plan.key})
-        await plans.set_plan_conditions(self.own, self.plan, [plans.condition(
-            "SourceReachable", False, "Unreachable", f"{self.source.creds.server}: {exc}")])
+        await self._write(False, "Unreachable", f"no answer since {self.heard_at or 'the start'}: {exc}")
         await self._emit("Warning", "SourceLost", f"the source {self.source.creds.server} does not answer: {exc}")
 
     async def _answered(self, version: str) -> None:
+        now = time.monotonic()
+        self.heard_at = plans.now_iso()
         if self.reachable:
+            if now - self.heard_written >= self.settings.source_heard_write_seconds:
+                await self._write(True, "Connected", f"source {version}")
             return
-        lasted = time.monotonic() - (self.lost_at or time.monotonic())
+        lasted = now - (self.lost_at or now)
         self.reachable, self.lost_at = True, None
         log.warning("source %s answers again after %.1fs", self.source.creds.server, lasted,
                     extra={"plan": self.plan.key})
         for watch in self.watches:
             watch.wake.set()  # retry now, not after the backoff
-        await plans.set_plan_conditions(self.own, self.plan, [plans.condition(
-            "SourceReachable", True, "Connected", f"source {version}")])
+        await self._write(True, "Connected", f"source {version}")
         await self._emit("Normal", "SourceBack", f"the source answers again after {lasted:.0f}s")
+
+    async def _write(self, reachable: bool, reason: str, message: str) -> None:
+        await plans.write_plan_status(self.own, self.plan, api.RecoveryPlanStatus(
+            conditions=[api.Condition(type="SourceReachable", status="True" if reachable else "False", reason=reason,
+                                      message=message[:1000])],
+            source_last_heard_time=self.heard_at))
+        self.heard_written = time.monotonic()
 
     # -- the watches ----------------------------------------------------------------------------
     async def report(self, interval_seconds: float = 1.0) -> None:

@@ -236,10 +236,12 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         stopped = loop.time()
         source.stop_apiserver()
         try:
-            async def lost() -> None:
+            async def lost() -> dict[str, Any]:
                 s = await plan_status(p, ns)
                 assert condition(s, "SourceReachable").get("status") == "False", s
-            await h.eventually(lost, timeout=15)
+                assert "no answer since" in condition(s, "SourceReachable")["message"], s
+                return s
+            heard = (await h.eventually(lost, timeout=15))["sourceLastHeardTime"]
             await asyncio.sleep(max(0.0, 60 - (loop.time() - stopped)))
         finally:
             await asyncio.to_thread(source.start_apiserver)
@@ -251,6 +253,7 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         async def reachable() -> None:
             s = await plan_status(p, ns)
             assert condition(s, "SourceReachable").get("status") == "True", s
+            assert s["sourceLastHeardTime"] > heard, s  # RFC 3339 in UTC: ordered as text
         await h.eventually(reachable, timeout=15)
         reasons = [reason for reason, _ in await plan_events(p, ns)]
         assert "SourceLost" in reasons and "SourceBack" in reasons
