@@ -62,6 +62,7 @@ class FenceCache:
     fences: dict[str, Fence] = field(default_factory=dict)
     read_at: float | None = None  # when the LIST the view came from was sent
     unreadable_since: float | None = None
+    _refreshed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) by each refresh
 
     async def refresh(self) -> None:
         sent = self.clock()
@@ -73,9 +74,23 @@ class FenceCache:
             if fence is not None:
                 fences[fence.plan] = fence
         self.fences, self.read_at = fences, sent
+        refreshed, self._refreshed = self._refreshed, asyncio.Event()
+        refreshed.set()
 
     def fresh(self) -> bool:
         return self.read_at is not None and self.clock() - self.read_at <= self.max_age_seconds
+
+    async def fresh_view(self, timeout: float) -> bool:
+        """Wait until the view is fresh, at most ``timeout`` seconds; False if it is not by then.
+        Under load a LIST can take longer than the view's age allows: writes then wait for the
+        next one (back pressure) instead of going on blind or being redelivered."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.fresh():
+                    await self._refreshed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def fenced(self, plan: str) -> Fence | None:
         return self.fences.get(plan)
@@ -84,6 +99,7 @@ class FenceCache:
         """Refresh until cancelled; one warning when the fences become unreadable, one when they
         can be read again (with how long it lasted)."""
         while True:
+            started = self.clock()
             try:
                 await self.refresh()
             except (ApiError, UnreachableError) as exc:
@@ -96,4 +112,6 @@ class FenceCache:
                     log.warning("the fences in %s can be read again after %.1fs", self.client.creds.server,
                                 self.clock() - self.unreadable_since)
                     self.unreadable_since = None
-            await asyncio.sleep(self.refresh_seconds)
+            # At once when the LIST itself took the interval (a loaded API server): the view ages from
+            # when the LIST was sent.
+            await asyncio.sleep(max(0.0, self.refresh_seconds - (self.clock() - started)))

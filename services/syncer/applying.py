@@ -68,6 +68,10 @@ class RateLimiter:
         return True
 
 
+class Fenced(Exception):
+    """The plan was fenced (activated) while this message was handled: nothing more is written."""
+
+
 def _immutable(exc: ApiError) -> bool:
     return exc.status == 422 and "immutable" in exc.message
 
@@ -155,10 +159,6 @@ class PlanApplier:
     async def handle(self, env: Envelope, sequence: int) -> Done:
         if env.plan_namespace != self.plan.namespace or env.plan_name != self.plan.name:
             raise PermanentError("WrongPlan", f"message for {env.plan_namespace}/{env.plan_name} in {self.plan.key}")
-        if not self.fences.fresh():  # fail closed: the write waits until the fences are known
-            metrics.fence_unknown(self.plan.key)
-            raise TemporaryError("the fences in the destination cannot be read; waiting",
-                                 delay=2 * self.fences.refresh_seconds)
         if self.fences.fenced(self.plan.key) is not None:
             return Done("skipped_fenced")
         r = env.ref
@@ -169,9 +169,23 @@ class PlanApplier:
         if current is not None and current.resource_version is not None and incoming is not None \
                 and incoming <= current.resource_version and env.type is EventType.UPSERT:
             return Done("skipped_stale")
-        if env.type is EventType.DELETE:
-            return await self._delete(env, info, path, current, incoming)
-        return await self._upsert(env, info, path, current, sequence)
+        try:
+            if env.type is EventType.DELETE:
+                return await self._delete(env, info, path, current, incoming)
+            return await self._upsert(env, info, path, current, sequence)
+        except Fenced:
+            return Done("skipped_fenced")
+
+    async def _writable(self) -> None:
+        """Right before every write: the fences must be known (read within ``max_age_seconds``) and
+        not fence this plan. Fail closed: while they cannot be read, nothing is written (the write
+        waits for the next read, at most twice the bound, then the message is retried later)."""
+        if not await self.fences.fresh_view(timeout=2 * self.fences.max_age_seconds):
+            metrics.fence_unknown(self.plan.key)
+            raise TemporaryError("the fences in the destination cannot be read; waiting",
+                                 delay=2 * self.fences.refresh_seconds)
+        if self.fences.fenced(self.plan.key) is not None:
+            raise Fenced
 
     async def _upsert(self, env: Envelope, info: ResourceInfo, path: str, current: Copy | None,
                       sequence: int) -> Done:
@@ -192,6 +206,7 @@ class PlanApplier:
         body["apiVersion"], body["kind"] = info.api_version, info.kind
         started = time.monotonic()
         try:
+            await self._writable()
             await self._apply(env, info, path, body)
         except ApiError as exc:
             if _immutable(exc):
@@ -267,8 +282,10 @@ class PlanApplier:
         log.info("immutable field changed; deleting and recreating the copy", extra={"plan": self.plan.key, "ref": ref})
         try:
             old = await self.dest.get(path)
+            await self._writable()
             await self.dest.delete(path, uid=old["metadata"]["uid"])
             await self._gone(path, old["metadata"]["uid"])
+            await self._writable()
             await self.dest.apply(path, body, field_manager=ann.FIELD_MANAGER, parse=False)
         except ApiError as exc:
             if _immutable(exc):
@@ -315,6 +332,7 @@ class PlanApplier:
             return Done("skipped_stale")
         self._check_breaker()
         try:
+            await self._writable()
             await self.dest.delete(path, uid=obj["metadata"].get("uid"))
         except ApiError as exc:
             if not exc.not_found:

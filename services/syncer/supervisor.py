@@ -49,7 +49,10 @@ class Supervisor:
             client = self.own if ref is None else await plans.cluster_client(
                 self.own, ref, plan.namespace, connections=self.settings.destination_connections,
                 user_agent="standby-syncer")
-            fences = FenceCache(client, self.settings.kube.namespace, self.settings.fence_refresh_seconds,
+            # The fences are read on a connection of their own: behind the writes' connections (all busy
+            # in a burst) the reads would age past fence_max_age_seconds and hold every write back.
+            fences = FenceCache(KubeClient(client.creds, connections=1, user_agent="standby-syncer-fences"),
+                                self.settings.kube.namespace, self.settings.fence_refresh_seconds,
                                 self.settings.fence_max_age_seconds)
             await fences.refresh()
             task = self.guard.start(f"fences {key or 'local'}", fences.run, kind="fences")
@@ -116,6 +119,7 @@ class Supervisor:
         for key, dest in list(self.destinations.items()):
             dest.task.cancel()
             await asyncio.gather(dest.task, return_exceptions=True)
+            await dest.fences.client.close()
             if dest.client is not self.own:
                 await dest.client.close()
             del self.destinations[key]
