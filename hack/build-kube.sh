@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the upstream control-plane binaries Standby's local clusters run on:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; and Toxiproxy, the
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; kubectl (same module
+# graph; it brings kustomize) for applying the shipped manifests; and Toxiproxy, the
 # fault-injection proxy the fault tests put between a service and what it talks to.
 #
 # Everything is built from the upstream Go modules through the Go module proxy (no prebuilt
@@ -43,7 +44,7 @@ want() {  # want <binary>: true when it still has to be built
 
 build_kubernetes() {
   local targets=()
-  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     want "$b" && targets+=("$b")
   done
   ((${#targets[@]})) || return 0
@@ -75,6 +76,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   (cd "$dir" && log "go mod tidy (downloads ~1 GB of modules on a cold machine)" && go mod tidy -e >/dev/null 2>"$dir/tidy.log") \

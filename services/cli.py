@@ -102,6 +102,21 @@ def _stream_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_credentials(args: argparse.Namespace) -> int:
+    """Print the Secret the broker and the services read their NATS user and password from (the
+    shipped manifests name it: `standby-nats`, keys NATS_USER and NATS_PASSWORD)."""
+    import base64
+    import secrets
+
+    data = {"NATS_USER": args.user, "NATS_PASSWORD": secrets.token_urlsafe(32)}
+    print(json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": args.name, "namespace": args.namespace,
+                     "labels": {"app.kubernetes.io/part-of": "standby"}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="standby", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--name", default=settings.STREAM_KEYS_SECRET)
     keys.add_argument("--namespace", default=settings.NAMESPACE)
     keys.set_defaults(func=_stream_keys)
+
+    creds = sub.add_parser("nats-credentials", help="print a Secret with a new NATS user and password",
+                           description="standby nats-credentials | kubectl apply -f -  (on the sync side, once)")
+    creds.add_argument("--user", default="standby")
+    creds.add_argument("--name", default=settings.NATS_CREDENTIALS_SECRET)
+    creds.add_argument("--namespace", default=settings.NAMESPACE)
+    creds.set_defaults(func=_nats_credentials)
     return parser
 
 

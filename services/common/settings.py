@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 STREAM_KEYS_SECRET = "standby-stream-keys"
 NAMESPACE = "standby-system"  # the default of every service's kube.namespace
+NATS_CREDENTIALS_SECRET = "standby-nats"  # the shipped manifests read the NATS user and password from it
 
 
 class NatsSettings(BaseModel):
