@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,13 +128,28 @@ def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if creds.client_cert_pem and creds.client_key_pem:
-        with tempfile.NamedTemporaryFile() as cert, tempfile.NamedTemporaryFile() as key:
-            cert.write(creds.client_cert_pem)
-            key.write(creds.client_key_pem)
-            cert.flush()
-            key.flush()
-            ctx.load_cert_chain(cert.name, key.name)
+        with _in_memory_file(creds.client_cert_pem) as cert, _in_memory_file(creds.client_key_pem) as key:
+            ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@contextlib.contextmanager
+def _in_memory_file(data: bytes) -> Iterator[str]:
+    """A path to ``data`` that never touches a disk: ssl can load a certificate only from a path,
+    and the services run with a read-only root filesystem (a memfd on Linux; a private temporary
+    file elsewhere)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("standby-credential", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        yield f.name
 
 
 @dataclass(frozen=True)
