@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +24,8 @@ import aiohttp
 import orjson
 import yaml
 from aiohttp.http_exceptions import LineTooLong
+
+from services.common import tokens
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class Credentials:
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
     insecure: bool = False
+    # A token that changes (a rotated token file, an exec credential plugin); ``token`` is unused then.
+    token_source: tokens.TokenSource | None = field(default=None, compare=False)
 
 
 def _data_or_file(entry: Mapping[str, Any], key: str, base: Path | None) -> bytes | None:
@@ -108,16 +112,35 @@ def credentials_from_kubeconfig(config: Mapping[str, Any] | str | Path, *, conte
     if not server.startswith("https://") and not server.startswith("http://"):
         raise ConfigError(f"server {server!r} is not an http(s) URL")
     token = user.get("token")
+    source: tokens.TokenSource | None = None
     if not token and user.get("tokenFile"):
-        token = Path(user["tokenFile"]).read_text().strip()
+        path = Path(user["tokenFile"])
+        source = tokens.TokenFile(path if path.is_absolute() or base is None else base / path)
+    elif not token and user.get("exec"):
+        source = _exec_plugin(user["exec"], base)
     return Credentials(
         server=server,
         ca_pem=_data_or_file(cluster, "certificate-authority", base),
         token=token,
+        token_source=source,
         client_cert_pem=_data_or_file(user, "client-certificate", base),
         client_key_pem=_data_or_file(user, "client-key", base),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
     )
+
+
+def _exec_plugin(spec: Mapping[str, Any], base: Path | None) -> tokens.ExecPlugin:
+    """A kubeconfig's ``exec`` stanza. A command with a path but not absolute is relative to the
+    kubeconfig's folder (as kubectl resolves it); a bare name is looked up on PATH."""
+    try:
+        command = str(spec["command"])
+        if "/" in command and not Path(command).is_absolute() and base is not None:
+            command = str(base / command)
+        env = {str(e["name"]): str(e["value"]) for e in spec.get("env") or []}
+        return tokens.ExecPlugin(command, [str(a) for a in spec.get("args") or []], env,
+                                 api_version=str(spec.get("apiVersion", "client.authentication.k8s.io/v1")))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"unusable exec credential plugin: {exc!r}") from exc
 
 
 def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
@@ -251,22 +274,37 @@ class KubeClient:
         content_type: str = "application/json", timeout: float | None = None, parse: bool = True,
         accept: str | None = None,
     ) -> Obj:
-        """One call. ``parse=False`` skips decoding the answer."""
+        """One call. ``parse=False`` skips decoding the answer. A 401 with a changing token (a rotated
+        file, an exec plugin) gets the token again and is tried once more."""
         data = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if data is not None else {}
         if accept:
             headers["Accept"] = accept
+        source = self.creds.token_source
+        for attempt in (1, 2):
+            if source is not None:
+                headers["Authorization"] = f"Bearer {await self._token(source)}"
+            try:
+                async with self.session.request(
+                    method, path, params=params, data=data, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout or self._timeout),
+                ) as resp:
+                    raw = await resp.read()
+                    if resp.status == 401 and source is not None and attempt == 1:
+                        source.invalidate()
+                        continue
+                    if resp.status >= 400:
+                        raise _error(resp.status, raw, resp.headers)
+                    return orjson.loads(raw) if raw and parse else {}
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _token(self, source: tokens.TokenSource) -> str:
         try:
-            async with self.session.request(
-                method, path, params=params, data=data, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout or self._timeout),
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise _error(resp.status, raw, resp.headers)
-                return orjson.loads(raw) if raw and parse else {}
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
+            return await source.token()
+        except tokens.CredentialError as exc:
+            raise ApiError(401, "CredentialsUnavailable", str(exc)) from exc
 
     async def get(self, path: str, **params: str) -> Obj:
         return await self.request("GET", path, params=params or None)
@@ -330,12 +368,18 @@ class KubeClient:
         }
         if label_selector:
             params["labelSelector"] = label_selector
+        headers = {"Accept": accept} if accept else {}
+        source = self.creds.token_source
+        if source is not None:
+            headers["Authorization"] = f"Bearer {await self._token(source)}"
         try:
             async with self.session.get(
-                path, params=params, headers={"Accept": accept} if accept else None,
+                path, params=params, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
             ) as resp:
                 if resp.status >= 400:
+                    if resp.status == 401 and source is not None:
+                        source.invalidate()  # the caller watches again, with a new token
                     raise _error(resp.status, await resp.read(), resp.headers)
                 while line := await resp.content.readline(max_line_length=MAX_WATCH_EVENT_BYTES):
                     if not line.strip():
@@ -443,15 +487,14 @@ async def wait_for(predicate: Any, *, timeout: float, interval: float = 0.1, wha
 
 
 def in_cluster_credentials() -> Credentials:
-    """The pod's service account (the services' normal way in a cluster)."""
-    import os
-
+    """The pod's service account (the services' normal way in a cluster). The projected token is
+    rotated by the kubelet: it is read again every minute and after a 401."""
     root = Path("/var/run/secrets/kubernetes.io/serviceaccount")
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host or not (root / "token").exists():
         raise ConfigError("not running in a cluster and no kubeconfig given")
-    return Credentials(server=f"https://{host}:{port}", ca_pem=(root / "ca.crt").read_bytes(),
-                       token=(root / "token").read_text().strip())
+    return Credentials(server=f"https://{host}:{port}", ca_pem=(root / "ca.crt").read_bytes(), token=None,
+                       token_source=tokens.TokenFile(root / "token"))
 
 
 def own_client(kubeconfig: Path | None, **kwargs: Any) -> KubeClient:

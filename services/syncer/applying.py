@@ -83,8 +83,8 @@ def classify(exc: ApiError | UnreachableError, ref: str) -> TemporaryError | Per
         return TemporaryError("throttled (429)", delay=exc.retry_after or 1.0)
     if exc.status >= 500 or exc.status in (408, 409):
         return TemporaryError(f"{exc.status} {exc.reason}")
-    if exc.status == 403:
-        return TemporaryError(f"forbidden: {exc.message}", delay=10.0)
+    if exc.status in (401, 403):  # credentials or rights: fixed outside, never the message's fault
+        return TemporaryError(f"{'unauthorized' if exc.status == 401 else 'forbidden'}: {exc.message}", delay=10.0)
     if exc.status == 404:
         return TemporaryError(f"not served yet: {exc.message}")
     return PermanentError("Invalid" if exc.status == 422 else f"Http{exc.status}", f"{ref}: {exc.message}")

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.common import kube
+from services.common import kube, tokens
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +41,26 @@ def test_a_client_certificate_is_loaded_without_a_writable_filesystem(monkeypatc
                              client_key_pem=key)
     ctx = kube._ssl_context(creds)
     assert not isinstance(ctx, bool)
+
+
+@pytest.mark.parametrize(("out", "expected"), [
+    pytest.param(b'{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", '
+                 b'"status": {"token": "t", "expirationTimestamp": "2026-11-29T10:15:00Z"}}',
+                 ("t", datetime.datetime(2026, 11, 29, 10, 15, tzinfo=datetime.UTC).timestamp()), id="expiring"),
+    pytest.param(b'{"status": {"token": "t"}}', ("t", None), id="until-refused"),
+])
+def test_exec_credentials_are_read(out: bytes, expected: tuple[str, float | None]) -> None:
+    assert tokens.parse_exec_credential(out) == expected
+
+
+@pytest.mark.parametrize(("out", "says"), [
+    pytest.param(b"oops", "printed no ExecCredential", id="not-json"),
+    pytest.param(b'{"status": {}}', "returned no token", id="no-token"),
+    pytest.param(b'{"status": {"clientCertificateData": "x", "clientKeyData": "y"}}', "client certificate",
+                 id="certificate"),
+    pytest.param(b'{"status": {"token": "t", "expirationTimestamp": "tomorrow"}}', "expirationTimestamp",
+                 id="bad-expiry"),
+])
+def test_a_plugin_answer_that_cannot_be_used_is_a_clear_error(out: bytes, says: str) -> None:
+    with pytest.raises(tokens.CredentialError, match=says):
+        tokens.parse_exec_credential(out, "aws")
