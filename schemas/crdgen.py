@@ -37,6 +37,7 @@ CRDS: tuple[CrdSpec, ...] = (
         [
             {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
             {"name": "Version", "type": "string", "jsonPath": ".status.serverVersion"},
+            {"name": "Probed", "type": "date", "jsonPath": ".status.lastProbeTime"},
             {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
             AGE,
         ],

@@ -108,22 +108,36 @@ async def cluster_client(own: KubeClient, ref: api.ObjectRef, default_namespace:
     ns = ref.namespace or default_namespace
     try:
         mc = await own.get(f"/apis/{API_VERSION}/namespaces/{ns}/managedclusters/{ref.name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise PlanError("ClusterNotFound", f"ManagedCluster {ns}/{ref.name}: {exc.message}") from exc
+        raise PlanError("ClusterUnreadable", str(exc)) from exc
+    return await managed_cluster_client(own, mc, **kwargs)
+
+
+async def managed_cluster_client(own: KubeClient, mc: Obj, **kwargs: Any) -> KubeClient:
+    """A client for the cluster of the ManagedCluster ``mc``; :class:`PlanError` with the reason
+    (SecretNotFound, KubeconfigMissing, KubeconfigInvalid, ...) when its Secret cannot serve."""
+    try:
         spec = api.ManagedClusterSpec.model_validate(mc.get("spec") or {})
+    except ValidationError as exc:
+        raise PlanError("InvalidManagedCluster", str(exc)) from exc
+    where = f"Secret {spec.secret_ref.namespace}/{spec.secret_ref.name}"
+    try:
         secret = await own.get(f"/api/v1/namespaces/{spec.secret_ref.namespace}/secrets/{spec.secret_ref.name}")
     except ApiError as exc:
         if exc.status == 404:
-            raise PlanError("ClusterNotFound", f"ManagedCluster {ns}/{ref.name} or its Secret: {exc.message}") from exc
-        raise PlanError("ClusterUnreadable", str(exc)) from exc
-    except ValidationError as exc:
-        raise PlanError("InvalidManagedCluster", str(exc)) from exc
+            raise PlanError("SecretNotFound", f"{where} does not exist") from exc
+        raise PlanError("SecretUnreadable", f"{where}: {exc}") from exc
+    except UnreachableError as exc:
+        raise PlanError("SecretUnreadable", f"{where}: {exc}") from exc
     raw = (secret.get("data") or {}).get("kubeconfig.yaml")
     if not raw:
-        raise PlanError("KubeconfigMissing", f"Secret {spec.secret_ref.namespace}/{spec.secret_ref.name} "
-                                             "has no key kubeconfig.yaml")
+        raise PlanError("KubeconfigMissing", f"{where} has no key kubeconfig.yaml")
     try:
         return KubeClient.from_kubeconfig(base64.b64decode(raw).decode(), **kwargs)
     except (ConfigError, ValueError) as exc:
-        raise PlanError("KubeconfigInvalid", str(exc)) from exc
+        raise PlanError("KubeconfigInvalid", f"{where}: {exc}") from exc
 
 
 def condition(type_: str, ok: bool, reason: str, message: str = "") -> Obj:

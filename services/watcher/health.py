@@ -51,7 +51,7 @@ class PlanHealth:
     reported: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     async def _emit(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        await events.record(self.own, self.plan, type_=type_, reason=reason, message=message,
+        await events.record(self.own, events.Involved.plan(self.plan), type_=type_, reason=reason, message=message,
                             component="standby-watcher")
 
     # -- the source -----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ PUBLISH_SECONDS = Histogram("standby_watcher_publish_seconds", "Observed to PubA
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 UNWATCHED = Gauge("standby_watcher_resource_unwatched",
                   "1 while a selected resource cannot be watched (not served, forbidden)", ["plan", "resource"])
+CLUSTER_READY = Gauge("standby_managed_cluster_ready",
+                      "1 while a ManagedCluster answers with working credentials, 0 while not", ["cluster"])
 ERRORS = Counter("standby_watcher_errors_total", "Errors by kind", ["plan", "kind"])
 
 
@@ -43,3 +45,11 @@ def error(plan: str, kind: str) -> None:
 
 def unwatched(plan: str, resource: str, cannot: bool) -> None:
     UNWATCHED.labels(plan, resource).set(1 if cannot else 0)
+
+
+def cluster_ready(cluster: str, ready: bool | None) -> None:
+    """``None``: the ManagedCluster is gone."""
+    if ready is None:
+        CLUSTER_READY.remove(cluster)
+    else:
+        CLUSTER_READY.labels(cluster).set(1 if ready else 0)

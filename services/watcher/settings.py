@@ -26,6 +26,8 @@ class WatcherSettings(BaseSettings):
         default=2.0, gt=0, description="Ask the source whether it answers this often (SourceReachable).")
     source_heard_write_seconds: float = Field(
         default=30.0, gt=0, description="While the source answers, record when it was last heard from this often.")
+    cluster_probe_seconds: float = Field(
+        default=30.0, gt=0, description="Probe every ManagedCluster (reachable, credentials work) this often.")
     plan_resync_seconds: float = Field(default=30.0, gt=0, description="Re-read plans even without events.")
     publish_window: int = Field(default=2048, ge=1, description="Publishes in flight before waiting for acks.")
     compress_over_bytes: int = Field(default=64 * 1024, ge=0, description="Compress bodies above this size.")

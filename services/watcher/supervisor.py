@@ -18,6 +18,7 @@ from services.common import looping, plans, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.watcher.clusters import ClusterProber
 from services.watcher.health import PlanHealth
 from services.watcher.publishing import Publisher
 from services.watcher.settings import WatcherSettings
@@ -151,8 +152,13 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
-                                guard=self.guard)
+        prober = ClusterProber(self.own, probe_seconds=self.settings.cluster_probe_seconds)
+        clusters = self.guard.start("managed clusters", prober.run, kind="clusters")
+        try:
+            await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
+                                    guard=self.guard)
+        finally:
+            await looping.cancel_all([clusters])
 
     async def stop(self) -> None:
         for _, runner in list(self.runners.values()):

@@ -67,6 +67,8 @@ DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
                      id="watcher-reads-plans"),
         pytest.param("watcher", "POST", "/api/v1/namespaces/default/configmaps", False, id="watcher-writes-nothing"),
         pytest.param("watcher", "POST", f"/api/v1/namespaces/{NS}/events", True, id="watcher-records-plan-events"),
+        pytest.param("watcher", "PATCH", f"/apis/dr.standby.dev/v1alpha1/namespaces/{NS}/managedclusters/x/status",
+                     True, id="watcher-writes-managed-cluster-status"),
         pytest.param("recovery", "GET", "/apis/apps/v1/deployments", True, id="recovery-finds-copies"),
         pytest.param("recovery", "PATCH", f"{PROBE}?fieldManager=standby",
                      True, id="recovery-activates"),

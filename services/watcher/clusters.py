@@ -1,0 +1,113 @@
+"""Keeps every ManagedCluster's status true: can the cluster be reached, and do its credentials work?
+
+Every ``cluster_probe_seconds`` each ManagedCluster's Secret is read and its kubeconfig used for
+one SelfSubjectReview (it needs authentication, unlike ``/version``): ``Ready`` says whether that
+worked and, when not, which step failed (``SecretNotFound``, ``KubeconfigMissing``,
+``KubeconfigInvalid``, ``Unreachable``, ``Unauthorized``, ``CredentialsUnavailable`` for an exec
+plugin that failed, ...). A change of ``Ready`` is an Event; ``standby_managed_cluster_ready`` is 1
+or 0 per cluster. A broken cluster is reported, never a crash, and nothing is written to it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import API_VERSION, api
+from services.common import events, plans
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.watcher import metrics
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    ready: bool
+    reason: str
+    message: str
+    version: str | None = None
+
+
+async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float) -> Probe:
+    """One ManagedCluster, from its Secret to an authenticated request. No write to the cluster."""
+    try:
+        client = await plans.managed_cluster_client(own, mc, connections=1, user_agent="standby-cluster-probe",
+                                                   timeout_seconds=timeout_seconds)
+    except plans.PlanError as exc:
+        return Probe(False, exc.reason, exc.message)
+    try:
+        async with client:
+            version = await client.server_version()
+            review = await client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=REVIEW)
+    except UnreachableError as exc:
+        return Probe(False, "Unreachable", str(exc))
+    except ApiError as exc:
+        reason = {401: "Unauthorized", 403: "Forbidden"}.get(exc.status, f"Http{exc.status}")
+        if exc.reason == "CredentialsUnavailable":
+            reason = "CredentialsUnavailable"
+        return Probe(False, reason, exc.message or str(exc))
+    user = ((review.get("status") or {}).get("userInfo") or {}).get("username", "?")
+    return Probe(True, "Connected", f"authenticated as {user}", version)
+
+
+def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:
+    return api.ManagedClusterStatus(
+        conditions=[api.Condition(type="Ready", status="True" if result.ready else "False", reason=result.reason,
+                                  message=result.message[:1000])],
+        server_version=result.version, last_probe_time=now, error=None if result.ready else result.message[:1000])
+
+
+@dataclass
+class ClusterProber:
+    own: KubeClient
+    probe_seconds: float = 30.0
+    timeout_seconds: float = 10.0
+    seen: dict[str, Probe] = field(default_factory=dict)  # namespace/name -> the last probe
+
+    async def run(self) -> None:
+        """Until cancelled; a cluster that cannot be probed is a status, not a failure."""
+        while True:
+            try:
+                await self.probe_all()
+            except (ApiError, UnreachableError) as exc:  # its own cluster: the plans' loop says so too
+                log.warning("cannot read the ManagedClusters: %s", exc)
+            await asyncio.sleep(self.probe_seconds)
+
+    async def probe_all(self) -> None:
+        items, _ = await self.own.list_all(f"/apis/{API_VERSION}/managedclusters")
+        keys = set()
+        for mc in items:
+            meta = mc["metadata"]
+            key = f"{meta['namespace']}/{meta['name']}"
+            keys.add(key)
+            result = await probe(self.own, mc, timeout_seconds=self.timeout_seconds)
+            await self._report(mc, key, result)
+        for gone in self.seen.keys() - keys:
+            del self.seen[gone]
+            metrics.cluster_ready(gone, None)
+
+    async def _report(self, mc: Obj, key: str, result: Probe) -> None:
+        before = self.seen.get(key)
+        self.seen[key] = result
+        metrics.cluster_ready(key, result.ready)
+        meta = mc["metadata"]
+        current = (mc.get("status") or {}).get("conditions") or []
+        status = status_of(result, plans.now_iso())
+        dumped = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        dumped["conditions"] = plans.merge_conditions(current, [
+            {**c, "lastTransitionTime": plans.now_iso()} for c in dumped["conditions"]])
+        await plans.patch_status(self.own, "managedclusters", meta["namespace"], meta["name"],
+                                 {**dumped, "serverVersion": result.version, "error": dumped.get("error")})
+        if before is None or (before.ready, before.reason) != (result.ready, result.reason):
+            (log.info if result.ready else log.warning)("ManagedCluster %s: %s (%s)", key, result.reason,
+                                                        result.message)
+            if before is not None or not result.ready:
+                about = events.Involved("ManagedCluster", meta["namespace"], meta["name"], str(meta.get("uid", "")))
+                await events.record(self.own, about, type_="Normal" if result.ready else "Warning",
+                                    reason="ClusterReady" if result.ready else f"Cluster{result.reason}",
+                                    message=result.message, component="standby-watcher")
+

@@ -1,0 +1,90 @@
+"""ManagedCluster status against real API servers: a good cluster is Ready with its version; each
+kind of bad input is a condition (and an Event) that says which, and nothing crashes."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas import API_VERSION
+from services.common.kube import KubeClient
+from services.devenv import ports
+from services.devenv.clusters import LocalCluster
+from services.watcher.clusters import ClusterProber
+from tests.support import env as h
+
+MCS = f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/managedclusters"
+
+
+def kubeconfig(cluster: LocalCluster, *, server: str | None = None, user: dict[str, Any] | None = None) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server or cluster.server, "certificate-authority-data":
+                                               base64.b64encode(cluster.pki.ca_cert.read_bytes()).decode()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": user or {"token": cluster.token}}]})
+
+
+async def managed(kube: KubeClient, name: str, secret_data: dict[str, str] | None) -> None:
+    if secret_data is not None:
+        await kube.apply(f"/api/v1/namespaces/{h.SYSTEM}/secrets/mc-{name}", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"mc-{name}", "namespace": h.SYSTEM},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret_data.items()}},
+            field_manager="test")
+    await kube.apply(f"{MCS}/{name}", {"apiVersion": API_VERSION, "kind": "ManagedCluster",
+                                       "metadata": {"name": name, "namespace": h.SYSTEM},
+                                       "spec": {"secretRef": {"name": f"mc-{name}", "namespace": h.SYSTEM}}},
+                     field_manager="test")
+
+
+@pytest.fixture
+async def kube(destination: LocalCluster) -> AsyncIterator[KubeClient]:
+    async with KubeClient.from_kubeconfig(destination.kubeconfig) as client:
+        yield client
+
+
+async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
+        kube: KubeClient, source: LocalCluster, tmp_path: Path) -> None:
+    failing_plugin = tmp_path / "plugin.py"
+    failing_plugin.write_text("import sys\nprint('no cloud credentials', file=sys.stderr)\nsys.exit(1)\n")
+    cases = {
+        "mc-good": ({"kubeconfig.yaml": kubeconfig(source)}, "True", "Connected"),
+        "mc-nosecret": (None, "False", "SecretNotFound"),
+        "mc-nokey": ({"config": kubeconfig(source)}, "False", "KubeconfigMissing"),
+        "mc-garbage": ({"kubeconfig.yaml": "{not: [a kubeconfig"}, "False", "KubeconfigInvalid"),
+        "mc-unreachable": ({"kubeconfig.yaml": kubeconfig(source, server=f"https://127.0.0.1:{ports.free_ports(1)[0]}")},
+                           "False", "Unreachable"),
+        "mc-refused": ({"kubeconfig.yaml": kubeconfig(source, user={"token": "not-a-token"})}, "False", "Unauthorized"),
+        "mc-plugin": ({"kubeconfig.yaml": kubeconfig(source, user={"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
+            "args": [str(failing_plugin)]}})}, "False", "CredentialsUnavailable"),
+    }
+    try:
+        for name, (data, _, _) in cases.items():
+            await managed(kube, name, data)
+        await ClusterProber(kube, timeout_seconds=3).probe_all()
+        for name, (_, ready, reason) in cases.items():
+            status = (await kube.get(f"{MCS}/{name}")).get("status") or {}
+            condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+            assert (condition["status"], condition["reason"]) == (ready, reason), (name, status)
+            assert status["lastProbeTime"]
+            if ready == "True":
+                assert status["serverVersion"] == "v1.36.3" and "error" not in status, status
+            else:
+                assert status["error"] and "serverVersion" not in status, status
+        plugin = (await kube.get(f"{MCS}/mc-plugin"))["status"]["error"]
+        assert "no cloud credentials" in plugin
+        listed = await kube.get(f"/api/v1/namespaces/{h.SYSTEM}/events",
+                                fieldSelector="involvedObject.kind=ManagedCluster,involvedObject.name=mc-refused")
+        assert [e["reason"] for e in listed["items"]] == ["ClusterUnauthorized"]
+    finally:
+        for name in cases:
+            await h.delete(kube, f"{MCS}/{name}")
+            await h.delete(kube, f"/api/v1/namespaces/{h.SYSTEM}/secrets/mc-{name}")
+
