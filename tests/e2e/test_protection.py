@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 from prometheus_client import REGISTRY
 
-from schemas import API_VERSION
 from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
@@ -22,15 +21,6 @@ from tests.support import crds
 from tests.support import env as h
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
-
-
-async def plan_status(p: Pipeline, name: str) -> dict[str, Any]:
-    plan = await p.dst.get(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/{name}")
-    return dict(plan.get("status") or {})
 
 
 def fence_unknown(plan: str) -> float:
@@ -75,8 +65,8 @@ async def test_no_copy_is_written_while_the_fences_cannot_be_read(pipe: Pipeline
     await h.delete(pipe.dst, f"{RBAC}/namespaces/{h.SYSTEM}/rolebindings/fenceless-fences")
 
     async def fence_unknown_shown() -> None:
-        s = await plan_status(pipe, ns)
-        assert condition(s, "Degraded").get("reason") == "FenceUnknown", s
+        s = await h.plan_status(pipe.dst, ns)
+        assert h.condition(s, "Degraded").get("reason") == "FenceUnknown", s
     await h.eventually(fence_unknown_shown, timeout=20)
     await h.configmap(pipe.src, ns, "app", {"v": "2"})
     await h.eventually(lambda: _more(fence_unknown(ns), held_before), timeout=20)
@@ -84,8 +74,8 @@ async def test_no_copy_is_written_while_the_fences_cannot_be_read(pipe: Pipeline
     await copied("1")
 
     async def behind() -> None:  # the held change ages in the status; it does not read "in step"
-        s = await plan_status(pipe, ns)
-        assert s["pendingChangeAgeSeconds"] >= 2 and condition(s, "Synced").get("status") == "False", s
+        s = await h.plan_status(pipe.dst, ns)
+        assert s["pendingChangeAgeSeconds"] >= 2 and h.condition(s, "Synced").get("status") == "False", s
     await h.eventually(behind, timeout=10)
 
     role(registered, h.SYSTEM, "fenceless-fences", sa,
@@ -93,7 +83,7 @@ async def test_no_copy_is_written_while_the_fences_cannot_be_read(pipe: Pipeline
     await h.eventually(lambda: copied("2"), timeout=30)
 
     async def healthy() -> None:
-        assert condition(await plan_status(pipe, ns), "Degraded").get("status") == "False"
+        assert h.condition(await h.plan_status(pipe.dst, ns), "Degraded").get("status") == "False"
     await h.eventually(healthy, timeout=20)
 
 
@@ -154,7 +144,7 @@ async def test_a_kind_served_after_the_plan_started_is_watched_within_seconds(pi
         await h.eventually(lambda: pipe.dst.get(f"/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications/guestbook"))
 
         async def not_watched_shown() -> None:
-            c = condition(await plan_status(pipe, plan), "ResourcesWatched")
+            c = h.condition(await h.plan_status(pipe.dst, plan), "ResourcesWatched")
             assert c.get("status") == "False" and c.get("reason") == "NotServed", c
             assert "appprojects.argoproj.io" in c["message"] and "applicationsets.argoproj.io" in c["message"], c
             reasons = [reason for reason, message in await plan_events(pipe, plan) if "appprojects" in message]
@@ -170,7 +160,7 @@ async def test_a_kind_served_after_the_plan_started_is_watched_within_seconds(pi
                            timeout=15)
 
         async def all_watched() -> None:
-            c = condition(await plan_status(pipe, plan), "ResourcesWatched")
+            c = h.condition(await h.plan_status(pipe.dst, plan), "ResourcesWatched")
             assert c.get("status") == "True", c
         await h.eventually(all_watched, timeout=20)
     finally:
@@ -197,9 +187,9 @@ async def test_a_broker_outage_is_shown_while_it_lasts_and_nothing_is_lost(
                 await h.configmap(p.src, ns, f"during-{i}")
 
             async def outage_shown() -> None:
-                s = await plan_status(p, ns)
-                assert condition(s, "StreamReachable").get("status") == "False", s
-                assert condition(s, "Synced").get("status") == "Unknown", s
+                s = await h.plan_status(p.dst, ns)
+                assert h.condition(s, "StreamReachable").get("status") == "False", s
+                assert h.condition(s, "Synced").get("status") == "Unknown", s
                 assert "objectsOutOfSync" not in s and "pendingChangeAgeSeconds" not in s, s
                 assert s["phase"] == "Degraded", s
             await h.eventually(outage_shown, timeout=20)
@@ -213,8 +203,8 @@ async def test_a_broker_outage_is_shown_while_it_lasts_and_nothing_is_lost(
             await h.eventually(all_arrived, timeout=60, interval=1)
 
             async def in_sync_again() -> None:
-                s = await plan_status(p, ns)
-                assert condition(s, "Synced").get("status") == "True" and s["phase"] == "Synced", s
+                s = await h.plan_status(p.dst, ns)
+                assert h.condition(s, "Synced").get("status") == "True" and s["phase"] == "Synced", s
                 assert s["objectsOutOfSync"] == 0 and s["pendingChangeAgeSeconds"] == 0, s
             await h.eventually(in_sync_again, timeout=30)
     finally:
@@ -237,9 +227,9 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         source.stop_apiserver()
         try:
             async def lost() -> dict[str, Any]:
-                s = await plan_status(p, ns)
-                assert condition(s, "SourceReachable").get("status") == "False", s
-                assert "no answer since" in condition(s, "SourceReachable")["message"], s
+                s = await h.plan_status(p.dst, ns)
+                assert h.condition(s, "SourceReachable").get("status") == "False", s
+                assert "no answer since" in h.condition(s, "SourceReachable")["message"], s
                 return s
             heard = (await h.eventually(lost, timeout=15))["sourceLastHeardTime"]
             await asyncio.sleep(max(0.0, 60 - (loop.time() - stopped)))
@@ -251,8 +241,8 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         assert loop.time() - back < 10, "changes waited for the watch's backoff"
 
         async def reachable() -> None:
-            s = await plan_status(p, ns)
-            assert condition(s, "SourceReachable").get("status") == "True", s
+            s = await h.plan_status(p.dst, ns)
+            assert h.condition(s, "SourceReachable").get("status") == "True", s
             assert s["sourceLastHeardTime"] > heard, s  # RFC 3339 in UTC: ordered as text
         await h.eventually(reachable, timeout=15)
         reasons = [reason for reason, _ in await plan_events(p, ns)]

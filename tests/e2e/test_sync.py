@@ -162,14 +162,10 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
     assert msg.headers["Standby-Reason"] == "Undecodable"
     assert msg.headers["Standby-Subject"] == subject
 
-    async def plan_status() -> dict[str, Any]:
-        plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/poison")
-        return dict(plan.get("status") or {})
-
     async def degraded() -> None:
-        s = await plan_status()
+        s = await h.plan_status(pipe.dst, "poison")
         assert s["phase"] == "Degraded" and s["objectsFailed"] == 1, s
-        assert "configmaps.core/poison/garbage (Undecodable)" in condition(s, "Degraded")["message"], s
+        assert "configmaps.core/poison/garbage (Undecodable)" in h.condition(s, "Degraded")["message"], s
     await h.eventually(degraded)
     # The cause fixed: the object the poison message named gets a good change. The plan is healthy
     # again without a restart.
@@ -177,15 +173,10 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
     await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/poison/configmaps/garbage"))
 
     async def healthy() -> None:
-        s = await plan_status()
+        s = await h.plan_status(pipe.dst, "poison")
         assert s["phase"] == "Synced" and s["objectsFailed"] == 0, s
-        assert condition(s, "Degraded")["status"] == "False" and condition(s, "Synced")["status"] == "True", s
+        assert h.condition(s, "Degraded")["status"] == "False" and h.condition(s, "Synced")["status"] == "True", s
     await h.eventually(healthy)
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions") or [] if c["type"] == type_)
-
 
 async def test_a_deleted_consumer_is_created_again_and_catches_up(pipe: Pipeline) -> None:
     """Someone deletes the syncer's durable consumer while it waits for changes: the syncer

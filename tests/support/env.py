@@ -72,3 +72,14 @@ async def running(coro: Awaitable[Any], name: str) -> AsyncIterator[asyncio.Task
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def plan_status(kube: KubeClient, name: str) -> dict[str, Any]:
+    """The status of the RecoveryPlan ``name`` in the system namespace."""
+    plan = await kube.get(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryplans/{name}")
+    return dict(plan.get("status") or {})
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The condition ``type_`` of a status ({} when there is none)."""
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
