@@ -67,6 +67,7 @@ class ClusterProber:
     probe_seconds: float = 30.0
     timeout_seconds: float = 10.0
     seen: dict[str, Probe] = field(default_factory=dict)  # namespace/name -> the last probe
+    told: dict[str, tuple[str, ...]] = field(default_factory=dict)  # plan -> the not-Ready clusters it was told of
 
     async def run(self) -> None:
         """Until cancelled; a cluster that cannot be probed is a status, not a failure."""
@@ -89,6 +90,28 @@ class ClusterProber:
         for gone in self.seen.keys() - keys:
             del self.seen[gone]
             metrics.cluster_ready(gone, None)
+        await self._tell_plans()
+
+    async def _tell_plans(self) -> None:
+        """Each plan says whether the clusters it uses are Ready (``ClustersReady``), when that changes."""
+        told: dict[str, tuple[str, ...]] = {}
+        for obj in await plans.list_plans(self.own):
+            try:
+                plan = plans.parse_plan(obj)
+            except plans.PlanError:
+                continue  # the plan loop reports it
+            refs = [plan.spec.source_cluster_ref] + ([plan.spec.destination_cluster_ref]
+                                                     if plan.spec.destination_cluster_ref else [])
+            names = [f"{r.namespace or plan.namespace}/{r.name}" for r in refs]
+            missing = tuple(n for n in names if n not in self.seen)
+            not_ready = tuple(f"{n} ({self.seen[n].reason})" for n in names if n in self.seen
+                              and not self.seen[n].ready) + tuple(f"{n} (NotFound)" for n in missing)
+            told[plan.key] = not_ready
+            if self.told.get(plan.key) != not_ready:
+                await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                    "ClustersReady", not not_ready, "NotReady" if not_ready else "Ready",
+                    f"not Ready: {', '.join(not_ready)}" if not_ready else f"Ready: {', '.join(names)}")])
+        self.told = told  # deleted plans are forgotten
 
     async def _report(self, mc: Obj, key: str, result: Probe) -> None:
         before = self.seen.get(key)

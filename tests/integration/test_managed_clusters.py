@@ -65,9 +65,13 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
             "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
             "args": [str(failing_plugin)]}})}, "False", "CredentialsUnavailable"),
     }
+    plans = {"uses-good": "mc-good", "uses-refused": "mc-refused", "uses-nothing": "mc-absent"}
     try:
         for name, (data, _, _) in cases.items():
             await managed(kube, name, data)
+        for plan, cluster in plans.items():
+            await h.apply_plan(kube, h.plan_body(plan, [{"version": "v1", "resource": "configmaps"}],
+                                                 sourceClusterRef={"name": cluster, "namespace": h.SYSTEM}))
         await ClusterProber(kube, timeout_seconds=3).probe_all()
         for name, (_, ready, reason) in cases.items():
             status = (await kube.get(f"{MCS}/{name}")).get("status") or {}
@@ -83,7 +87,15 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
         listed = await kube.get(f"/api/v1/namespaces/{h.SYSTEM}/events",
                                 fieldSelector="involvedObject.kind=ManagedCluster,involvedObject.name=mc-refused")
         assert [e["reason"] for e in listed["items"]] == ["ClusterUnauthorized"]
+        # Plans say whether the clusters they use are Ready.
+        told = {plan: h.condition(await h.plan_status(kube, plan), "ClustersReady") for plan in plans}
+        assert told["uses-good"]["status"] == "True", told
+        assert told["uses-refused"]["status"] == "False", told
+        assert f"{h.SYSTEM}/mc-refused (Unauthorized)" in told["uses-refused"]["message"], told
+        assert f"{h.SYSTEM}/mc-absent (NotFound)" in told["uses-nothing"]["message"], told
     finally:
+        for plan in plans:
+            await h.delete(kube, f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/{plan}")
         for name in cases:
             await h.delete(kube, f"{MCS}/{name}")
             await h.delete(kube, f"/api/v1/namespaces/{h.SYSTEM}/secrets/mc-{name}")
