@@ -81,9 +81,8 @@ class PlanRunner:
         if namespaces.listeners:  # some filter has a namespaceSelector
             self.tasks.append(self.guard.start(f"namespaces {plan.key}", namespaces.follow, kind="namespaces",
                                                plan=plan.key))
-        await plans.set_plan_conditions(self.own, plan, [plans.condition(
-            "SourceReachable", True, "Connected", f"source {version}")])
-        log.info("watching %d resources", len(self.watches), extra={"plan": plan.key})
+        # SourceReachable=True (with the version) is written by the source probe's first answer.
+        log.info("watching %d resources of a source at %s", len(self.watches), version, extra={"plan": plan.key})
 
     async def stop(self) -> None:
         await looping.cancel_all(self.tasks)
