@@ -335,9 +335,9 @@ class ResourceWatch:
                     continue  # no backoff: nothing failed
             except NotServedError as exc:
                 reason = "not_served"
-                self._cannot_watch("NotServed", str(exc.message))
-                log.warning("%s cannot be watched: %s; looking again within %.0fs or when a CRD changes", self.name,
-                            exc.message, self.settings.not_served_retry_seconds, extra=where)
+                if self._cannot_watch("NotServed", str(exc.message)):  # said once, not at every look
+                    log.warning("%s cannot be watched: %s; looking again every %.0fs and when a CRD changes",
+                                self.name, exc.message, self.settings.not_served_retry_seconds, extra=where)
                 await self._pause(self.settings.not_served_retry_seconds)
                 continue  # discovery is read again at once: no growing backoff
             except ApiError as exc:
@@ -373,10 +373,12 @@ class ResourceWatch:
                 await self.wake.wait()
         self.wake.clear()
 
-    def _cannot_watch(self, reason: str, message: str) -> None:
+    def _cannot_watch(self, reason: str, message: str) -> bool:
+        """Record why this resource is not watched; True when that is news."""
         if self.problem is None:
             metrics.unwatched(self.plan.key, self.selector.resource, True)
-        self.problem = (reason, message)
+        news, self.problem = self.problem != (reason, message), (reason, message)
+        return news
 
     def _watching(self) -> None:
         if self.problem is not None:
