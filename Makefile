@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup binaries test check demo bench crds clean
+.PHONY: setup binaries test check demo bench crds lock clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: setup
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds
+
+## requirements.lock (the image's pinned, hashed dependencies) from pyproject.toml.
+LOCKER := $(HOME)/.cache/standby/pip-tools
+lock:
+	test -x $(LOCKER)/bin/pip-compile || ($(PYTHON) -m venv $(LOCKER) && $(LOCKER)/bin/pip install --quiet pip-tools)
+	$(LOCKER)/bin/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache

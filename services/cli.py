@@ -1,83 +1,25 @@
-"""The ``standby`` command: local environments (``standby dev``), the demo, CRD generation and
-stream keys."""
+"""The ``standby`` command: the one-time Secrets and cluster registrations of an install.
+
+The development commands (``standby dev``, ``demo``, ``crds``) are added when the development
+tooling is installed (``services.devenv``, a checkout's ``pip install -e .[dev]``); the production
+image leaves it out, and the services never import it (an import-linter contract)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from schemas import durations
 from services.common import settings
-from services.devenv import binaries
 
-DEFAULT_DIR = binaries.REPO_ROOT / ".devenv"
-
-
-def _dev_up(args: argparse.Namespace) -> int:
-    from services.devenv import bootstrap, environment
-
-    root = Path(args.dir).resolve()
-    if environment.status(root)["running"]:
-        print(f"an environment is already running in {root}; `standby dev down --dir {root}` first",
-              file=sys.stderr)
-        return 1
-    started = time.monotonic()
-    env = environment.DevEnvironment(root, topology=args.topology, full=args.full)
-    try:
-        env.start()
-        bootstrap.install(env)
-        if args.services:
-            bootstrap.start_services(env)
-        env.write_files()
-    except BaseException:
-        env.stop()
-        raise
-    env.detach()
-    elapsed = time.monotonic() - started
-    print(f"standby dev environment ready in {elapsed:.1f}s ({args.topology} clusters, "
-          f"{'full' if args.full else 'light'} mode)")
-    for name, cluster in env.clusters.items():
-        print(f"  {name:<12} {cluster.server}  kubeconfig: {cluster.kubeconfig}")
-    assert env.nats is not None
-    print(f"  {'nats':<12} {env.nats.url}  (user {env.nats.user}, password in {root / 'env'})")
-    for name, proc in env.services.items():
-        print(f"  {name:<12} pid {proc.pid}  log: {proc.log_path}")
-    print(f"\nUse it:  source {root / 'env'}; kubectl --kubeconfig {root / 'source.kubeconfig'} get ns")
-    print(f"Stop it: standby dev down --dir {root}")
-    return 0
-
-
-def _dev_down(args: argparse.Namespace) -> int:
-    from services.devenv import environment
-
-    root = Path(args.dir).resolve()
-    stopped = environment.down(root)
-    print(f"stopped {len(stopped)} processes" + (f": {', '.join(stopped)}" if stopped else ""))
-    return 0
-
-
-def _dev_status(args: argparse.Namespace) -> int:
-    from services.devenv import environment
-
-    print(json.dumps(environment.status(Path(args.dir).resolve()), indent=2))
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from services.devenv.demo import run
-
-    return run(Path(args.dir).resolve(), topology=args.topology, keep=args.keep)
-
-
-def _crds(args: argparse.Namespace) -> int:
-    from schemas import crdgen
-
-    written = crdgen.write_all(Path(args.out))
-    for path in written:
-        print(path)
-    return 0
+DEV_COMMANDS = "services.devenv.cli"  # imported by name: it is absent from the production image
 
 
 def _stream_keys(args: argparse.Namespace) -> int:
@@ -117,34 +59,57 @@ def _nats_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_kubeconfig(args: argparse.Namespace) -> Path:
+    """kubectl's rule: --kubeconfig, else the first file of $KUBECONFIG, else ~/.kube/config."""
+    if args.kubeconfig:
+        return Path(args.kubeconfig)
+    env = os.environ.get("KUBECONFIG", "")
+    return Path(env.split(os.pathsep)[0]) if env else Path.home() / ".kube" / "config"
+
+
+def _managed_cluster(args: argparse.Namespace) -> int:
+    """Mint a token for a ServiceAccount in the cluster to register (the current context of the
+    caller's kubeconfig) and print the Secret and ManagedCluster to apply on the sync side."""
+    from services.common import kube, kubeconfigs
+
+    namespace, _, account = args.service_account.rpartition("/")
+    if not namespace or not account:
+        print(f"--service-account {args.service_account!r}: give NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    try:
+        seconds = int(durations.parse(args.duration))
+        creds = kube.credentials_from_kubeconfig(_admin_kubeconfig(args), context=args.context)
+    except (ValueError, OSError) as exc:
+        print(f"standby managed-cluster: {exc}", file=sys.stderr)
+        return 2
+
+    async def mint() -> Any:
+        async with kube.KubeClient(creds, user_agent="standby-cli") as client:
+            return await kubeconfigs.mint_token(client, namespace, account, seconds=seconds)
+
+    try:
+        token, expires = asyncio.run(mint())
+    except (kubeconfigs.MintError, kube.ApiError, kube.UnreachableError, OSError) as exc:
+        print(f"standby managed-cluster: {exc}", file=sys.stderr)
+        return 2
+    config = kubeconfigs.for_token(args.name, server=(args.server or creds.server).rstrip("/"), ca_pem=creds.ca_pem,
+                                   token=token, namespace=namespace, insecure=creds.insecure)
+    stamp = expires.isoformat().replace("+00:00", "Z")
+    if args.output == "kubeconfig":
+        import yaml
+
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+    else:
+        items = kubeconfigs.managed_cluster(args.name, config, namespace=args.namespace, annotations={
+            "standby.dev/service-account": f"{namespace}/{account}", "standby.dev/token-expires": stamp})
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=2))
+    print(f"token for {namespace}/{account} expires {stamp}; run this again before then", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="standby", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    dev = sub.add_parser("dev", help="local real clusters and NATS").add_subparsers(dest="dev", required=True)
-    up = dev.add_parser("up", help="start clusters and NATS, install CRDs")
-    up.add_argument("--topology", choices=["two", "three"], default="two")
-    up.add_argument("--full", action="store_true", help="add controller-manager, scheduler and kwok nodes")
-    up.add_argument("--services", action="store_true", help="also run watcher, syncer and recovery")
-    up.add_argument("--dir", default=str(DEFAULT_DIR))
-    up.set_defaults(func=_dev_up)
-    down = dev.add_parser("down", help="stop what `up` started")
-    down.add_argument("--dir", default=str(DEFAULT_DIR))
-    down.set_defaults(func=_dev_down)
-    status = dev.add_parser("status", help="what is running")
-    status.add_argument("--dir", default=str(DEFAULT_DIR))
-    status.set_defaults(func=_dev_status)
-
-    demo = sub.add_parser("demo", help="the whole story on local clusters: sync, then fail over")
-    demo.add_argument("--topology", choices=["two", "three"], default="two")
-    demo.add_argument("--dir", default=str(DEFAULT_DIR / "demo"))
-    demo.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
-    demo.set_defaults(func=_demo)
-
-    crds = sub.add_parser("crds", help="generate the CRD manifests from the models")
-    crds.add_argument("--out", default=str(binaries.REPO_ROOT / "k8s" / "crds"))
-    crds.set_defaults(func=_crds)
-
     keys = sub.add_parser("stream-keys", help="print a Secret with a new key that seals Secrets in the stream",
                           description=f"kubectl get secret {settings.STREAM_KEYS_SECRET} -n {settings.NAMESPACE} "
                                       "-o yaml | standby stream-keys --rotate - | kubectl apply -f -")
@@ -161,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     creds.add_argument("--name", default=settings.NATS_CREDENTIALS_SECRET)
     creds.add_argument("--namespace", default=settings.NAMESPACE)
     creds.set_defaults(func=_nats_credentials)
+
+    mc = sub.add_parser(
+        "managed-cluster", help="print a ManagedCluster and its kubeconfig Secret for a ServiceAccount's token",
+        description="Run against the cluster to register (its RBAC applied), apply the output on the sync side: "
+                    "standby managed-cluster source --service-account standby-system/standby-reader "
+                    "--context source | kubectl --context management apply -f -")
+    mc.add_argument("name", help="the ManagedCluster's name (plans refer to it)")
+    mc.add_argument("--service-account", required=True, metavar="NAMESPACE/NAME",
+                    help="whose token the kubeconfig holds (k8s/source/reader.yaml, k8s/destination/writer.yaml)")
+    mc.add_argument("--kubeconfig", help="of the cluster to register (default: $KUBECONFIG, ~/.kube/config)")
+    mc.add_argument("--context", help="kubeconfig context (default: the current one)")
+    mc.add_argument("--server", help="API server URL as the sync side reaches it (default: the context's)")
+    mc.add_argument("--duration", default="8760h", help="token lifetime, a Go duration (default: 8760h)")
+    mc.add_argument("-n", "--namespace", default=settings.NAMESPACE, help="where the sync side keeps them")
+    mc.add_argument("-o", "--output", choices=["json", "kubeconfig"], default="json")
+    mc.set_defaults(func=_managed_cluster)
+
+    try:  # the development commands, where the tooling is installed
+        importlib.import_module(DEV_COMMANDS).add_commands(sub)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not DEV_COMMANDS.startswith(exc.name):
+            raise
     return parser
 
 

@@ -40,7 +40,12 @@ async def main(settings: RecoverySettings) -> None:
     await client.close()
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``standby-recovery`` entrypoint (the image's command for this component)."""
     settings = RecoverySettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
     uvloop.run(main(settings))
+
+
+if __name__ == "__main__":
+    run()

@@ -25,7 +25,12 @@ async def main(settings: SyncerSettings) -> None:
     await own.close()
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``standby-syncer`` entrypoint (the image's command for this component)."""
     settings = SyncerSettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
     uvloop.run(main(settings))
+
+
+if __name__ == "__main__":
+    run()

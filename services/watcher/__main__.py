@@ -20,7 +20,12 @@ async def main(settings: WatcherSettings) -> None:
     await own.close()
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``standby-watcher`` entrypoint (the image's command for this component)."""
     settings = WatcherSettings()
     logs.configure(log_format=settings.serve.log_format, level=settings.serve.log_level)
     uvloop.run(main(settings))
+
+
+if __name__ == "__main__":
+    run()

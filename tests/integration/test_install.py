@@ -1,10 +1,14 @@
 """The shipped overlays as a platform team installs them: rendered by the real kubectl (kustomize),
 server-side applied for real into an empty cluster with RBAC on, plus the Secrets the docs create
-with one `standby` command each; then every object exists and everything a Pod template needs
-(ServiceAccount, Secrets, ConfigMaps and their keys) is there."""
+with one `standby` command each; then every object exists, everything a Pod template needs
+(ServiceAccount, Secrets, ConfigMaps and their keys) is there, and each component's ServiceAccount
+may do what it needs in that topology and nothing else that matters (least privilege, asked of the
+real authorizer with `kubectl auth can-i`)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from services.devenv import binaries
 from services.devenv.clusters import LocalCluster
 from tests.support.kubectl import kubectl
 
@@ -21,6 +26,37 @@ K8S = Path(__file__).resolve().parents[2] / "k8s"
 REPO = K8S.parent
 OVERLAYS = ["two-cluster", "three-cluster/management", "three-cluster/destination"]
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+SYSTEM = "standby-system"
+
+# (service account, verb, resource, namespace or "", allowed) per overlay.
+WRITES_COPIES = [("patch", "deployments.apps", "default", True), ("create", "secrets", "default", True),
+                 ("delete", "configmaps", "default", True), ("patch", "apiservices.apiregistration.k8s.io", "", True),
+                 ("create", "namespaces", "", True), ("list", "configmaps", SYSTEM, True),  # fences
+                 ("create", "pods", "default", False), ("get", "nodes", "", False), ("delete", "nodes", "", False),
+                 ("get", "pods", "default", False)]
+RECOVERY = [("list", "deployments.apps", "", True), ("patch", "deployments.apps", "default", True),
+            ("patch", "apiservices.apiregistration.k8s.io", "", True),
+            ("patch", "recoveryexecutionjobs.dr.standby.dev/status", SYSTEM, True),
+            ("create", "configmaps", SYSTEM, True),  # fences
+            ("delete", "deployments.apps", "default", False), ("delete", "secrets", "default", False),
+            ("create", "pods", "default", False), ("create", "configmaps", "default", False)]
+WATCHER = [("list", "recoveryplans.dr.standby.dev", "", True), ("create", "events", SYSTEM, True),
+           ("patch", "managedclusters.dr.standby.dev/status", SYSTEM, True), ("get", "secrets", SYSTEM, True),
+           ("create", "configmaps", "default", False), ("get", "secrets", "default", False),
+           ("patch", "deployments.apps", "default", False)]
+SYNC_SIDE = [("watch", "recoveryplans.dr.standby.dev", "", True), ("patch", "recoveryplans.dr.standby.dev/status",
+                                                                  SYSTEM, True), ("get", "secrets", SYSTEM, True)]
+EXPECTED: dict[str, list[tuple[str, str, str, str, bool]]] = {
+    "two-cluster": [("standby-syncer", *r) for r in SYNC_SIDE + WRITES_COPIES]
+    + [("standby-watcher", *r) for r in WATCHER] + [("standby-recovery", *r) for r in RECOVERY],
+    "three-cluster/management": [("standby-syncer", *r) for r in SYNC_SIDE]
+    + [("standby-syncer", "patch", "deployments.apps", "default", False),  # writes only in the stand-by
+       ("standby-syncer", "list", "configmaps", SYSTEM, False)]
+    + [("standby-watcher", *r) for r in WATCHER],
+    "three-cluster/destination": [("standby-writer", *r) for r in WRITES_COPIES]
+    + [("standby-writer", "list", "recoveryplans.dr.standby.dev", "", False)]
+    + [("standby-recovery", *r) for r in RECOVERY],
+}
 
 
 @pytest.fixture
@@ -91,6 +127,22 @@ def test_an_overlay_installs_into_an_empty_cluster(empty: LocalCluster, overlay:
                 missing.append(f"{doc['kind']}/{doc['metadata']['name']} needs key {key} of {kind}/{name}")
     assert not missing, missing
 
+    wrong = [f"{account} {'is refused' if allowed else 'is allowed'} {verb} {resource}" + (f" in {ns}" if ns else "")
+             for account, verb, resource, ns, allowed in EXPECTED[overlay]
+             if can_i(empty, account, verb, resource, ns) is not allowed]
+    assert not wrong, wrong
+
+
+def can_i(cluster: LocalCluster, account: str, verb: str, resource: str, namespace: str) -> bool:
+    """`kubectl auth can-i` as the ServiceAccount (the real authorizer: RBAC as installed)."""
+    resource, _, sub = resource.partition("/")
+    cmd = [str(binaries.kube_binary("kubectl")), "--kubeconfig", str(cluster.kubeconfig), "auth", "can-i", verb,
+           resource, f"--as=system:serviceaccount:{SYSTEM}:{account}",
+           *([f"--subresource={sub}"] if sub else []), *(["-n", namespace] if namespace else ["--all-namespaces"])]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout.strip() in ("yes", "no"), done.stderr
+    return done.stdout.strip() == "yes"
+
 
 def test_skaffold_profiles_render_exactly_the_overlays() -> None:
     """Skaffold itself is not built here (its module graph is far larger than kubectl's); its
@@ -102,3 +154,26 @@ def test_skaffold_profiles_render_exactly_the_overlays() -> None:
                         "three-cluster-destination": ["k8s/overlays/three-cluster/destination"]}
     assert config["manifests"]["kustomize"]["paths"] == ["k8s/overlays/two-cluster"]
     assert all((REPO / path / "kustomization.yaml").exists() for paths in profiles.values() for path in paths)
+
+
+def test_a_cluster_is_registered_with_one_command(source: LocalCluster, tmp_path: Path) -> None:
+    """docs/install.md: the source's read-only RBAC, then `standby managed-cluster` prints the
+    Secret and ManagedCluster for the sync side; the kubeconfig in it reads and cannot write."""
+    kubectl("apply", "--server-side", "-k", str(K8S / "source"), kubeconfig=source.kubeconfig)
+    out = standby("managed-cluster", "source", "--service-account", "standby-system/standby-reader",
+                  "--kubeconfig", str(source.kubeconfig), "--duration", "2h")
+    secret, cluster = json.loads(out)["items"]
+    assert cluster["kind"] == "ManagedCluster" and cluster["spec"]["secretRef"]["name"] == secret["metadata"]["name"]
+    minted = tmp_path / "reader.kubeconfig"
+    minted.write_bytes(base64.b64decode(secret["data"]["kubeconfig.yaml"]))
+    assert yaml.safe_load(kubectl("auth", "whoami", "-o", "yaml", kubeconfig=minted))["status"]["userInfo"][
+        "username"] == "system:serviceaccount:standby-system:standby-reader"
+    kubectl("get", "deployments", "-A", kubeconfig=minted)
+    with pytest.raises(AssertionError, match="forbidden"):
+        kubectl("create", "configmap", "nope", "-n", "default", kubeconfig=minted)
+
+    refused = subprocess.run([sys.executable, "-m", "services.cli", "managed-cluster", "x", "--service-account",
+                              "standby-system/nobody", "--kubeconfig", str(source.kubeconfig)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "serviceaccount standby-system/nobody not found" in refused.stderr
+    assert not refused.stdout
