@@ -300,6 +300,16 @@ class KubeClient:
                 raise UnreachableError(f"{self.creds.server}: {exc!r}") from exc
         raise AssertionError("unreachable")  # the loop returns or raises
 
+    async def bearer_token(self, *, fresh: bool = False) -> str | None:
+        """The token requests carry now (for another client of the same cluster: kopf's); with
+        ``fresh``, read again from its source (after a 401: a rotated file, a new plugin token)."""
+        source = self.creds.token_source
+        if source is None:
+            return self.creds.token
+        if fresh:
+            source.invalidate()
+        return await self._token(source)
+
     async def _token(self, source: tokens.TokenSource) -> str:
         try:
             return await source.token()

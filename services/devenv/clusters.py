@@ -83,6 +83,7 @@ class LocalCluster:
     full: bool = False
     nodes: int = 3
     watch_cache: bool = True
+    audit_groups: tuple[str, ...] = ()  # log every request of these groups' users (rehearsals: RBAC denials)
     etcd_port: int = 0
     etcd_peer_port: int = 0
     api_port: int = 0
@@ -109,6 +110,12 @@ class LocalCluster:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one audit event (verb, resource, user, response code) per request of
+        ``audit_groups``' users."""
+        return self.dir / "audit.log"
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, *, timeout: float = 60.0) -> LocalCluster:
@@ -180,7 +187,17 @@ class LocalCluster:
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
             "--v=1",
+            *self._audit_args(),
         ]
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit_groups:
+            return []
+        policy = self.dir / "audit-policy.yaml"
+        rules = [{"level": "Metadata", "userGroups": list(self.audit_groups)}, {"level": "None"}]
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived"], "rules": rules}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxbackup=1"]
 
     def start_apiserver(self, *, timeout: float = 60.0) -> None:
         self.processes["kube-apiserver"] = Process(

@@ -27,6 +27,7 @@ class Process:
     argv: Sequence[str]
     log_path: Path
     env: dict[str, str] | None = None
+    inherit_env: bool = True  # False: only ``env`` (a container's environment, not this machine's)
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Process:
@@ -39,7 +40,7 @@ class Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **(self.env or {})},
+                env={**(os.environ if self.inherit_env else {}), **(self.env or {})},
             )
         finally:
             log.close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import kopf
 import uvloop
+from kopf._core.engines.peering import Identity  # a NewType of str, not re-exported by kopf
 
 from services.common import kube, logs, running, streams
 from services.common.keys import StreamKeys
@@ -17,6 +19,13 @@ from services.recovery import activating, operator
 from services.recovery.settings import RecoverySettings
 
 log = logging.getLogger("services.recovery")
+
+
+def identity() -> Identity:
+    """Who this operator is in kopf's records: the pod's name. kopf's default asks the password
+    database for the user's name, and an image running as an arbitrary UID (65532 here, a random
+    one on OpenShift) has no entry there."""
+    return Identity(f"standby-recovery@{socket.gethostname()}")
 
 
 async def main(settings: RecoverySettings) -> None:
@@ -33,7 +42,7 @@ async def main(settings: RecoverySettings) -> None:
     ready = asyncio.Event()
     operator_task = kopf.operator(
         registry=operator.build_registry(client), memo=operator.memo_for(client, settings, stream),
-        standalone=True, clusterwide=True, ready_flag=ready)
+        standalone=True, clusterwide=True, ready_flag=ready, identity=identity())
     await running.until_signalled(operator_task, serve=settings.serve, healthy=ready.is_set, name="recovery")
     if nc is not None:
         await nc.close()

@@ -22,10 +22,14 @@ def build_registry(client: KubeClient) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf's own connection, with the same credentials as ours. kopf logs in at start and
+        again after a 401, so the token is read afresh each time: a pod's projected token file
+        is rotated by the kubelet, an exec plugin's token expires."""
         creds = client.creds
-        return kopf.ConnectionInfo(server=creds.server, ca_data=creds.ca_pem, token=creds.token,
-                                   scheme="Bearer" if creds.token else None,
+        token = await client.bearer_token(fresh=True)
+        return kopf.ConnectionInfo(server=creds.server, ca_data=creds.ca_pem, token=token,
+                                   scheme="Bearer" if token else None,
                                    certificate_data=creds.client_cert_pem, private_key_data=creds.client_key_pem,
                                    insecure=creds.insecure)
 

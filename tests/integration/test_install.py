@@ -35,10 +35,11 @@ WRITES_COPIES = [("patch", "deployments.apps", "default", True), ("create", "sec
                  ("create", "pods", "default", False), ("get", "nodes", "", False), ("delete", "nodes", "", False),
                  ("get", "pods", "default", False)]
 RECOVERY = [("list", "deployments.apps", "", True), ("patch", "deployments.apps", "default", True),
-            ("patch", "apiservices.apiregistration.k8s.io", "", True),
+            ("patch", "apiservices.apiregistration.k8s.io", "", True), ("patch", "namespaces", "", True),
             ("patch", "recoveryexecutionjobs.dr.standby.dev/status", SYSTEM, True),
             ("create", "configmaps", SYSTEM, True),  # fences
             ("delete", "deployments.apps", "default", False), ("delete", "secrets", "default", False),
+            ("delete", "namespaces", "", False),
             ("create", "pods", "default", False), ("create", "configmaps", "default", False)]
 WATCHER = [("list", "recoveryplans.dr.standby.dev", "", True), ("create", "events", SYSTEM, True),
            ("patch", "managedclusters.dr.standby.dev/status", SYSTEM, True), ("get", "secrets", SYSTEM, True),
