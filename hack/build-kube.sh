@@ -2,7 +2,8 @@
 # Build the upstream control-plane binaries Standby's local clusters run on:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; kubectl (same module
 # graph; it brings kustomize) for applying the shipped manifests; and Toxiproxy, the
-# fault-injection proxy the fault tests put between a service and what it talks to.
+# fault-injection proxy the fault tests put between a service and what it talks to; and the
+# Prometheus Operator's CRDs the monitoring component is installed against.
 #
 # Everything is built from the upstream Go modules through the Go module proxy (no prebuilt
 # downloads) into a cache outside the checkout, so only the first run on a machine pays for it:
@@ -16,6 +17,7 @@ KUBE_VERSION="${STANDBY_KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${STANDBY_ETCD_VERSION:-v3.6.8}"
 KWOK_VERSION="${STANDBY_KWOK_VERSION:-v0.8.0}"
 TOXIPROXY_VERSION="${STANDBY_TOXIPROXY_VERSION:-v2.12.0}"
+PROMETHEUS_OPERATOR_VERSION="${STANDBY_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 CACHE_ROOT="${STANDBY_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/standby}"
 OUT="$CACHE_ROOT/kube-$KUBE_VERSION"
 BIN="$OUT/bin"
@@ -162,12 +164,30 @@ build_toxiproxy() {
   log "toxiproxy: built"
 }
 
+monitoring_crds() {
+  # The Prometheus Operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), as its module
+  # ships them, so the tests install the optional monitoring component into a real API server.
+  local out="$OUT/crds/monitoring.coreos.com"
+  [[ -s "$out/monitoring.coreos.com_prometheusrules.yaml" ]] && { log "monitoring CRDs: cached"; return 0; }
+  local dir
+  dir=$(cd "$WORK" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || die "could not locate the prometheus-operator module to read its CRDs"
+  mkdir -p "$out"
+  for kind in servicemonitors podmonitors prometheusrules; do
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$out/" \
+      || die "prometheus-operator CRD $kind missing"
+  done
+  log "monitoring CRDs: copied"
+}
+
 start=$(date +%s)
 build_etcd
 build_kubernetes
 build_kwok
 build_toxiproxy
 kwok_stages
+monitoring_crds
 echo "$KUBE_VERSION" >"$OUT/VERSION"
 log "all binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

@@ -37,6 +37,14 @@ def kube_binary(name: str) -> Path:
     return path
 
 
+def monitoring_crds() -> list[Path]:
+    """The Prometheus Operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule) from its module."""
+    found = sorted((kube_bin_dir().parent / "crds" / "monitoring.coreos.com").glob("*.yaml"))
+    if len(found) < 3:
+        raise MissingBinaryError("the Prometheus Operator CRDs are not cached; run `bash hack/build-kube.sh`")
+    return found
+
+
 def kwok_stages() -> Path:
     path = kube_bin_dir().parent / "kwok-stages.yaml"
     if not path.exists():
