@@ -1,11 +1,16 @@
-"""Keeps every ManagedCluster's status true: can the cluster be reached, and do its credentials work?
+"""Keeps every ManagedCluster's status true: can the cluster be reached, do its credentials work,
+and may they do what the plans using the cluster need?
 
 Every ``cluster_probe_seconds`` each ManagedCluster's Secret is read and its kubeconfig used for
-one SelfSubjectReview (it needs authentication, unlike ``/version``): ``Ready`` says whether that
-worked and, when not, which step failed (``SecretNotFound``, ``KubeconfigMissing``,
-``KubeconfigInvalid``, ``Unreachable``, ``Unauthorized``, ``CredentialsUnavailable`` for an exec
-plugin that failed, ...). A change of ``Ready`` is an Event; ``standby_managed_cluster_ready`` is 1
-or 0 per cluster. A broken cluster is reported, never a crash, and nothing is written to it."""
+one SelfSubjectReview (it needs authentication, unlike ``/version``), then one
+SelfSubjectAccessReview per access the plans need of it (``needs``: list and watch of each selected
+resource in a source; create, patch and delete of it, namespaces when the plan creates them, and
+reading the fences in a destination). ``Ready`` says whether all of that worked and, when not,
+which step failed (``SecretNotFound``, ``KubeconfigMissing``, ``KubeconfigInvalid``,
+``Unreachable``, ``Unauthorized``, ``CredentialsUnavailable`` for an exec plugin that failed,
+``Forbidden`` naming each verb and resource refused). A change of ``Ready`` is an Event;
+``standby_managed_cluster_ready`` is 1 or 0 per cluster. A broken cluster is reported, never a
+crash, and nothing is written to it."""
 
 from __future__ import annotations
 
@@ -15,13 +20,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import API_VERSION, api
-from services.common import events, plans
+from services.common import events, plans, settings
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher import metrics
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+SOURCE_VERBS = ("list", "watch")
+DESTINATION_VERBS = ("create", "patch", "delete")
+
+
+@dataclass(frozen=True, order=True)
+class Access:
+    """One thing a plan needs to be allowed in a cluster (as ``kubectl auth can-i`` asks it)."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str = ""  # "": in every namespace (or cluster-scoped)
+
+    def __str__(self) -> str:
+        name = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{self.verb} {name}" + (f" in {self.namespace}" if self.namespace else "")
+
+
+def needs(plan: plans.Plan, *, fence_namespace: str) -> dict[str, set[Access]]:
+    """What ``plan`` needs of each ManagedCluster it names ("namespace/name" -> accesses)."""
+    spec = plan.spec
+    out: dict[str, set[Access]] = {}
+    source = f"{spec.source_cluster_ref.namespace or plan.namespace}/{spec.source_cluster_ref.name}"
+    for r in spec.resources:
+        for ns in r.filters.namespaces or [""]:
+            out.setdefault(source, set()).update(Access(v, r.group, r.resource, ns) for v in SOURCE_VERBS)
+    if spec.destination_cluster_ref is not None:
+        ref = spec.destination_cluster_ref
+        wanted = out.setdefault(f"{ref.namespace or plan.namespace}/{ref.name}", set())
+        for r in spec.resources:
+            for ns in r.filters.namespaces or [""]:
+                wanted.update(Access(v, r.group, r.resource, ns) for v in DESTINATION_VERBS)
+        if spec.force_namespace_creation:
+            wanted.add(Access("create", "", "namespaces"))
+        wanted.add(Access("list", "", "configmaps", fence_namespace))
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,8 +74,9 @@ class Probe:
     version: str | None = None
 
 
-async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float) -> Probe:
-    """One ManagedCluster, from its Secret to an authenticated request. No write to the cluster."""
+async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float, wanted: set[Access] | None = None) -> Probe:
+    """One ManagedCluster, from its Secret to an authenticated request and the ``wanted``
+    accesses. No write to the cluster (access reviews are questions, not changes)."""
     try:
         client = await plans.managed_cluster_client(own, mc, connections=1, user_agent="standby-cluster-probe",
                                                    timeout_seconds=timeout_seconds)
@@ -43,6 +86,7 @@ async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float) -> Probe:
         async with client:
             version = await client.server_version()
             review = await client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=REVIEW)
+            refused = [a for a in sorted(wanted or ()) if not await allowed(client, a)]
     except UnreachableError as exc:
         return Probe(False, "Unreachable", str(exc))
     except ApiError as exc:
@@ -51,7 +95,20 @@ async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float) -> Probe:
             reason = "CredentialsUnavailable"
         return Probe(False, reason, exc.message or str(exc))
     user = ((review.get("status") or {}).get("userInfo") or {}).get("username", "?")
-    return Probe(True, "Connected", f"authenticated as {user}", version)
+    if refused:
+        return Probe(False, "Forbidden", f"{user} may not: {', '.join(map(str, refused))}", version)
+    return Probe(True, "Connected", f"authenticated as {user}" + (
+        f", allowed the {len(wanted)} accesses its plans need" if wanted else ""), version)
+
+
+async def allowed(client: KubeClient, access: Access) -> bool:
+    attributes = {"verb": access.verb, "group": access.group, "resource": access.resource}
+    if access.namespace:
+        attributes["namespace"] = access.namespace
+    review = await client.request("POST", ACCESS_REVIEWS, body={
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes}})
+    return bool((review.get("status") or {}).get("allowed"))
 
 
 def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:
@@ -64,6 +121,7 @@ def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:
 @dataclass
 class ClusterProber:
     own: KubeClient
+    fence_namespace: str = settings.NAMESPACE
     probe_seconds: float = 30.0
     timeout_seconds: float = 10.0
     seen: dict[str, Probe] = field(default_factory=dict)  # namespace/name -> the last probe
@@ -80,26 +138,36 @@ class ClusterProber:
 
     async def probe_all(self) -> None:
         items, _ = await self.own.list_all(f"/apis/{API_VERSION}/managedclusters")
+        valid = await self._plans()
+        wanted: dict[str, set[Access]] = {}
+        for plan in valid:
+            for key, accesses in needs(plan, fence_namespace=self.fence_namespace).items():
+                wanted.setdefault(key, set()).update(accesses)
         keys = set()
         for mc in items:
             meta = mc["metadata"]
             key = f"{meta['namespace']}/{meta['name']}"
             keys.add(key)
-            result = await probe(self.own, mc, timeout_seconds=self.timeout_seconds)
+            result = await probe(self.own, mc, timeout_seconds=self.timeout_seconds, wanted=wanted.get(key))
             await self._report(mc, key, result)
         for gone in self.seen.keys() - keys:
             del self.seen[gone]
             metrics.cluster_ready(gone, None)
-        await self._tell_plans()
+        await self._tell_plans(valid)
 
-    async def _tell_plans(self) -> None:
-        """Each plan says whether the clusters it uses are Ready (``ClustersReady``), when that changes."""
-        told: dict[str, tuple[str, ...]] = {}
+    async def _plans(self) -> list[plans.Plan]:
+        valid = []
         for obj in await plans.list_plans(self.own):
             try:
-                plan = plans.parse_plan(obj)
+                valid.append(plans.parse_plan(obj))
             except plans.PlanError:
                 continue  # the plan loop reports it
+        return valid
+
+    async def _tell_plans(self, valid: list[plans.Plan]) -> None:
+        """Each plan says whether the clusters it uses are Ready (``ClustersReady``), when that changes."""
+        told: dict[str, tuple[str, ...]] = {}
+        for plan in valid:
             refs = [plan.spec.source_cluster_ref] + ([plan.spec.destination_cluster_ref]
                                                      if plan.spec.destination_cluster_ref else [])
             names = [f"{r.namespace or plan.namespace}/{r.name}" for r in refs]

@@ -151,7 +151,8 @@ class Supervisor:
                 await gone.stop()
 
     async def run(self) -> None:
-        prober = ClusterProber(self.own, probe_seconds=self.settings.cluster_probe_seconds)
+        prober = ClusterProber(self.own, self.settings.kube.namespace,
+                               probe_seconds=self.settings.cluster_probe_seconds)
         clusters = self.guard.start("managed clusters", prober.run, kind="clusters")
         try:
             await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,

@@ -14,7 +14,7 @@ import yaml
 
 from schemas import API_VERSION
 from services.common.kube import KubeClient
-from services.devenv import ports
+from services.devenv import bootstrap, ports
 from services.devenv.clusters import LocalCluster
 from services.watcher.clusters import ClusterProber
 from tests.support import env as h
@@ -51,6 +51,8 @@ async def kube(destination: LocalCluster) -> AsyncIterator[KubeClient]:
 
 async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
         kube: KubeClient, source: LocalCluster, tmp_path: Path) -> None:
+    reader = source.mint_credentials("probe-reader", namespace=h.SYSTEM, rules=bootstrap.READ_ONLY_RULES,
+                                     cluster_scoped=True)
     failing_plugin = tmp_path / "plugin.py"
     failing_plugin.write_text("import sys\nprint('no cloud credentials', file=sys.stderr)\nsys.exit(1)\n")
     cases = {
@@ -64,14 +66,19 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
         "mc-plugin": ({"kubeconfig.yaml": kubeconfig(source, user={"exec": {
             "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
             "args": [str(failing_plugin)]}})}, "False", "CredentialsUnavailable"),
+        # Read-only credentials are enough for a source, not for the stand-by a plan writes into.
+        "mc-readonly": ({"kubeconfig.yaml": reader.read_text()}, "False", "Forbidden"),
     }
-    plans = {"uses-good": "mc-good", "uses-refused": "mc-refused", "uses-nothing": "mc-absent"}
+    plans = {"uses-good": ("mc-good", None), "uses-refused": ("mc-refused", None),
+             "uses-nothing": ("mc-absent", None), "writes-readonly": ("mc-good", "mc-readonly")}
     try:
         for name, (data, _, _) in cases.items():
             await managed(kube, name, data)
-        for plan, cluster in plans.items():
-            await h.apply_plan(kube, h.plan_body(plan, [{"version": "v1", "resource": "configmaps"}],
-                                                 sourceClusterRef={"name": cluster, "namespace": h.SYSTEM}))
+        for plan, (src, dst) in plans.items():
+            refs = {"sourceClusterRef": {"name": src, "namespace": h.SYSTEM}}
+            if dst:
+                refs["destinationClusterRef"] = {"name": dst, "namespace": h.SYSTEM}
+            await h.apply_plan(kube, h.plan_body(plan, [{"version": "v1", "resource": "configmaps"}], **refs))
         await ClusterProber(kube, timeout_seconds=3).probe_all()
         for name, (_, ready, reason) in cases.items():
             status = (await kube.get(f"{MCS}/{name}")).get("status") or {}
@@ -80,10 +87,17 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
             assert status["lastProbeTime"]
             if ready == "True":
                 assert status["serverVersion"] == "v1.36.3" and "error" not in status, status
+            elif reason == "Forbidden":  # reached and authenticated: its version is known
+                assert status["error"] and status["serverVersion"] == "v1.36.3", status
             else:
                 assert status["error"] and "serverVersion" not in status, status
         plugin = (await kube.get(f"{MCS}/mc-plugin"))["status"]["error"]
         assert "no cloud credentials" in plugin
+        refused = (await kube.get(f"{MCS}/mc-readonly"))["status"]["error"]
+        assert refused.startswith("system:serviceaccount:standby-system:probe-reader may not: ")
+        assert refused.endswith("may not: create configmaps, delete configmaps, patch configmaps"), refused
+        good = (await kube.get(f"{MCS}/mc-good"))["status"]["conditions"][0]["message"]
+        assert "allowed the 2 accesses its plans need" in good, good  # list and watch configmaps
         listed = await kube.get(f"/api/v1/namespaces/{h.SYSTEM}/events",
                                 fieldSelector="involvedObject.kind=ManagedCluster,involvedObject.name=mc-refused")
         assert [e["reason"] for e in listed["items"]] == ["ClusterUnauthorized"]
@@ -93,6 +107,7 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
         assert told["uses-refused"]["status"] == "False", told
         assert f"{h.SYSTEM}/mc-refused (Unauthorized)" in told["uses-refused"]["message"], told
         assert f"{h.SYSTEM}/mc-absent (NotFound)" in told["uses-nothing"]["message"], told
+        assert f"{h.SYSTEM}/mc-readonly (Forbidden)" in told["writes-readonly"]["message"], told
     finally:
         for plan in plans:
             await h.delete(kube, f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/{plan}")
