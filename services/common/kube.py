@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import logging
 import os
 import ssl
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,7 @@ class Credentials:
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
     insecure: bool = False
+    proxy_url: str | None = None  # the kubeconfig cluster's proxy-url; None: HTTPS_PROXY/NO_PROXY decide
     # A token that changes (a rotated token file, an exec credential plugin); ``token`` is unused then.
     token_source: tokens.TokenSource | None = field(default=None, compare=False)
 
@@ -126,6 +130,7 @@ def credentials_from_kubeconfig(config: Mapping[str, Any] | str | Path, *, conte
         client_cert_pem=_data_or_file(user, "client-certificate", base),
         client_key_pem=_data_or_file(user, "client-key", base),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        proxy_url=cluster.get("proxy-url") or None,
     )
 
 
@@ -141,6 +146,30 @@ def _exec_plugin(spec: Mapping[str, Any], base: Path | None) -> tokens.ExecPlugi
                                  api_version=str(spec.get("apiVersion", "client.authentication.k8s.io/v1")))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"unusable exec credential plugin: {exc!r}") from exc
+
+
+def proxy_for(creds: Credentials) -> str | None:
+    """The HTTP(S) proxy requests to ``creds.server`` go through, as client-go chooses it: the
+    kubeconfig's ``proxy-url``, else ``HTTPS_PROXY`` (``HTTP_PROXY`` for http) unless ``NO_PROXY``
+    names the host; never for localhost or a loopback address (Go's ProxyFromEnvironment rule)."""
+    if creds.proxy_url:
+        return creds.proxy_url
+    url = urllib.parse.urlsplit(creds.server)
+    host = url.hostname or ""
+    if host == "localhost" or _loopback(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme)
+    if not proxy or urllib.request.proxy_bypass(url.netloc):  # NO_PROXY (the environment, on Linux)
+        return None
+    return proxy
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
@@ -252,6 +281,7 @@ class KubeClient:
             self._session = aiohttp.ClientSession(
                 base_url=self.creds.server,
                 headers=headers,
+                proxy=proxy_for(self.creds),
                 connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context(self.creds),
                                          keepalive_timeout=IDLE_CONNECTION_SECONDS),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),

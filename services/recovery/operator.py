@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from schemas import GROUP, VERSION, api
-from services.common.kube import KubeClient
+from services.common.kube import KubeClient, proxy_for
 from services.recovery import activating, jobs
 from services.recovery.settings import RecoverySettings
 
@@ -29,7 +29,7 @@ def build_registry(client: KubeClient) -> kopf.OperatorRegistry:
         creds = client.creds
         token = await client.bearer_token(fresh=True)
         return kopf.ConnectionInfo(server=creds.server, ca_data=creds.ca_pem, token=token,
-                                   scheme="Bearer" if token else None,
+                                   scheme="Bearer" if token else None, proxy_url=proxy_for(creds),
                                    certificate_data=creds.client_cert_pem, private_key_data=creds.client_key_pem,
                                    insecure=creds.insecure)
 

@@ -1,17 +1,25 @@
-"""Credentials as real clusters hand them out, against a real API server: an exec credential plugin
-whose tokens expire, and a projected token file that is rotated while the client runs."""
+"""Credentials and networks as real clusters hand them out, against a real API server: an exec
+credential plugin whose tokens expire, a projected token file that is rotated while the client
+runs, and an HTTPS proxy (a real one, proxy.py) from the environment or the kubeconfig."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from services.common.kube import ApiError, KubeClient
+from services.common import kube
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.devenv import ports
 from services.devenv.clusters import LocalCluster
+from services.devenv.processes import Process
 
 PLUGIN = Path(__file__).resolve().parents[1] / "support" / "exec_plugin.py"
 NAMESPACES = [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
@@ -78,3 +86,54 @@ async def test_a_rotated_token_file_is_read_again(source: LocalCluster, tmp_path
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
             "spec": {"expirationSeconds": 600}})["status"]["token"]))
         assert (await client.get("/api/v1/namespaces/default"))["metadata"]["name"] == "default"
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP(S) proxy (proxy.py) that alone resolves ``kubernetes.default.svc`` (to the
+    loopback): like a corporate proxy in front of a private API endpoint, a client reaches the API
+    server by that name only through it."""
+    port = ports.free_ports(1)[0]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost kubernetes.default.svc\n")
+    script = (f"mount --bind {hosts} /etc/hosts && exec {sys.executable} -m proxy --hostname 127.0.0.1 "
+              f"--port {port} --num-workers 1 --num-acceptors 1 --log-level INFO")
+    process = Process("https-proxy", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                      tmp_path / "proxy.log").start()
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline and process.alive(), process.tail()
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", process.log_path
+    finally:
+        process.stop()
+
+
+async def test_an_https_proxy_from_the_environment_or_the_kubeconfig_is_used(
+        source: LocalCluster, proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, log = proxy
+    private = source.server.replace("127.0.0.1", "kubernetes.default.svc")
+    config = yaml.safe_load(source.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = private
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    async with KubeClient.from_kubeconfig(config) as client:
+        assert await client.server_version() == "v1.36.3"  # the name resolves only at the proxy
+    await kube.wait_for(lambda: logged(log, f"CONNECT kubernetes.default.svc:{source.api_port}"), timeout=10,
+                        what="the proxy's access log line")  # written when the tunnel closes
+
+    monkeypatch.setenv("NO_PROXY", ".svc")  # honoured: the name does not resolve here without the proxy
+    async with KubeClient.from_kubeconfig(config) as client:
+        with pytest.raises(UnreachableError):
+            await client.server_version()
+
+    config["clusters"][0]["cluster"]["proxy-url"] = url  # a kubeconfig's own proxy wins over NO_PROXY
+    monkeypatch.delenv("HTTPS_PROXY")
+    async with KubeClient.from_kubeconfig(config) as client:
+        assert await client.server_version() == "v1.36.3"
+
+
+async def logged(log: Path, line: str) -> bool:
+    return line in log.read_text()
