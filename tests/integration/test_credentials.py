@@ -136,4 +136,4 @@ async def test_an_https_proxy_from_the_environment_or_the_kubeconfig_is_used(
 
 
 async def logged(log: Path, line: str) -> bool:
-    return line in log.read_text()
+    return line in await asyncio.to_thread(log.read_text)
