@@ -35,6 +35,7 @@ bench: setup
 	cd benchmarks && ../$(PY) watcher.py
 	cd benchmarks && ../$(PY) sync.py
 	cd benchmarks && ../$(PY) activation.py
+	cd benchmarks && ../$(PY) clients.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds

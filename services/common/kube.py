@@ -115,6 +115,10 @@ def credentials_from_kubeconfig(config: Mapping[str, Any] | str | Path, *, conte
         raise ConfigError(f"unusable kubeconfig: {exc!r}") from exc
     if not server.startswith("https://") and not server.startswith("http://"):
         raise ConfigError(f"server {server!r} is not an http(s) URL")
+    if user.get("auth-provider"):  # client-go dropped gcp and azure; oidc has an exec plugin (kubelogin)
+        name = (user["auth-provider"] or {}).get("name", "?")
+        raise ConfigError(f"auth-provider {name!r} is not supported: use an exec credential plugin "
+                          "(gke-gcloud-auth-plugin, kubelogin, aws eks get-token), as kubectl 1.26+ requires")
     token = user.get("token")
     source: tokens.TokenSource | None = None
     if not token and user.get("tokenFile"):

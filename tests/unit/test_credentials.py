@@ -64,3 +64,11 @@ def test_exec_credentials_are_read(out: bytes, expected: tuple[str, float | None
 def test_a_plugin_answer_that_cannot_be_used_is_a_clear_error(out: bytes, says: str) -> None:
     with pytest.raises(tokens.CredentialError, match=says):
         tokens.parse_exec_credential(out, "aws")
+
+
+def test_a_legacy_auth_provider_is_refused_with_what_to_use_instead() -> None:
+    config = {"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+              "clusters": [{"name": "c", "cluster": {"server": "https://gke.example:443"}}],
+              "users": [{"name": "u", "user": {"auth-provider": {"name": "gcp", "config": {}}}}]}
+    with pytest.raises(kube.ConfigError, match="auth-provider 'gcp' is not supported: use an exec credential plugin"):
+        kube.credentials_from_kubeconfig(config)
