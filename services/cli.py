@@ -1,4 +1,5 @@
-"""The ``standby`` command: the one-time Secrets and cluster registrations of an install.
+"""The ``standby`` command: the operator's view and actions (``status``, ``failover``), and the
+one-time Secrets and cluster registrations of an install.
 
 The development commands (``standby dev``, ``demo``, ``crds``) are added when the development
 tooling is installed (``services.devenv``, a checkout's ``pip install -e .[dev]``); the production
@@ -107,9 +108,97 @@ def _managed_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Any:
+    """A client for the cluster the caller's kubeconfig and context name."""
+    from services.common import kube
+    from services.operate.output import CommandError
+
+    path = _admin_kubeconfig(args)
+    try:
+        creds = kube.credentials_from_kubeconfig(path, context=args.context)
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"kubeconfig {path}: {exc}") from exc
+    return kube.KubeClient(creds, user_agent="standby-cli")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from services.operate import status
+
+    async def run() -> int:
+        async with _client(args) as client:
+            report = await status.gather(client, args.namespace, args.plan)
+        sys.stdout.write(report.render(args.output))
+        return report.exit_code
+
+    return asyncio.run(run())
+
+
+def _failover(args: argparse.Namespace) -> int:
+    from services.operate import failover, output
+
+    if bool(args.plans) == bool(args.execution_plan):
+        raise output.CommandError("name the plans to fail over, or --execution-plan NAME (not both)")
+    try:
+        timeout = durations.parse(args.timeout)
+        wait_seconds = int(durations.parse(args.ready_timeout))
+    except ValueError as exc:
+        raise output.CommandError(str(exc)) from exc
+    stages = output.Stages()
+
+    async def run() -> int:
+        async with _client(args) as client:
+            name = await failover.start(client, args.namespace, plans=args.plans, execution_plan=args.execution_plan,
+                                        dry_run=args.dry_run, wait_seconds=wait_seconds, stages=stages)
+            print(f"recoveryexecutionjob.dr.standby.dev/{name}")
+            if not args.wait:
+                return output.OK
+            code, last = await failover.follow(client, args.namespace, name, timeout=timeout, stages=stages)
+            if last is not None:
+                sys.stdout.write(failover.results(last))
+            return code
+
+    return asyncio.run(run())
+
+
+def _operating(parser: argparse.ArgumentParser, *, formats: bool = False) -> None:
+    """kubectl's connection flags, on every command that talks to a cluster."""
+    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    parser.add_argument("-n", "--namespace", default=settings.NAMESPACE, help="of the plans and jobs")
+    if formats:
+        parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+
+EXIT_CODES = """exit codes: 0 done, nothing to report; 1 a condition not met (a plan not protecting, a cluster
+not Ready, a failover that did not complete); 2 an error (bad input, an unusable cluster);
+3 --timeout passed first"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="standby", description=__doc__)
+    parser = argparse.ArgumentParser(prog="standby", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("status", help="is each plan protecting, can each cluster be used", epilog=EXIT_CODES,
+                        description="Per plan: phase, source reachable and last heard, how far behind, objects in "
+                                    "and out of sync, dead letters, delete breaker, fence; per ManagedCluster: "
+                                    "Ready and why, version, last probe.")
+    st.add_argument("plan", nargs="?", help="one plan (default: every plan in the namespace)")
+    _operating(st, formats=True)
+    st.set_defaults(func=_status)
+
+    fo = sub.add_parser("failover", help="fail over plans now (a RecoveryExecutionJob), and follow it",
+                        epilog=EXIT_CODES, description="standby failover shop --wait   |   "
+                                                       "standby failover --execution-plan region-loss --wait")
+    fo.add_argument("plans", nargs="*", help="plans to fail over together (one wave, waiting for readiness)")
+    fo.add_argument("--execution-plan", help="an existing RecoveryExecutionPlan (its waves, in order)")
+    fo.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    fo.add_argument("--wait", action="store_true", help="follow the job to its end; exit 0 only if it Completed")
+    fo.add_argument("--timeout", default="10m", help="with --wait: give up following after this (default 10m)")
+    fo.add_argument("--ready-timeout", default="5m", help="plans given by name: how long the wave waits for "
+                                                          "readiness (default 5m)")
+    _operating(fo)
+    fo.set_defaults(func=_failover)
     keys = sub.add_parser("stream-keys", help="print a Secret with a new key that seals Secrets in the stream",
                           description=f"kubectl get secret {settings.STREAM_KEYS_SECRET} -n {settings.NAMESPACE} "
                                       "-o yaml | standby stream-keys --rotate - | kubectl apply -f -")
@@ -152,8 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from services.common.kube import ApiError, UnreachableError
+    from services.operate.output import ERROR, CommandError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (CommandError, ApiError, UnreachableError) as exc:
+        print(f"standby: {exc}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

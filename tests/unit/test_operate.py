@@ -1,0 +1,115 @@
+"""The operator commands' pure parts: what `standby status` concludes from the statuses, how it
+prints them, and the exit codes."""
+
+from __future__ import annotations
+
+import datetime
+import io
+
+import pytest
+
+from schemas import api
+from services.operate import failover, output, status
+
+NOW = datetime.datetime(2026, 11, 29, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+def plan(**st: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "phase": "Synced", "objectsInSync": 12, "objectsOutOfSync": 0, "objectsFailed": 0,
+        "pendingChangeAgeSeconds": 0, "sourceLastHeardTime": "2026-11-29T11:59:50Z",
+        "conditions": [{"type": "SourceReachable", "status": "True"}, {"type": "ClustersReady", "status": "True"}]}
+    return {"metadata": {"name": "shop", "namespace": "standby-system"}, "spec": {}, "status": base | st}
+
+
+def test_a_synced_plan_whose_source_answers_is_protecting() -> None:
+    facts = status.plan_facts(plan(), NOW)
+    assert facts["protecting"] and facts["sourceLastHeardSeconds"] == 10
+    assert status.plan_row(facts) | {} == {
+        "name": "shop", "phase": "Synced", "source": "Reachable", "heard": "10s ago", "behind": "0s",
+        "in-sync": 12, "out-of-sync": 0, "failed": 0, "breaker": "Closed", "fence": "-", "protecting": "Yes"}
+
+
+@pytest.mark.parametrize("change", [
+    {"phase": "Syncing"}, {"objectsFailed": 1}, {"deleteBreaker": {"open": True}}, {"phase": "Activated"},
+    {"conditions": [{"type": "SourceReachable", "status": "False"}]},
+    {"conditions": [{"type": "SourceReachable", "status": "True"}, {"type": "ClustersReady", "status": "False"}]},
+])
+def test_anything_that_stops_protection_is_not_protecting(change: dict[str, object]) -> None:
+    facts = status.plan_facts(plan(**change), NOW)
+    assert not facts["protecting"]
+    assert status.Report([facts], []).exit_code == output.NOT_MET
+
+
+def test_a_suspended_plan_says_so_whatever_its_last_phase() -> None:
+    obj = plan()
+    obj["spec"] = {"suspend": True}
+    assert status.plan_facts(obj, NOW)["phase"] == "Suspended"
+
+
+def test_a_cluster_not_ready_makes_status_fail_and_says_why() -> None:
+    mc = {"metadata": {"name": "standby"}, "status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "Forbidden", "message": "x may not: create"}],
+        "lastProbeTime": "2026-11-29T11:59:30Z"}}
+    report = status.Report([status.plan_facts(plan(), NOW)], [status.cluster_facts(mc, NOW)])
+    assert report.exit_code == output.NOT_MET
+    text = report.render("table")
+    assert "standby   False   Forbidden   -         30s ago" in text and "standby: x may not: create" in text
+
+
+def test_tables_look_like_kubectl() -> None:
+    assert output.table([{"a": "x", "bb": None}], ["a", "bb"]) == "A   BB\nx\n"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (5, "5s"), (119, "119s"), (200, "3m20s"), (900, "15m"),
+                                               (7500, "2h5m"), (90000, "1d1h")])
+def test_ages_read_like_kubectl(seconds: float | None, text: str) -> None:
+    assert output.age(seconds) == text
+
+
+def test_stages_print_elapsed_lines_and_a_bar_only_on_a_terminal() -> None:
+    ticks = iter([0.0, 1.25, 2.5])
+    out = io.StringIO()
+    stages = output.Stages(out=out, clock=lambda: next(ticks))
+    stages.line("job Fencing")
+    stages.progress(1, 2, "objects")  # StringIO is not a terminal: no bar
+    stages.line("job Completed")
+    assert out.getvalue() == "[   1.2s] job Fencing\n[   2.5s] job Completed\n"
+
+
+def test_failover_of_plans_is_one_wave_waiting_for_readiness_with_a_stable_name() -> None:
+    body = failover.execution_plan_for(["web", "db"], "standby-system", wait_seconds=300)
+    assert body["metadata"]["name"] == "failover-db-web"
+    assert body["spec"]["waves"] == [{"name": "failover", "waitForReady": True, "timeoutSeconds": 300,
+                                      "recoveryPlans": [{"name": "db", "namespace": "standby-system"},
+                                                        {"name": "web", "namespace": "standby-system"}]}]
+    long = failover.execution_plan_for([f"plan-{i}" for i in range(20)], "x", wait_seconds=1)["metadata"]["name"]
+    assert len(long) <= 63
+
+
+def test_results_list_failures_and_dry_run_changes() -> None:
+    st = api.RecoveryExecutionJobStatus(objects=[
+        api.ObjectResult(plan="p", ref="deployments.apps/a/web", outcome="Failed", reason="403"),
+        api.ObjectResult(plan="p", ref="configmaps.core/a/x", outcome="Activated"),
+        api.ObjectResult(plan="p", ref="cronjobs.batch/a/c", outcome="WouldChange", changes=["replace /spec/suspend"]),
+    ], timings={"fence": 1.0})
+    assert failover.results(st) == ("FAILED  deployments.apps/a/web (p): 403\n"
+                                    "WOULD CHANGE  cronjobs.batch/a/c (p): replace /spec/suspend\n"
+                                    "timings: fence 1.00s\n")
+
+
+def test_a_kubeconfig_without_the_context_is_one_line_and_exit_2(tmp_path: object,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from services import cli
+
+    config = Path(str(tmp_path)) / "config"
+    config.write_text("apiVersion: v1\nkind: Config\ncurrent-context: a\ncontexts: [{name: a, context: {cluster: a}}]\n"
+                      "clusters: [{name: a, cluster: {server: 'https://127.0.0.1:1'}}]\n")
+    assert cli.main(["status", "--kubeconfig", str(config), "--context", "nope"]) == output.ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"standby: kubeconfig {config}: context 'nope' not found in kubeconfig"
+    assert cli.main(["failover", "--kubeconfig", str(config)]) == output.ERROR
+    assert "name the plans to fail over, or --execution-plan NAME" in capsys.readouterr().err
