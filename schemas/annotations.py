@@ -52,6 +52,8 @@ def plan_key(namespace: str, name: str) -> str:
 # refuses to write any copy of a fenced plan; recovery writes the fence before it changes anything.
 # On a RecoveryPlan: a new value (any) closes the plan's open delete breaker (operator acknowledgement).
 DELETE_BREAKER_RESET = PREFIX + "delete-breaker-reset"
+RETRY_DEAD_LETTERS = PREFIX + "retry-dead-letters"  # on a plan: a new value publishes the failed changes again
+PURGE_DEAD_LETTERS = PREFIX + "purge-dead-letters"  # on a plan: a new value forgets the dead letters
 
 FENCE_LABEL = PREFIX + "fence"
 FENCE_PREFIX = "standby-fence."

@@ -162,6 +162,14 @@ class RecoveryPlanSpec(Model):
     resources: list[ResourceSelector] = Field(min_length=1, max_length=200)
 
 
+class DeadLetterStatus(Model):
+    ref: str = Field(description='The object, as "resource.group/namespace/name".')
+    reason: str
+    message: str = ""
+    sequence: int = Field(default=0, description="Stream sequence of the change that failed.")
+    time: str | None = Field(default=None, description="When it failed (RFC 3339).")
+
+
 class DeleteBreakerStatus(Model):
     open: bool = False
     opened_at: str | None = Field(default=None, description="When it opened (RFC 3339).")
@@ -192,6 +200,8 @@ class RecoveryPlanStatus(Model):
     delete_breaker: DeleteBreakerStatus | None = Field(
         default=None,
         description="Set by the syncer: open while mass deletion is refused, until an operator resets it.")
+    dead_letters: list[DeadLetterStatus] = Field(
+        default_factory=list, description="The newest objects whose last change failed (all: objectsFailed).")
 
 
 class RecoveryPlan(Model):

@@ -160,6 +160,55 @@ def _failover(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    import datetime
+
+    from services.operate import output, requests
+
+    async def run() -> int:
+        async with _client(args) as client:
+            if args.action in ("list", "show"):
+                plan = await requests.get_plan(client, args.namespace, args.plan)
+                if args.action == "show":
+                    if not args.ref:
+                        raise output.CommandError("standby dlq show PLAN REF (REF as `standby dlq list` shows it)")
+                    sys.stdout.write(requests.show(plan, args.ref))
+                    return output.OK
+                sys.stdout.write(requests.dead_letter_table(plan, args.output, datetime.datetime.now(datetime.UTC)))
+                return output.OK if not requests.dead_letters(plan)[1] else output.NOT_MET
+            return await _ask(client, args, args.action)
+
+    return asyncio.run(run())
+
+
+def _breaker(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with _client(args) as client:
+            return await _ask(client, args, "reset")
+
+    return asyncio.run(run())
+
+
+async def _ask(client: Any, args: argparse.Namespace, action: str) -> int:
+    """Annotate the plan for ``action``; with --wait, follow its status until the syncer answered."""
+    from services.operate import output, requests
+
+    try:
+        timeout = durations.parse(args.timeout)
+    except ValueError as exc:
+        raise output.CommandError(str(exc)) from exc
+    stages = output.Stages()
+    token = await requests.request(client, args.namespace, args.plan, requests.ANNOTATIONS[action])
+    stages.line(f"recoveryplan {args.plan} annotated {requests.ANNOTATIONS[action]}={token}")
+    if not args.wait:
+        return output.OK
+    done = {"retry": requests.retried(token), "purge": requests.purged, "reset": requests.breaker_closed}[action]
+    code = await requests.wait_for(client, args.namespace, args.plan, done, timeout=timeout)
+    stages.line({output.OK: "done", output.NOT_MET: "failed again: standby dlq list " + args.plan,
+                 output.TIMEOUT: f"timed out after {timeout:.0f}s"}[code])
+    return code
+
+
 def _operating(parser: argparse.ArgumentParser, *, formats: bool = False) -> None:
     """kubectl's connection flags, on every command that talks to a cluster."""
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")
@@ -167,6 +216,11 @@ def _operating(parser: argparse.ArgumentParser, *, formats: bool = False) -> Non
     parser.add_argument("-n", "--namespace", default=settings.NAMESPACE, help="of the plans and jobs")
     if formats:
         parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+
+def _waiting(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="follow the plan's status until the syncer answered")
+    parser.add_argument("--timeout", default="2m", help="with --wait: give up after this (default 2m)")
 
 
 EXIT_CODES = """exit codes: 0 done, nothing to report; 1 a condition not met (a plan not protecting, a cluster
@@ -199,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "readiness (default 5m)")
     _operating(fo)
     fo.set_defaults(func=_failover)
+
+    dlq = sub.add_parser("dlq", help="a plan's dead letters: list, show, retry, purge", epilog=EXIT_CODES,
+                         description="list: the objects whose last change failed, and why (exit 1 if any); show: "
+                                     "one in full; retry: publish their failed changes again (after fixing the "
+                                     "cause); purge: accept them (the syncer forgets them, the stream drops them)")
+    dlq.add_argument("action", choices=["list", "show", "retry", "purge"])
+    dlq.add_argument("plan")
+    dlq.add_argument("ref", nargs="?", help="show: the object, as `list` shows it")
+    _waiting(dlq)
+    _operating(dlq, formats=True)
+    dlq.set_defaults(func=_dlq)
+
+    breaker = sub.add_parser("breaker", help="a plan's delete breaker: reset it (let the held deletions through)",
+                             epilog=EXIT_CODES)
+    breaker.add_argument("action", choices=["reset"])
+    breaker.add_argument("plan")
+    _waiting(breaker)
+    _operating(breaker)
+    breaker.set_defaults(func=_breaker)
     keys = sub.add_parser("stream-keys", help="print a Secret with a new key that seals Secrets in the stream",
                           description=f"kubectl get secret {settings.STREAM_KEYS_SECRET} -n {settings.NAMESPACE} "
                                       "-o yaml | standby stream-keys --rotate - | kubectl apply -f -")

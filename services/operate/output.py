@@ -40,7 +40,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 def data(value: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(value, indent=2) + "\n"
-    return yaml.safe_dump(value, sort_keys=False)
+    return yaml.safe_dump(value, sort_keys=False, width=1_000_000)  # a message stays on its line
 
 
 def age(seconds: float | None) -> str:

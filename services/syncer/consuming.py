@@ -28,7 +28,9 @@ from services.syncer import metrics
 from services.syncer.applying import PlanApplier
 from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
+from services.syncer.progress import DeadLetter
 from services.syncer.pulling import ConsumerGone, Pull, PullRefused
+from services.syncer.requests import OperatorRequests
 from services.syncer.settings import SyncerSettings
 from services.syncer.status import Observed, plan_status
 
@@ -56,6 +58,8 @@ class PlanConsumer:
 
     def __post_init__(self) -> None:
         self.js: JetStreamContext = self.nc.jetstream()
+        self.requests = OperatorRequests(self.plan, self.js, self.own, self.applier.progress,
+                                         self.settings.nats.subject_prefix)
 
     @property
     def stream(self) -> str:
@@ -175,7 +179,8 @@ class PlanConsumer:
             key = subjects.parse_subject(msg.subject, prefix=self.settings.nats.subject_prefix).key
         except subjects.SubjectError:
             key = None
-        self.applier.progress.dead_lettered(key, reason)
+        self.applier.progress.dead_lettered(key, DeadLetter(reason, detail[:2000], msg.subject,
+                                                            msg.metadata.sequence.stream, time.time()))
         metrics.dead_letter(self.plan.key, reason)
         log.error("dead-lettered: %s", detail[:500], extra={"plan": self.plan.key, "reason": reason,
                                                             "seq": msg.metadata.sequence.stream})

@@ -28,10 +28,21 @@ class Copy:
     source_uid: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Why an object's last change was not applied, and where that change is in the stream."""
+
+    reason: str
+    detail: str = ""
+    subject: str = ""  # the change's subject: `standby dlq retry` publishes its last state again
+    sequence: int = 0
+    at: float = 0.0  # unix time
+
+
 @dataclass
 class PlanProgress:
     copies: dict[ObjectKey, Copy] = field(default_factory=dict)
-    failed: dict[ObjectKey, str] = field(default_factory=dict)  # the reason of the last dead letter
+    failed: dict[ObjectKey, DeadLetter] = field(default_factory=dict)  # the last dead letter of each
     unapplied: dict[int, float] = field(default_factory=dict)  # stream sequence -> stored at (unix time)
     last_sequence: int = 0  # the highest stream sequence settled
     last_applied_at: float = 0.0  # unix time of the last write
@@ -57,10 +68,16 @@ class PlanProgress:
         self.last_applied_at = now
         self.last_lag_seconds = max(0.0, now - observed_at)
 
-    def dead_lettered(self, key: ObjectKey | None, reason: str) -> None:
+    def dead_lettered(self, key: ObjectKey | None, letter: DeadLetter) -> None:
         """``key`` None: the message named no object (its subject is not one of ours)."""
         if key is not None:
-            self.failed[key] = reason
+            self.failed[key] = letter
+
+    def forget_dead_letters(self) -> int:
+        """An operator accepted them (``standby dlq purge``): the objects count as settled."""
+        count = len(self.failed)
+        self.failed.clear()
+        return count
 
     # -- what the status reads ------------------------------------------------------------------
     def oldest_unapplied_age(self, now: float) -> float:

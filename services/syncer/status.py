@@ -35,6 +35,9 @@ def _condition(type_: str, status: bool | None, reason: str, message: str = "") 
                          reason=reason, message=message)
 
 
+MAX_SHOWN = 20  # dead letters listed in the status (the newest); objectsFailed counts them all
+
+
 def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatus:
     failed = len(progress.failed)
     # Delivered and not yet settled (in a worker, or nak'd and waiting to come again), and not
@@ -51,7 +54,7 @@ def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatu
         degraded = _condition("Degraded", True, "FenceUnknown",
                               "the fences in the destination cannot be read; no copy is written until they can")
     elif failed:
-        examples = ", ".join(f"{key} ({reason})" for key, reason in sorted(progress.failed.items())[:3])
+        examples = ", ".join(f"{key} ({letter.reason})" for key, letter in sorted(progress.failed.items())[:3])
         degraded = _condition("Degraded", True, "DeadLetters", f"{failed} objects failed: {examples}")
     else:
         degraded = _condition("Degraded", False, "Healthy")
@@ -83,4 +86,7 @@ def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatu
         last_event_time=_iso(progress.last_applied_at) if progress.last_applied_at else None,
         observed_generation=seen.generation,
         delete_breaker=seen.breaker,
+        dead_letters=[api.DeadLetterStatus(ref=str(key), reason=letter.reason, message=letter.detail[:500],
+                                           sequence=letter.sequence, time=_iso(letter.at))
+                      for key, letter in sorted(progress.failed.items(), key=lambda kv: -kv[1].at)[:MAX_SHOWN]],
     )

@@ -72,6 +72,7 @@ class Supervisor:
             if current is not None and current[0] == signature:
                 if current[1] is not None:
                     current[1].applier.acknowledge(plan.annotations.get(ann.DELETE_BREAKER_RESET))
+                    await current[1].requests.acknowledge(plan.annotations)
                 continue
             if current is not None and current[1] is not None:
                 await current[1].stop()
@@ -101,6 +102,7 @@ class Supervisor:
                     "Degraded", True, "CannotStart", f"{exc!r}")], phase="Degraded")
                 continue
             log.info("consuming", extra={"plan": plan.key})
+            await consumer.requests.acknowledge(plan.annotations)  # remembered: a restart repeats nothing
             self.consumers[plan.key] = (signature, consumer)
         for key in set(self.consumers) - seen:
             _, gone = self.consumers.pop(key)

@@ -10,7 +10,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import API_VERSION
+import nats.js.errors
+import pytest
+
+from schemas import API_VERSION, subjects
+from services.common.kube import ApiError
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from tests.e2e.conftest import Pipeline
@@ -114,3 +118,93 @@ async def test_status_and_a_two_wave_failover_from_the_command_line(
             await h.delete(pipe.dst, f"{EXECUTION_PLANS}/{name}")
         for ns in ("op-web", "op-stuck"):
             await h.delete(pipe.dst, f"/api/v1/namespaces/{h.SYSTEM}/configmaps/standby-fence.{h.SYSTEM}.{ns}")
+
+
+POLICY = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/op-no-poison"
+BINDING = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/op-no-poison"
+
+
+async def refuse_poison(pipe: Pipeline, ns: str) -> None:
+    """The stand-by refuses ConfigMaps labelled poison in ``ns`` (the API server's own admission
+    policy, in CEL): the syncer's write gets a 422, a permanent error, a dead letter."""
+    await pipe.dst.apply(POLICY, {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "op-no-poison"},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+            "resources": ["configmaps"]}]},
+            "validations": [{"expression": "!has(object.metadata.labels) || !('poison' in object.metadata.labels)",
+                             "message": "poison is not welcome here", "reason": "Invalid"}]}}, field_manager="test")
+    await pipe.dst.apply(BINDING, {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "op-no-poison"},
+        "spec": {"policyName": "op-no-poison", "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}},
+        field_manager="test")
+
+    async def enforced() -> None:  # the policy is compiled and loaded a moment after it is created
+        probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "labels": {"poison": "1"}}}
+        try:
+            await pipe.dst.request("POST", f"/api/v1/namespaces/{ns}/configmaps", body=probe,
+                                   params={"dryRun": "All"})
+        except ApiError as exc:
+            refused = exc
+        else:
+            raise AssertionError("not enforced yet")
+        assert refused.status == 422, refused
+    await h.eventually(enforced, timeout=30, interval=0.3)
+
+
+async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purged(
+        pipe: Pipeline, registered: LocalCluster) -> None:
+    ns = "op-dlq"
+    await h.namespace(pipe.src, ns)
+    await h.namespace(pipe.dst, ns)
+    await refuse_poison(pipe, ns)
+    for name, labels in (("good", {}), ("bad", {"poison": "1"})):
+        await pipe.src.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "data": {"k": "v"}}, field_manager="test")
+    await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
+                                                   "filters": {"namespaces": [ns]}}]))
+    try:
+        async def listed() -> Ran:
+            ran = await standby(registered, "dlq", "list", ns)
+            assert ran.code == 1 and "configmaps.core/op-dlq/bad" in ran.out, (ran.code, ran.out, ran.err)
+            return ran
+        ran = await h.eventually(listed, timeout=60, interval=1)
+        assert ran.out.splitlines()[0].split() == ["REF", "REASON", "SEQUENCE", "FAILED"]
+        assert ran.out.splitlines()[1].split()[:2] == ["configmaps.core/op-dlq/bad", "Invalid"]
+        shown = await standby(registered, "dlq", "show", ns, "configmaps.core/op-dlq/bad")
+        assert shown.code == 0 and "poison is not welcome here" in shown.out, shown.out
+
+        ran = await standby(registered, "dlq", "retry", ns, "--wait", "--timeout", "30s")
+        assert ran.code == 1 and "failed again" in ran.err, (ran.out, ran.err)  # the cause is still there
+
+        await h.delete(pipe.dst, BINDING)  # the cause, fixed
+        ran = await standby(registered, "dlq", "retry", ns, "--wait", "--timeout", "60s")
+        assert ran.code == 0, (ran.out, ran.err)
+        assert (await pipe.dst.get(f"/api/v1/namespaces/{ns}/configmaps/bad"))["data"] == {"k": "v"}
+        ran = await standby(registered, "dlq", "list", ns)
+        assert (ran.code, ran.out) == (0, "No dead letters.\n")
+        reasons = [e["reason"] for e in (await pipe.dst.get(
+            f"/api/v1/namespaces/{h.SYSTEM}/events", fieldSelector=f"involvedObject.name={ns}"))["items"]]
+        assert reasons.count("DeadLettersRetried") == 2, reasons
+
+        await refuse_poison(pipe, ns)  # a new dead letter, accepted this time
+        await pipe.src.apply(f"/api/v1/namespaces/{ns}/configmaps/bad", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad", "namespace": ns,
+                                                                  "labels": {"poison": "2"}},
+            "data": {"k": "v2"}}, field_manager="test")
+        await h.eventually(listed, timeout=60, interval=1)
+        ran = await standby(registered, "dlq", "purge", ns, "--wait", "--timeout", "30s")
+        assert ran.code == 0, (ran.out, ran.err)
+        assert (await standby(registered, "dlq", "list", ns)).code == 0
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, ns),
+                                       subjects.dead_letter_subject("standby", h.SYSTEM, ns))
+        ran = await standby(registered, "breaker", "reset", ns, "--wait", "--timeout", "10s")
+        assert ran.code == 0, ran.err  # closed already: the command says done
+    finally:
+        await h.delete(pipe.dst, BINDING)
+        await h.delete(pipe.dst, POLICY)

@@ -48,7 +48,8 @@ WATCHER = [("list", "recoveryplans.dr.standby.dev", "", True), ("create", "event
            ("create", "configmaps", "default", False), ("get", "secrets", "default", False),
            ("patch", "deployments.apps", "default", False)]
 SYNC_SIDE = [("watch", "recoveryplans.dr.standby.dev", "", True), ("patch", "recoveryplans.dr.standby.dev/status",
-                                                                  SYSTEM, True), ("get", "secrets", SYSTEM, True)]
+                                                                  SYSTEM, True), ("get", "secrets", SYSTEM, True),
+             ("create", "events", SYSTEM, True)]
 EXPECTED: dict[str, list[tuple[str, str, str, str, bool]]] = {
     "two-cluster": [("standby-syncer", *r) for r in SYNC_SIDE + WRITES_COPIES]
     + [("standby-watcher", *r) for r in WATCHER] + [("standby-recovery", *r) for r in RECOVERY],

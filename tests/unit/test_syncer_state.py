@@ -10,7 +10,7 @@ import pytest
 from schemas import api
 from schemas.subjects import ObjectKey, parse_subject
 from services.syncer.breaker import BreakerOpen, DeleteBreaker
-from services.syncer.progress import Copy, PlanProgress
+from services.syncer.progress import Copy, DeadLetter, PlanProgress
 from services.syncer.status import Observed, plan_status
 
 pytestmark = pytest.mark.unit
@@ -85,8 +85,8 @@ def test_a_dead_letter_is_cleared_by_the_next_write_of_the_same_object() -> None
     """The subject a dead letter names and the envelope a later write carries map to one key."""
     subject = "standby.standby-system:p.core.v1.configmaps.shop.a"
     progress = PlanProgress()
-    progress.dead_lettered(parse_subject(subject, prefix="standby").key, "Undecodable")
-    progress.dead_lettered(B, "Invalid")
+    progress.dead_lettered(parse_subject(subject, prefix="standby").key, DeadLetter("Undecodable"))
+    progress.dead_lettered(B, DeadLetter("Invalid"))
     assert set(progress.failed) == {A, B}
     progress.wrote(A, Copy(7, []), observed_at=10.0, now=10.5)
     assert set(progress.failed) == {B}
@@ -130,7 +130,7 @@ def in_step() -> PlanProgress:
     pytest.param(lambda p: None, seen(), "Synced", ("True", "UpToDate"), ("False", "Healthy"), id="in-step"),
     pytest.param(lambda p: p.delivered(9, 95.0), seen(undelivered=4), "Syncing",
                  ("False", "CatchingUp"), ("False", "Healthy"), id="catching-up"),
-    pytest.param(lambda p: p.dead_lettered(A, "Invalid"), seen(), "Degraded", ("False", "DeadLetters"),
+    pytest.param(lambda p: p.dead_lettered(A, DeadLetter("Invalid")), seen(), "Degraded", ("False", "DeadLetters"),
                  ("True", "DeadLetters"), id="dead-letter"),
     pytest.param(lambda p: None, seen(stream_reachable=False, undelivered=0), "Degraded",
                  ("Unknown", "StreamUnreachable"), ("True", "StreamUnreachable"), id="stream-down"),
@@ -165,7 +165,11 @@ def test_status_claims_nothing_it_does_not_know() -> None:
 
 def test_a_failed_object_is_not_counted_in_sync() -> None:
     progress = in_step()
-    progress.dead_lettered(A, "Invalid")
+    progress.dead_lettered(A, DeadLetter("Invalid", "422: denied by policy", "standby.x.a", 7, 1_764_000_000.0))
     status = plan_status(progress, seen())
     assert status.objects_in_sync == 1 and status.objects_failed == 1
     assert "configmaps.core/shop/a (Invalid)" in next(c.message for c in status.conditions if c.type == "Degraded")
+    assert [d.model_dump(exclude_none=True) for d in status.dead_letters] == [{
+        "ref": "configmaps.core/shop/a", "reason": "Invalid", "message": "422: denied by policy", "sequence": 7,
+        "time": "2025-11-24T16:00:00Z"}]
+    assert progress.forget_dead_letters() == 1 and not plan_status(progress, seen()).dead_letters
