@@ -3,7 +3,8 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok; kubectl (same module
 # graph; it brings kustomize) for applying the shipped manifests; and Toxiproxy, the
 # fault-injection proxy the fault tests put between a service and what it talks to; and the
-# Prometheus Operator's CRDs the monitoring component is installed against.
+# Prometheus Operator's CRDs the monitoring component is installed against, and promtool, which
+# checks and unit-tests the alert rules.
 #
 # Everything is built from the upstream Go modules through the Go module proxy (no prebuilt
 # downloads) into a cache outside the checkout, so only the first run on a machine pays for it:
@@ -18,6 +19,7 @@ ETCD_VERSION="${STANDBY_ETCD_VERSION:-v3.6.8}"
 KWOK_VERSION="${STANDBY_KWOK_VERSION:-v0.8.0}"
 TOXIPROXY_VERSION="${STANDBY_TOXIPROXY_VERSION:-v2.12.0}"
 PROMETHEUS_OPERATOR_VERSION="${STANDBY_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+PROMETHEUS_VERSION="${STANDBY_PROMETHEUS_VERSION:-v0.316.0}"  # Prometheus 3.16's module tag
 CACHE_ROOT="${STANDBY_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/standby}"
 OUT="$CACHE_ROOT/kube-$KUBE_VERSION"
 BIN="$OUT/bin"
@@ -164,6 +166,16 @@ build_toxiproxy() {
   log "toxiproxy: built"
 }
 
+build_promtool() {
+  # promtool checks the alert rules and runs their unit tests (tests/monitoring/).
+  want promtool || return 0
+  log "building promtool $PROMETHEUS_VERSION (about 10 minutes on a cold machine)"
+  GOBIN="$WORK/promtool-bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" || die "building promtool failed"
+  mv "$WORK/promtool-bin/promtool" "$BIN/promtool"
+  log "promtool: built"
+}
+
 monitoring_crds() {
   # The Prometheus Operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), as its module
   # ships them, so the tests install the optional monitoring component into a real API server.
@@ -186,6 +198,7 @@ build_etcd
 build_kubernetes
 build_kwok
 build_toxiproxy
+build_promtool
 kwok_stages
 monitoring_crds
 echo "$KUBE_VERSION" >"$OUT/VERSION"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 KUBE_VERSION = os.environ.get("STANDBY_KUBE_VERSION", "v1.36.3")
 KUBE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-TOOL_BINARIES = ("kubectl", "toxiproxy")  # built beside them: applying the manifests, the fault tests
+TOOL_BINARIES = ("kubectl", "toxiproxy", "promtool")  # built beside them: manifests, fault tests, alert rules
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -98,6 +98,8 @@ class JobRun:
             discovery.cancel()
         await self.activate(rep, plan_keys, resources, dry_run=spec.dry_run)
         metrics.finished(time.monotonic() - started)
+        if not spec.dry_run:
+            metrics.failed_over([k for keys in plan_keys for k in keys])
 
     def timed(self, step: str, since: float) -> None:
         """Record how long a step took (status.timings, seconds) and log it."""

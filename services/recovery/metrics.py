@@ -6,6 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ACTIVATIONS = Counter("standby_activations_total", "Objects handled by recovery, by outcome", ["plan", "outcome"])
 PROGRESS = Gauge("standby_activation_progress_ratio", "Done / total of the running job", ["job"])
+LAST_FAILOVER = Gauge("standby_last_failover_timestamp_seconds",
+                      "When a failover (not a dry run) of the plan last ended, unix time", ["plan"])
 DURATION = Histogram("standby_activation_duration_seconds", "Job start to completion",
                      buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
 
@@ -20,3 +22,8 @@ def progress(job: str, done: int, total: int) -> None:
 
 def finished(seconds: float) -> None:
     DURATION.observe(seconds)
+
+
+def failed_over(plans: list[str]) -> None:
+    for plan in plans:
+        LAST_FAILOVER.labels(plan).set_to_current_time()

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from schemas import api
 from services.common import events, kube, plans
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.watcher import metrics
 from services.watcher.settings import WatcherSettings
 from services.watcher.watching import ResourceWatch
 
@@ -68,6 +69,7 @@ class PlanHealth:
             await asyncio.sleep(self.settings.source_probe_seconds)
 
     async def _lost(self, exc: Exception) -> None:
+        metrics.source_reachable(self.plan.key, False)
         if not self.reachable:
             return
         self.reachable, self.lost_at = False, time.monotonic()
@@ -76,6 +78,7 @@ class PlanHealth:
         await self._emit("Warning", "SourceLost", f"the source {self.source.creds.server} does not answer: {exc}")
 
     async def _answered(self, version: str) -> None:
+        metrics.source_reachable(self.plan.key, True)
         now = time.monotonic()
         self.heard_at = plans.now_iso()
         if self.reachable:

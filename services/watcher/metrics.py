@@ -19,6 +19,12 @@ UNWATCHED = Gauge("standby_watcher_resource_unwatched",
 CLUSTER_READY = Gauge("standby_managed_cluster_ready",
                       "1 while a ManagedCluster answers with working credentials, 0 while not", ["cluster"])
 ERRORS = Counter("standby_watcher_errors_total", "Errors by kind", ["plan", "kind"])
+SOURCE_REACHABLE = Gauge("standby_source_reachable", "1 while the plan's source answers the watcher, 0 while not",
+                         ["plan"])
+
+
+def source_reachable(plan: str, reachable: bool) -> None:
+    SOURCE_REACHABLE.labels(plan).set(1 if reachable else 0)
 
 
 def observed(plan: str, resource: str, type_: str) -> None:

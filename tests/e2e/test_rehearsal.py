@@ -25,7 +25,7 @@ import yaml
 
 from services.devenv import binaries
 from services.devenv.clusters import LocalCluster
-from tests.support import pods
+from tests.support import monitoring, pods
 from tests.support.kubectl import kubectl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,6 +225,12 @@ def test_two_clusters_install_protect_fail_over_upgrade_uninstall(rehearsal: Reh
     play.run("two-cluster-source")
     assert "shop" in play.run("first-plan")
     protect_fail_over_and_fence(play, plans="standby")
+
+    exported: set[str] = set()
+    for port in (9101, 9102, 9103):  # the Deployments' metrics ports, as the ServiceMonitor scrapes them
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            exported |= monitoring.families(answer.read().decode())
+    assert not monitoring.referenced() - exported, sorted(monitoring.referenced() - exported)
 
     play.run("upgrade")
     assert not play.refused(), play.refused()

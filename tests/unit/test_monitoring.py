@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import prometheus_client
@@ -14,6 +12,7 @@ import services.common.guarding
 import services.recovery.metrics
 import services.syncer.metrics
 import services.watcher.metrics  # noqa: F401 - registers the collectors
+from tests.support.monitoring import referenced
 
 MONITORING = Path(__file__).resolve().parents[2] / "k8s" / "monitoring"
 
@@ -27,11 +26,6 @@ def exported() -> set[str]:
     return names
 
 
-def referenced() -> set[str]:
-    texts = [json.dumps(json.loads((MONITORING / "dashboard.json").read_text()))]
-    for group in yaml.safe_load((MONITORING / "rules.yaml").read_text())["groups"]:
-        texts += [rule["expr"] for rule in group["rules"]]
-    return {m for t in texts for m in re.findall(r"\bstandby_[a-z_]+", t)}
 
 
 def test_every_referenced_metric_exists() -> None:
