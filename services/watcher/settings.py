@@ -17,6 +17,9 @@ class WatcherSettings(BaseSettings):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     page_size: int = Field(default=500, ge=1, description="LIST page size.")
     watch_timeout_seconds: int = Field(default=300, ge=5, description="Server-side watch timeout; then re-watch.")
+    relist_seconds: float = Field(
+        default=1800, ge=0, description="Re-list each watched resource this often and publish what differs from "
+                                        "the stream, so that a missed watch event cannot stay missed; 0: never.")
     backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay.")
     backoff_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay.")
     not_served_retry_seconds: float = Field(

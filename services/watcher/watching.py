@@ -260,14 +260,18 @@ class ResourceWatch:
     # -- watch --------------------------------------------------------------------------------
     async def watch_until_relist(self, resource_version: str) -> None:
         """:meth:`watch_from`, ended by :class:`RelistNeeded` when a namespace relabelling may have
-        changed what this watch selects, or (sealed kinds) when the active stream key changed: the
-        LIST seals again, under the new key, what the stream holds under the old one."""
+        changed what this watch selects, (sealed kinds) when the active stream key changed: the
+        LIST seals again, under the new key, what the stream holds under the old one, or every
+        ``relist_seconds``: an event the watch missed is found by the LIST."""
         watching = asyncio.create_task(self.watch_from(resource_version), name=f"watch {self.name}")
         wanted = asyncio.create_task(self.relist_wanted.wait(), name=f"relist wanted {self.name}")
         waits: list[asyncio.Task[Any]] = [watching, wanted]
         if self.sealed:
             rotated = asyncio.create_task(self._active_key_changed(), name=f"key rotation {self.name}")
             waits.append(rotated)
+        if self.settings.relist_seconds:
+            scheduled = asyncio.create_task(asyncio.sleep(self.settings.relist_seconds), name=f"relist {self.name}")
+            waits.append(scheduled)
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -279,6 +283,8 @@ class ResourceWatch:
             raise failure
         if wanted in done:
             raise RelistNeeded("namespace labels changed", kind="namespace_labels")
+        if self.settings.relist_seconds and scheduled in done:
+            raise RelistNeeded(f"scheduled, every {self.settings.relist_seconds:.0f}s", kind="scheduled")
         raise RelistNeeded(f"the active stream key is now {rotated.result()}", kind="stream_key_rotated")
 
     async def watch_from(self, resource_version: str) -> None:
@@ -330,8 +336,9 @@ class ResourceWatch:
                 await self.watch_until_relist(rv)
             except RelistNeeded as exc:
                 reason = exc.kind
-                log.warning("re-listing %s: %s", self.name, exc.reason, extra=where)
-                if exc.kind in ("namespace_labels", "stream_key_rotated"):
+                (log.info if exc.kind == "scheduled" else log.warning)("re-listing %s: %s", self.name, exc.reason,
+                                                                       extra=where)
+                if exc.kind in ("namespace_labels", "stream_key_rotated", "scheduled"):
                     continue  # no backoff: nothing failed
             except NotServedError as exc:
                 reason = "not_served"

@@ -571,3 +571,36 @@ async def test_a_new_plan_is_acted_on_at_once_not_at_the_next_resync(
         await h.eventually(lambda: js.get_last_msg(subjects.stream_name(h.SYSTEM, "prompt"), subject), timeout=10)
     await supervisor.stop()
     await nc.close()
+
+
+async def test_a_scheduled_relist_publishes_what_the_stream_lost_and_nothing_else(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    """A missed watch event cannot stay missed: with the last state of one object gone from the
+    stream (as if its event had never been published), the next scheduled LIST publishes it
+    again, and only it."""
+    src, dst = kube
+    await h.namespace(src, "w-relist")
+    await asyncio.gather(*(h.configmap(src, "w-relist", f"cm-{i}") for i in range(20)))
+    await h.apply_plan(dst, h.plan_body("relist", [{"version": "v1", "resource": "configmaps",
+                                                    "filters": {"namespaces": ["w-relist"]}}]))
+    stream = subjects.stream_name(h.SYSTEM, "relist")
+    # A short duplicate window: the republished state has the message id of the purged one.
+    nats_settings = settings.nats.model_copy(update={"duplicate_window_seconds": 1.0})
+    supervisor, nc = await run_watcher(dst, settings.model_copy(update={"relist_seconds": 3.0, "nats": nats_settings}))
+    async with h.running(supervisor.run(), "watcher"):
+        async def all_published() -> list[Any]:
+            msgs = await messages(js, stream)
+            assert len(msgs) == 20
+            return msgs
+        msgs = await h.eventually(all_published)
+        lost = next(subject for _, subject, _ in msgs if subject.endswith(".cm-7"))
+        await js.purge_stream(stream, subject=lost)
+        assert len(await messages(js, stream)) == 19
+
+        async def published_again() -> None:
+            assert lost in {subject for _, subject, _ in await messages(js, stream)}
+        await h.eventually(published_again, timeout=15)
+        await asyncio.sleep(3.5)  # one more scheduled LIST: nothing differs, nothing is published
+        assert len(await messages(js, stream)) == 20
+    await supervisor.stop()
+    await nc.close()
