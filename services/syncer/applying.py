@@ -176,6 +176,17 @@ class PlanApplier:
         except Fenced:
             return Done("skipped_fenced")
 
+    async def rewrite(self, env: Envelope, sequence: int) -> Done:
+        """Write the copy again from ``env``, whatever the copy records (drift repair: it was
+        deleted or edited by someone else). Fenced plans are left alone, as always."""
+        r = env.ref
+        info = ResourceInfo(r.group, r.version, r.resource, r.kind, bool(r.namespace))
+        try:
+            return await self._upsert(env, info, info.item(r.namespace, r.name), self.progress.copies.get(r.key),
+                                      sequence)
+        except Fenced:
+            return Done("skipped_fenced")
+
     async def _writable(self) -> None:
         """Right before every write: the fences must be known (read within ``max_age_seconds``) and
         not fence this plan. Fail closed: while they cannot be read, nothing is written (the write

@@ -26,6 +26,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.syncer import metrics
 from services.syncer.applying import PlanApplier
+from services.syncer.drift import DriftRepair
 from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
 from services.syncer.progress import DeadLetter
@@ -84,6 +85,10 @@ class PlanConsumer:
                       for i in range(self.settings.consumer.workers)]
         self.tasks.append(self.guard.start(f"fetch {key}", lambda: self._fetch(queue, window), kind="fetch", plan=key))
         self.tasks.append(self.guard.start(f"status {key}", self._report, kind="status", plan=key))
+        if self.settings.drift_check_seconds:
+            repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix)
+            self.tasks.append(self.guard.start(f"drift {key}", lambda: repair.run(self.settings.drift_check_seconds),
+                                               kind="drift", plan=key))
 
     async def stop(self) -> None:
         await looping.cancel_all(self.tasks)

@@ -23,6 +23,7 @@ OUT_OF_SYNC = Gauge("standby_objects_out_of_sync", "Changes not yet applied", ["
 BREAKER = Gauge("standby_delete_breaker_open", "1 while mass deletion is being refused", ["plan"])
 FENCE_UNKNOWN = Counter("standby_syncer_fence_unknown_total",
                         "Writes held back because the fences could not be read freshly", ["plan"])
+DRIFT = Counter("standby_drift_repaired_total", "Copies changed by someone else and put back", ["plan", "kind"])
 RECREATES = Counter("standby_recreates_total", "Delete-and-recreate for immutable fields", ["plan", "resource"])
 
 
@@ -70,3 +71,7 @@ def recreated(plan: str, resource: str) -> None:
 
 def fence_unknown(plan: str) -> None:
     FENCE_UNKNOWN.labels(plan).inc()
+
+
+def drift_repaired(plan: str, kind: str) -> None:
+    DRIFT.labels(plan, kind).inc()

@@ -50,4 +50,8 @@ class SyncerSettings(BaseSettings):
     fence_max_age_seconds: float = Field(
         default=0.75, gt=0, description="No copy is written unless the fences were read within this (fail "
                                         "closed); keep it below recovery's fence_settle_seconds.")
+    drift_check_seconds: float = Field(
+        default=300, ge=0, description="Compare the copies with the stream's latest states this often (and when a "
+                                       "plan's consumer starts) and put back what someone else deleted or edited; "
+                                       "0: never.")
     destination_connections: int = Field(default=128, ge=1, description="HTTP connections to the destination.")

@@ -44,7 +44,8 @@ def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
 
 @contextlib.asynccontextmanager
 async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server: LocalNats, *,
-                   with_syncer: bool = True, watcher: dict[str, Any] | None = None) -> AsyncIterator[Pipeline]:
+                   with_syncer: bool = True, watcher: dict[str, Any] | None = None,
+                   syncer: dict[str, Any] | None = None) -> AsyncIterator[Pipeline]:
     async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
             KubeClient.from_kubeconfig(destination.kubeconfig) as dst:
         await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
@@ -52,12 +53,12 @@ async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server:
         snc = await streams.connect(h.nats_settings(nats_server), name="e2e-syncer")
         nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
         watching = WatchSupervisor(dst, wnc, watcher_settings(nats_server, **(watcher or {})))
-        syncer = SyncSupervisor(dst, snc, syncer_settings(nats_server)) if with_syncer else None
+        syncing = SyncSupervisor(dst, snc, syncer_settings(nats_server, **(syncer or {}))) if with_syncer else None
         tasks = [asyncio.create_task(watching.run(), name="watcher")]
-        if syncer is not None:
-            tasks.append(asyncio.create_task(syncer.run(), name="syncer"))
+        if syncing is not None:
+            tasks.append(asyncio.create_task(syncing.run(), name="syncer"))
         try:
-            yield Pipeline(src, dst, nc.jetstream(), watching, syncer)
+            yield Pipeline(src, dst, nc.jetstream(), watching, syncing)
         finally:
             for t in tasks:
                 t.cancel()

@@ -1,0 +1,24 @@
+"""Who edited a copy, read from its managedFields (server-side apply's record of who set what)."""
+
+from __future__ import annotations
+
+from schemas import annotations as ann
+from services.syncer.drift import edited_by
+
+
+def entry(manager: str, time: str, fields: dict[str, object], subresource: str = "") -> dict[str, object]:
+    out: dict[str, object] = {"manager": manager, "operation": "Update", "time": time, "fieldsV1": fields}
+    if subresource:
+        out["subresource"] = subresource
+    return out
+
+
+def test_only_a_foreign_owner_of_a_field_outside_metadata_and_status_is_an_edit() -> None:
+    ours = entry(ann.FIELD_MANAGER, "2026-11-29T10:00:00Z", {"f:spec": {}, "f:metadata": {}})
+    controller = entry("kube-controller-manager", "2026-11-29T10:00:01Z", {"f:metadata": {"f:annotations": {}}})
+    status = entry("kube-controller-manager", "2026-11-29T10:00:02Z", {"f:status": {}}, subresource="status")
+    assert edited_by({"managedFields": [ours, controller, status]}) is None
+    scaled = entry("kubectl", "2026-11-29T10:05:00Z", {"f:spec": {"f:replicas": {}}}, subresource="scale")
+    edited = entry("kubectl-edit", "2026-11-29T10:06:00Z", {"f:data": {}})
+    assert edited_by({"managedFields": [ours, controller, scaled]}) == ("kubectl", "2026-11-29T10:05:00Z")
+    assert edited_by({"managedFields": [ours, scaled, edited]}) == ("kubectl-edit", "2026-11-29T10:06:00Z")
