@@ -38,13 +38,16 @@ from services.syncer.outcomes import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
 IGNORED_SUBRESOURCES = ("status",)  # a controller writing status is not drift; "scale" is (kubectl scale)
+# The cluster's own controllers complete objects (a PVC's volumeName when it binds): not someone else.
+IGNORED_MANAGERS = ("kube-controller-manager", "kube-scheduler")
 
 
 def edited_by(meta: dict[str, Any]) -> tuple[str, str] | None:
     """(manager, time) of the newest foreign ownership of a field outside metadata and status."""
     found: tuple[str, str] | None = None
     for entry in meta.get("managedFields") or []:
-        if entry.get("manager") == ann.FIELD_MANAGER or entry.get("subresource", "") in IGNORED_SUBRESOURCES:
+        if entry.get("manager") in (ann.FIELD_MANAGER, *IGNORED_MANAGERS) \
+                or entry.get("subresource", "") in IGNORED_SUBRESOURCES:
             continue
         owned = set((entry.get("fieldsV1") or {}).keys()) - {"f:metadata", "f:status", "f:apiVersion", "f:kind"}
         if owned and (found is None or entry.get("time", "") > found[1]):

@@ -15,7 +15,7 @@ def entry(manager: str, time: str, fields: dict[str, object], subresource: str =
 
 def test_only_a_foreign_owner_of_a_field_outside_metadata_and_status_is_an_edit() -> None:
     ours = entry(ann.FIELD_MANAGER, "2026-11-29T10:00:00Z", {"f:spec": {}, "f:metadata": {}})
-    controller = entry("kube-controller-manager", "2026-11-29T10:00:01Z", {"f:metadata": {"f:annotations": {}}})
+    controller = entry("kube-controller-manager", "2026-11-29T10:00:01Z", {"f:spec": {"f:volumeName": {}}})
     status = entry("kube-controller-manager", "2026-11-29T10:00:02Z", {"f:status": {}}, subresource="status")
     assert edited_by({"managedFields": [ours, controller, status]}) is None
     scaled = entry("kubectl", "2026-11-29T10:05:00Z", {"f:spec": {"f:replicas": {}}}, subresource="scale")
