@@ -20,7 +20,7 @@ from nats.js import api as js_api
 
 from schemas import api, codec, sealing, subjects
 from schemas.envelope import Envelope
-from services.common import looping, plans, streams
+from services.common import events, looping, plans, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
@@ -33,7 +33,7 @@ from services.syncer.progress import DeadLetter
 from services.syncer.pulling import ConsumerGone, Pull, PullRefused
 from services.syncer.requests import OperatorRequests
 from services.syncer.settings import SyncerSettings
-from services.syncer.status import Observed, plan_status
+from services.syncer.status import Observed, plan_status, status_events
 
 log = logging.getLogger(__name__)
 
@@ -209,4 +209,7 @@ class PlanConsumer:
                                 backlog=self.pending, behind_seconds=status.pending_change_age_seconds)
             if status != last:
                 await plans.write_plan_status(self.own, self.plan, status)
+                for type_, reason, message in status_events(last, status):
+                    await events.record(self.own, events.Involved.plan(self.plan), type_=type_, reason=reason,
+                                        message=message, component="standby-syncer")
                 last = status

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from schemas import annotations as ann
 from schemas import api
@@ -90,3 +91,29 @@ def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatu
                                            sequence=letter.sequence, time=_iso(letter.at))
                       for key, letter in sorted(progress.failed.items(), key=lambda kv: -kv[1].at)[:MAX_SHOWN]],
     )
+
+
+EventKind = Literal["Normal", "Warning"]
+
+
+def status_events(before: api.RecoveryPlanStatus | None,
+                  after: api.RecoveryPlanStatus) -> list[tuple[EventKind, str, str]]:
+    """(type, reason, message) of the Events a change of the plan's status is told by: the delete
+    breaker opening and being reset, and each new dead letter. ``before`` None: the consumer just
+    started, and a breaker already open (restored) is told again."""
+    told: list[tuple[EventKind, str, str]] = []
+    was_open = bool(before and before.delete_breaker and before.delete_breaker.open)
+    now_open = bool(after.delete_breaker and after.delete_breaker.open)
+    if now_open and not was_open:
+        told.append(("Warning", "DeleteBreakerOpened",
+                     f"mass deletion refused since {after.delete_breaker.opened_at if after.delete_breaker else '?'}; "
+                     f"check the source, then `standby breaker reset` or fail over"))
+    elif was_open and not now_open:
+        told.append(("Normal", "DeleteBreakerReset", "the held deletions go through"))
+    seen = {(d.ref, d.time) for d in (before.dead_letters if before else [])}
+    fresh = [d for d in after.dead_letters if (d.ref, d.time) not in seen]
+    if fresh:
+        listed = ", ".join(f"{d.ref} ({d.reason})" for d in fresh[:5]) + (
+            f" and {len(fresh) - 5} more" if len(fresh) > 5 else "")
+        told.append(("Warning", "DeadLettered", f"changes refused for good: {listed}; `standby dlq list`"))
+    return told

@@ -189,7 +189,7 @@ async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purg
         assert (ran.code, ran.out) == (0, "No dead letters.\n")
         reasons = [e["reason"] for e in (await pipe.dst.get(
             f"/api/v1/namespaces/{h.SYSTEM}/events", fieldSelector=f"involvedObject.name={ns}"))["items"]]
-        assert reasons.count("DeadLettersRetried") == 2, reasons
+        assert reasons.count("DeadLettersRetried") == 2 and "DeadLettered" in reasons, reasons
 
         await refuse_poison(pipe, ns)  # a new dead letter, accepted this time
         await pipe.src.apply(f"/api/v1/namespaces/{ns}/configmaps/bad", {

@@ -173,3 +173,23 @@ def test_a_failed_object_is_not_counted_in_sync() -> None:
         "ref": "configmaps.core/shop/a", "reason": "Invalid", "message": "422: denied by policy", "sequence": 7,
         "time": "2025-11-24T16:00:00Z"}]
     assert progress.forget_dead_letters() == 1 and not plan_status(progress, seen()).dead_letters
+
+
+def test_the_breaker_and_new_dead_letters_are_told_once_as_events() -> None:
+    from schemas import api
+    from services.syncer.status import status_events
+
+    quiet = api.RecoveryPlanStatus(phase="Synced")
+    opened = api.RecoveryPlanStatus(phase="Degraded", delete_breaker=api.DeleteBreakerStatus(
+        open=True, opened_at="2026-11-29T10:00:00Z"))
+    assert [e[1] for e in status_events(quiet, opened)] == ["DeleteBreakerOpened"]
+    assert status_events(opened, opened) == []
+    assert status_events(opened, quiet) == [("Normal", "DeleteBreakerReset", "the held deletions go through")]
+    letter = api.DeadLetterStatus(ref="configmaps.core/a/x", reason="Invalid", time="2026-11-29T10:00:01Z")
+    failing = api.RecoveryPlanStatus(phase="Degraded", dead_letters=[letter])
+    (told,) = status_events(quiet, failing)
+    assert told[:2] == ("Warning", "DeadLettered") and "configmaps.core/a/x (Invalid)" in told[2]
+    assert status_events(failing, failing) == []
+    later = letter.model_copy(update={"time": "2026-11-29T10:05:00Z"})
+    again = api.RecoveryPlanStatus(phase="Degraded", dead_letters=[later])
+    assert [e[1] for e in status_events(failing, again)] == ["DeadLettered"]  # failed again, later
