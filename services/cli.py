@@ -209,6 +209,18 @@ async def _ask(client: Any, args: argparse.Namespace, action: str) -> int:
     return code
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from services.operate import diff, output
+
+    async def run() -> int:
+        async with _client(args) as client:
+            differences = await diff.gather(client, args.namespace, args.plan)
+        sys.stdout.write(diff.render(differences, args.output))
+        return output.NOT_MET if differences else output.OK
+
+    return asyncio.run(run())
+
+
 def _operating(parser: argparse.ArgumentParser, *, formats: bool = False) -> None:
     """kubectl's connection flags, on every command that talks to a cluster."""
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")
@@ -253,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "readiness (default 5m)")
     _operating(fo)
     fo.set_defaults(func=_failover)
+
+    df = sub.add_parser("diff", help="the source against the stand-by, object by object", epilog=EXIT_CODES,
+                        description="missing (no copy), extra (a copy whose source is gone), different (which "
+                                    "fields), ignoring exactly the deactivation, the server-set fields and "
+                                    "Standby's bookkeeping; exit 1 when anything differs")
+    df.add_argument("plan")
+    _operating(df, formats=True)
+    df.set_defaults(func=_diff)
 
     dlq = sub.add_parser("dlq", help="a plan's dead letters: list, show, retry, purge", epilog=EXIT_CODES,
                          description="list: the objects whose last change failed, and why (exit 1 if any); show: "

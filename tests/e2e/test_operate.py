@@ -14,6 +14,7 @@ import nats.js.errors
 import pytest
 
 from schemas import API_VERSION, subjects
+from schemas import annotations as ann
 from services.common.kube import ApiError
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
@@ -80,6 +81,25 @@ async def test_status_and_a_two_wave_failover_from_the_command_line(
                                                                                            "Reachable"]
     assert "PROTECTING" in lines[0] and lines[1].split()[-1] == "Yes"
     assert any(line.split()[:2] == ["source", "True"] for line in lines), ran.out
+
+    # diff: nothing differs; an edited copy and a copy without a source are named, with the fields.
+    ran = await standby(registered, "diff", "op-web")
+    assert (ran.code, ran.out) == (0, "No differences: the stand-by holds the source, deactivated.\n"), ran
+    copy_path = "/apis/apps/v1/namespaces/op-web/deployments/web"
+    await pipe.dst.request("PATCH", copy_path, content_type="application/merge-patch+json",
+                           body={"metadata": {"labels": {"team": "x"}}}, params={"fieldManager": "someone"})
+    ghost = deployment("op-web", "ghost")
+    ghost["metadata"].update({"labels": {ann.MANAGED: "true"}, "annotations": {ann.PLAN: f"{h.SYSTEM}/op-web"}})
+    await pipe.dst.apply("/apis/apps/v1/namespaces/op-web/deployments/ghost", ghost, field_manager="test")
+    ran = await standby(registered, "diff", "op-web", "-o", "json")
+    assert ran.code == 1, ran
+    assert sorted(json.loads(ran.out), key=lambda d: d["state"]) == [
+        {"state": "different", "object": "deployments.apps/op-web/web", "fields": ["/metadata/labels/team"]},
+        {"state": "extra", "object": "deployments.apps/op-web/ghost", "fields": []}]
+    await h.delete(pipe.dst, "/apis/apps/v1/namespaces/op-web/deployments/ghost")
+    await pipe.dst.request("PATCH", copy_path, content_type="application/merge-patch+json",
+                           body={"metadata": {"labels": {"team": None}}}, params={"fieldManager": "someone"})
+    assert (await standby(registered, "diff", "op-web")).code == 0
 
     ran = await standby(registered, "status", "nope")
     assert (ran.code, ran.out, ran.err.strip()) == (2, "", "standby: recoveryplan standby-system/nope not found")

@@ -113,3 +113,38 @@ def test_a_kubeconfig_without_the_context_is_one_line_and_exit_2(tmp_path: objec
     assert captured.err.strip() == f"standby: kubeconfig {config}: context 'nope' not found in kubeconfig"
     assert cli.main(["failover", "--kubeconfig", str(config)]) == output.ERROR
     assert "name the plans to fail over, or --execution-plan NAME" in capsys.readouterr().err
+
+
+def test_diff_names_leaves_and_sides() -> None:
+    from services.operate.diff import changed_paths
+
+    have = {"metadata": {"labels": {"team": "x", "app": "a"}}, "spec": {"replicas": 0, "ports": [{"port": 80}]}}
+    want = {"metadata": {"labels": {"app": "a"}}, "spec": {"replicas": 0, "ports": [{"port": 81}]}, "data": {}}
+    assert changed_paths(have, want) == ["/data", "/metadata/labels/team", "/spec/ports/0/port"]
+    assert changed_paths({"a/b": 1}, {"a/b": 2}) == ["/a~1b"]
+    assert changed_paths([1], [1, 2]) == ["/"]
+
+
+def test_diff_classifies_missing_extra_and_different_and_ignores_deactivation() -> None:
+    from services.common import plans as plan_objects
+    from services.operate.diff import Difference, compare, expected_copy
+    from tests.support.env import plan_body
+
+    plan = plan_objects.parse_plan(plan_body("shop", [{"group": "apps", "version": "v1", "resource": "deployments"}]))
+    selector = plan.spec.resources[0]
+
+    def deployment(name: str, replicas: int, image: str = "x:1") -> dict[str, object]:
+        return {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "a", "uid": f"u-{name}", "resourceVersion": "7"},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                         "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
+
+    in_step = expected_copy(deployment("web", 3), plan, selector, None)
+    in_step["metadata"] |= {"uid": "other", "resourceVersion": "99"}  # the stand-by's own server fields
+    drifted = expected_copy(deployment("api", 2, image="x:2"), plan, selector, None)
+    ghost = expected_copy(deployment("ghost", 1), plan, selector, None)
+    source = [deployment("web", 3), deployment("api", 2), deployment("db", 1)]
+    assert compare("apps", "deployments", source, [in_step, drifted, ghost], plan, selector) == [
+        Difference("different", "deployments.apps/a/api", ("/spec/template/spec/containers/0/image",)),
+        Difference("missing", "deployments.apps/a/db"),
+        Difference("extra", "deployments.apps/a/ghost")]

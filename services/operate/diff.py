@@ -1,0 +1,183 @@
+"""``standby diff PLAN``: the source against the stand-by, object by object.
+
+Each object the plan selects in the source is made into the copy it should be (sanitized and
+deactivated exactly as the pipeline does it, with the plan's patches) and compared with the copy
+in the stand-by, both without the server-set fields and Standby's own bookkeeping (provenance
+annotations, the managed label): what is left to differ is a real difference. Objects:
+
+- ``missing``: selected in the source, no copy in the stand-by;
+- ``extra``: a copy of this plan whose source object is gone or no longer selected;
+- ``different``: both, and the fields (JSON pointers) that differ.
+
+Exit ``OK`` when nothing differs, ``NOT_MET`` otherwise. The comparison is a snapshot: a change
+made a moment ago may still be on its way (``standby status`` shows how far behind). With the
+source unreachable the command says so (comparing the stand-by with the stream instead needs the
+broker, which this command does not reach)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import API_VERSION, api, kinds, sanitizing, selection, transforms
+from schemas import annotations as ann
+from schemas.jsondata import clone
+from services.common import plans, settings
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.operate import output
+
+COLUMNS = ("state", "object", "fields")
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Difference:
+    state: str  # missing | extra | different
+    ref: str
+    fields: tuple[str, ...] = ()
+
+
+def _ref(group: str, resource: str, meta: Mapping[str, Any]) -> str:
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{resource}.{group or 'core'}/{where}{meta['name']}"
+
+
+def comparable(obj: Obj) -> Obj:
+    """What is compared: no server-set fields, no Standby bookkeeping, no status."""
+    out = transforms.strip_bookkeeping(sanitizing.sanitize(clone(obj)))
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if key in meta and not meta[key]:
+            del meta[key]
+    return out
+
+
+def expected_copy(source: Obj, plan: plans.Plan, selector: api.ResourceSelector, existing: Obj | None) -> Obj:
+    """The copy ``source`` should have in the stand-by (as the syncer writes it)."""
+    provenance = transforms.Provenance(plan.namespace, plan.name, 0, "", "")
+    previous = transforms.inverse_of(existing) if existing is not None and transforms.is_copy(existing) else None
+    return transforms.deactivate(sanitizing.sanitize(clone(source)), provenance,
+                                 plan_patch=[op.as_operation() for op in selector.transformation.patch],
+                                 previous_inverse=previous)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def changed_paths(have: Any, want: Any, at: str = "") -> list[str]:
+    """JSON pointers of every leaf that differs (a key on one side only is a leaf too); lists of
+    the same length are compared item by item, others as a whole."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        out = []
+        for key in sorted(set(have) | set(want)):
+            here = f"{at}/{_escape(key)}"
+            one = have.get(key, want.get(key))
+            if (key not in have or key not in want) and not (isinstance(one, dict) and one):
+                out.append(here)
+            else:  # a map on one side only: its leaves
+                out += changed_paths(have.get(key, {}), want.get(key, {}), here)
+        return out
+    if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
+        return [p for i, (a, b) in enumerate(zip(have, want, strict=True)) for p in changed_paths(a, b, f"{at}/{i}")]
+    return [] if have == want else [at or "/"]
+
+
+def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence[Obj], plan: plans.Plan,
+            selector: api.ResourceSelector) -> list[Difference]:
+    """Pure: the differences between the selected source objects and this plan's copies."""
+    by_name = {(c["metadata"].get("namespace", ""), c["metadata"]["name"]): c for c in copies}
+    out = []
+    for obj in selected:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        copy = by_name.pop(key, None)
+        if copy is None:
+            out.append(Difference("missing", _ref(group, resource, meta)))
+            continue
+        fields = tuple(changed_paths(comparable(copy), comparable(expected_copy(obj, plan, selector, copy))))
+        if fields:
+            out.append(Difference("different", _ref(group, resource, meta), fields))
+    out += [Difference("extra", _ref(group, resource, c["metadata"])) for c in by_name.values()]
+    return out
+
+
+async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Difference]:
+    try:
+        obj = await own.get(f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans/{plan_name}")
+        plan = plans.parse_plan(obj)
+    except ApiError as exc:
+        if exc.not_found:
+            raise output.CommandError(f"recoveryplan {namespace}/{plan_name} not found") from exc
+        raise
+    except plans.PlanError as exc:
+        raise output.CommandError(f"recoveryplan {namespace}/{plan_name}: {exc.message}") from exc
+    try:
+        source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace,
+                                            user_agent="standby-cli")
+        destination = own if plan.spec.destination_cluster_ref is None else await plans.cluster_client(
+            own, plan.spec.destination_cluster_ref, plan.namespace, user_agent="standby-cli")
+    except plans.PlanError as exc:
+        raise output.CommandError(f"{exc.reason}: {exc.message}") from exc
+    try:
+        return await _compare_all(source, destination, plan)
+    except UnreachableError as exc:
+        raise output.CommandError(f"a cluster of {plan.key} cannot be reached ({exc}); `standby status {plan.name}`"
+                                  ) from exc
+    finally:
+        await source.close()
+        if destination is not own:
+            await destination.close()
+
+
+async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.Plan) -> list[Difference]:
+    namespace_labels: dict[str, dict[str, str]] | None = None
+    out: list[Difference] = []
+    for selector in plan.spec.resources:
+        filters = selection.compile_filters(selector.filters)
+        if filters.needs_namespace_labels and namespace_labels is None:
+            listed, _ = await source.list_all("/api/v1/namespaces")
+            namespace_labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in listed}
+        try:
+            info = await source.resolve(selector.group, selector.version, selector.resource)
+        except ApiError as exc:
+            raise output.CommandError(f"{selector.resource}: {exc.message}") from exc
+        scopes = selector.filters.namespaces if info.namespaced and selector.filters.namespaces else [""]
+        selected: list[Obj] = []
+        copies: list[Obj] = []
+        for scope in scopes:
+            items, _ = await source.list_all(info.collection(scope))
+            for obj in items:
+                obj.setdefault("apiVersion", info.api_version)
+                obj.setdefault("kind", info.kind)
+                ns = obj["metadata"].get("namespace", "")
+                if kinds.skip_reason(obj, own_namespace=settings.NAMESPACE) is None and filters.matches(
+                        obj, (namespace_labels or {}).get(ns)):
+                    selected.append(obj)
+            try:
+                theirs, _ = await destination.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR)
+            except ApiError as exc:
+                if exc.not_found:  # the kind is not served in the stand-by yet: every object is missing
+                    theirs = []
+                else:
+                    raise
+            for copy in theirs:
+                if (copy["metadata"].get("annotations") or {}).get(ann.PLAN) == plan.key:
+                    copy.setdefault("apiVersion", info.api_version)
+                    copy.setdefault("kind", info.kind)
+                    copies.append(copy)
+        out += compare(info.group, info.resource, selected, copies, plan, selector)
+    return out
+
+
+def render(differences: Sequence[Difference], fmt: str) -> str:
+    if fmt != "table":
+        return output.data([{"state": d.state, "object": d.ref, "fields": list(d.fields)} for d in differences], fmt)
+    if not differences:
+        return "No differences: the stand-by holds the source, deactivated.\n"
+    rows = [{"state": d.state, "object": d.ref,
+             "fields": ", ".join(d.fields[:6]) + (f" (+{len(d.fields) - 6})" if len(d.fields) > 6 else "")}
+            for d in sorted(differences, key=lambda d: (d.state, d.ref))]
+    return output.table(rows, COLUMNS)
