@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import yaml
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
@@ -19,6 +21,8 @@ from services.devenv.toxiproxy import LocalToxiproxy
 from tests.e2e.conftest import Pipeline, pipeline
 from tests.support import crds
 from tests.support import env as h
+
+RULES = Path(__file__).resolve().parents[2] / "k8s" / "monitoring" / "rules.yaml"
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 
@@ -232,6 +236,7 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
                 assert "no answer since" in h.condition(s, "SourceReachable")["message"], s
                 return s
             heard = (await h.eventually(lost, timeout=15))["sourceLastHeardTime"]
+            assert alerting_on_source(ns), "StandbySourceUnreachable's expression holds on the scraped metrics"
             await asyncio.sleep(max(0.0, 60 - (loop.time() - stopped)))
         finally:
             await asyncio.to_thread(source.start_apiserver)
@@ -245,8 +250,22 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
             assert h.condition(s, "SourceReachable").get("status") == "True", s
             assert s["sourceLastHeardTime"] > heard, s  # RFC 3339 in UTC: ordered as text
         await h.eventually(reachable, timeout=15)
+        assert not alerting_on_source(ns)
         reasons = [reason for reason, _ in await plan_events(p, ns)]
         assert "SourceLost" in reasons and "SourceBack" in reasons
+
+
+def alerting_on_source(ns: str) -> bool:
+    """The alert rule's expression (`standby_source_reachable == 0`, k8s/monitoring/rules.yaml)
+    evaluated on this plan's sample as a scrape of the watcher's /metrics would read it."""
+    rule = next(r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+                if r.get("alert") == "StandbySourceUnreachable")
+    assert rule["expr"] == "standby_source_reachable == 0"
+    scraped = prometheus_client.generate_latest(REGISTRY).decode()
+    values = [s.value for family in text_string_to_metric_families(scraped) for s in family.samples
+              if s.name == "standby_source_reachable" and s.labels.get("plan") == f"{h.SYSTEM}/{ns}"]
+    assert len(values) == 1, values
+    return values[0] == 0
 
 
 def sample(name: str, labels: dict[str, str]) -> float:
