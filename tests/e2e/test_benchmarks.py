@@ -1,0 +1,39 @@
+"""Every benchmark docs/benchmarks.md shows runs and prints its JSON result line: each script, as
+the docs run it (`cd benchmarks && ../.venv/bin/python NAME.py`), at the smallest sizes its options
+allow, so a benchmark cannot rot between the sessions that measure with it. The figures of a run
+this small mean nothing (targets may be missed: exit 1 then); a crash, or no result line, fails."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SMALL = {
+    "transforms.py": ["--seconds", "0.2"],
+    "watcher.py": ["--rate", "20", "--seconds", "2", "--burst", "50"],
+    "sync.py": ["--objects", "100", "--rounds", "1", "--rate", "10", "--seconds", "3", "--memory-objects", "200"],
+    "activation.py": ["--deployments", "10"],
+    "clients.py": ["--objects", "50", "--rounds", "1"],
+}
+
+
+def test_every_benchmark_in_the_docs_is_smoke_tested() -> None:
+    text = (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text()
+    shown = set(re.findall(r"\.\./\.venv/bin/python (\w+\.py)", text))
+    assert shown == set(SMALL), shown ^ set(SMALL)
+
+
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_a_benchmark_runs_and_prints_its_result(script: str) -> None:
+    done = subprocess.run([sys.executable, script, *SMALL[script]], cwd=BENCHMARKS, capture_output=True, text=True,
+                          timeout=240, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode in (0, 1) and lines, f"{script} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    result = json.loads(lines[-1])
+    assert result["benchmark"] == script.removesuffix(".py"), result
