@@ -5,9 +5,12 @@ PYTHON ?= python3
 
 .PHONY: setup binaries test check demo bench crds lock clean
 
-$(VENV)/.installed: pyproject.toml
+# The runtime dependencies exactly as the image has them (requirements.lock, hash-checked), then
+# the package and the development tools.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.lock
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
