@@ -20,12 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import API_VERSION, api, kinds, sanitizing, selection, transforms
 from schemas import annotations as ann
+from schemas import api, kinds, sanitizing, selection, transforms
 from schemas.jsondata import clone
 from services.common import plans, settings
 from services.common.kube import ApiError, KubeClient, UnreachableError
-from services.operate import output
+from services.operate import output, requests
 
 COLUMNS = ("state", "object", "fields")
 Obj = dict[str, Any]
@@ -106,12 +106,7 @@ def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence
 
 async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Difference]:
     try:
-        obj = await own.get(f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans/{plan_name}")
-        plan = plans.parse_plan(obj)
-    except ApiError as exc:
-        if exc.not_found:
-            raise output.CommandError(f"recoveryplan {namespace}/{plan_name} not found") from exc
-        raise
+        plan = plans.parse_plan(await requests.get_plan(own, namespace, plan_name))
     except plans.PlanError as exc:
         raise output.CommandError(f"recoveryplan {namespace}/{plan_name}: {exc.message}") from exc
     try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import API_VERSION
-from services.common.kube import ApiError, KubeClient
-from services.operate import output
+from services.common.kube import KubeClient
+from services.operate import output, requests
 
 PLAN_COLUMNS = ("name", "phase", "source", "heard", "behind", "in-sync", "out-of-sync", "failed", "breaker",
                 "fence", "protecting")
@@ -113,12 +113,7 @@ async def gather(client: KubeClient, namespace: str, plan: str | None = None) ->
     base = f"/apis/{API_VERSION}/namespaces/{namespace}"
     now = datetime.datetime.now(datetime.UTC)
     if plan:
-        try:
-            plans = [await client.get(f"{base}/recoveryplans/{plan}")]
-        except ApiError as exc:
-            if exc.not_found:
-                raise output.CommandError(f"recoveryplan {namespace}/{plan} not found") from exc
-            raise
+        plans = [await requests.get_plan(client, namespace, plan)]
     else:
         plans, _ = await client.list_all(f"{base}/recoveryplans")
     clusters, _ = await client.list_all(f"{base}/managedclusters")
