@@ -121,24 +121,24 @@ class PlanApplier:
     async def _warm(self, r: ResourceSelector) -> None:
         try:
             info = await self.dest.resolve(r.group, r.version, r.resource)
-            scopes = r.filters.namespaces if info.namespaced and r.filters.namespaces else [""]
-            # What a copy records (source version, uid, inverse) is all in its metadata.
-            lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope),
-                                                              label_selector=ann.MANAGED_SELECTOR,
-                                                              accept=METADATA_LIST)
-                                           for scope in scopes))
+            copies = await self.copies(info, r.filters.namespaces)
         except (ApiError, UnreachableError):
             return  # not served yet: objects of this resource are read one by one
-        for items, _ in lists:
-            for obj in items:
-                meta = obj["metadata"]
-                if (meta.get("annotations") or {}).get(ann.PLAN) != self.plan.key:
-                    continue
-                record = copy_record(obj)
-                if record is not None:
-                    self.progress.copies[ObjectKey(info.group, info.resource, meta.get("namespace", ""),
-                                                   meta["name"])] = record
+        for key, obj in copies.items():
+            record = copy_record(obj)
+            if record is not None:
+                self.progress.copies[key] = record
         self.warmed.add((r.group, r.resource))
+
+    async def copies(self, info: ResourceInfo, namespaces: list[str]) -> dict[ObjectKey, dict[str, Any]]:
+        """This plan's copies of one resource in the destination, metadata only (what a copy
+        records: source version, uid, inverse, and who set which field), one LIST per scope."""
+        scopes = namespaces if info.namespaced and namespaces else [""]
+        lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR,
+                                                          accept=METADATA_LIST) for scope in scopes))
+        return {ObjectKey(info.group, info.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]): obj
+                for items, _ in lists for obj in items
+                if (obj["metadata"].get("annotations") or {}).get(ann.PLAN) == self.plan.key}
 
     async def existing(self, info: ResourceInfo, env: Envelope, path: str) -> Copy | None:
         known = self.progress.copies.get(env.ref.key)

@@ -31,7 +31,7 @@ from schemas.envelope import EventType
 from schemas.subjects import ObjectKey
 from services.common import events, streams
 from services.common.keys import StreamKeys
-from services.common.kube import METADATA_LIST, ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.syncer import metrics
 from services.syncer.applying import PlanApplier
 from services.syncer.outcomes import PermanentError, TemporaryError
@@ -98,7 +98,8 @@ class DriftRepair:
         for selector in self.plan.spec.resources:
             try:
                 info = await self.applier.dest.resolve(selector.group, selector.version, selector.resource)
-                present = await self._copies(info, selector.filters.namespaces)
+                present = {k: obj["metadata"] for k, obj in
+                           (await self.applier.copies(info, selector.filters.namespaces)).items()}
             except (ApiError, UnreachableError) as exc:
                 log.info("drift check of %s skipped: %s", selector.resource, exc, extra={"plan": self.plan.key})
                 continue
@@ -126,18 +127,6 @@ class DriftRepair:
                                 message=f"copies changed by someone else, put back ({message})",
                                 component="standby-syncer")
         return repaired
-
-    async def _copies(self, info: ResourceInfo, namespaces: list[str]) -> dict[ObjectKey, dict[str, Any]]:
-        scopes = namespaces if info.namespaced and namespaces else [""]
-        found: dict[ObjectKey, dict[str, Any]] = {}
-        for scope in scopes:
-            items, _ = await self.applier.dest.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR,
-                                                        accept=METADATA_LIST)
-            for obj in items:
-                meta = obj["metadata"]
-                if (meta.get("annotations") or {}).get(ann.PLAN) == self.plan.key:
-                    found[ObjectKey(info.group, info.resource, meta.get("namespace", ""), meta["name"])] = meta
-        return found
 
     async def _rewrite(self, version: str, key: ObjectKey) -> bool:
         """Write ``key``'s copy again from its latest state in the stream; True when written."""
