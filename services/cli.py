@@ -198,11 +198,12 @@ async def _ask(client: Any, args: argparse.Namespace, action: str) -> int:
     except ValueError as exc:
         raise output.CommandError(str(exc)) from exc
     stages = output.Stages()
-    token = await requests.request(client, args.namespace, args.plan, requests.ANNOTATIONS[action])
+    token, before = await requests.request(client, args.namespace, args.plan, requests.ANNOTATIONS[action])
     stages.line(f"recoveryplan {args.plan} annotated {requests.ANNOTATIONS[action]}={token}")
     if not args.wait:
         return output.OK
-    done = {"retry": requests.retried(token), "purge": requests.purged, "reset": requests.breaker_closed}[action]
+    settled = int((before.get("status") or {}).get("streamSequence") or 0)
+    done = {"retry": requests.retried(settled), "purge": requests.purged, "reset": requests.breaker_closed}[action]
     code = await requests.wait_for(client, args.namespace, args.plan, done, timeout=timeout)
     stages.line({output.OK: "done", output.NOT_MET: "failed again: standby dlq list " + args.plan,
                  output.TIMEOUT: f"timed out after {timeout:.0f}s"}[code])

@@ -61,13 +61,14 @@ def show(plan: Mapping[str, Any], ref: str) -> str:
                               f"(standby dlq list {plan['metadata']['name']})")
 
 
-async def request(client: KubeClient, namespace: str, plan: str, annotation: str) -> str:
-    """Set ``annotation`` on the plan to a new value (the time, to the microsecond); the value."""
-    await get_plan(client, namespace, plan)
+async def request(client: KubeClient, namespace: str, plan: str, annotation: str) -> tuple[str, dict[str, Any]]:
+    """Set ``annotation`` on the plan to a new value (the time, to the microsecond); the value and
+    the plan as it was just before."""
+    before = await get_plan(client, namespace, plan)
     token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     await client.request("PATCH", _path(namespace, plan), content_type="application/merge-patch+json",
                          body={"metadata": {"annotations": {annotation: token}}})
-    return token
+    return token, before
 
 
 async def wait_for(client: KubeClient, namespace: str, plan: str, done: Callable[[dict[str, Any]], bool | None], *,
@@ -84,14 +85,16 @@ async def wait_for(client: KubeClient, namespace: str, plan: str, done: Callable
         await asyncio.sleep(POLL_SECONDS)
 
 
-def retried(since: str) -> Callable[[dict[str, Any]], bool | None]:
-    """After a retry: True when no dead letter is left; False when every one left failed again
-    after ``since`` (the reason of now is in the list); None while changes are still going."""
+def retried(since_sequence: int) -> Callable[[dict[str, Any]], bool | None]:
+    """After a retry asked when the plan had settled the stream up to ``since_sequence``: True when
+    no dead letter is left; False when every one left failed again (its change, published again,
+    has a later sequence; the reason of now is in the list); None while changes are still going.
+    Sequences, not times: a letter of the second before the request is not one of the retry."""
     def verdict(plan: dict[str, Any]) -> bool | None:
         shown, total = dead_letters(plan)
         if not total:
             return True
-        if shown and all((d.get("time") or "") >= since[:19] + "Z" for d in shown):
+        if shown and all(int(d.get("sequence") or 0) > since_sequence for d in shown):
             return False
         return None
     return verdict
