@@ -63,7 +63,7 @@ def plan_token(namespace: str, name: str) -> str:
     return encode_token(f"{namespace}:{name}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class ObjectKey:
     """One protected object, whichever API version carries it: the one key of the syncer's
     per-object state (a subject and an API path both map to it)."""
@@ -125,8 +125,18 @@ def resource_filter(*, prefix: str, plan_namespace: str, plan_name: str, group: 
     return ".".join((*tokens, ">"))
 
 
-def dead_letter_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
-    return f"{prefix}-dlq.{plan_token(plan_namespace, plan_name)}"
+def dead_letter_subject(prefix: str, subject: str) -> str:
+    """Where a refused change of ``subject`` (one of the plan's subjects) is dead-lettered: a subject
+    per object, so the stream's per-subject history keeps the last letters of every object rather
+    than the last few of the whole plan."""
+    if not subject.startswith(f"{prefix}."):
+        raise SubjectError(f"not a Standby subject: {subject!r}")
+    return f"{prefix}-dlq{subject[len(prefix):]}"
+
+
+def dead_letter_filter(prefix: str, plan_namespace: str, plan_name: str) -> str:
+    """Every dead letter of one plan."""
+    return f"{prefix}-dlq.{plan_token(plan_namespace, plan_name)}.>"
 
 
 def parse_subject(subject: str, *, prefix: str) -> SubjectParts:

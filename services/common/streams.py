@@ -85,7 +85,7 @@ def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str) -
         name=subjects.stream_name(plan_namespace, plan_name),
         subjects=[
             subjects.plan_filter(settings.subject_prefix, plan_namespace, plan_name),
-            subjects.dead_letter_subject(settings.subject_prefix, plan_namespace, plan_name),
+            subjects.dead_letter_filter(settings.subject_prefix, plan_namespace, plan_name),
         ],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
@@ -118,21 +118,42 @@ class SubjectState:
     key: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LastMessage:
+    """The last message of one subject: its headers (and body, unless only headers were asked)."""
+
+    subject: str
+    headers: dict[str, str]
+    sequence: int
+    stored_at: float  # unix time
+    data: bytes = b""
+
+
 async def last_states(js: JetStreamContext, stream: str, filter_subject: str,
                       *, timeout: float = 10.0) -> dict[str, SubjectState]:
     """The last message of every subject under ``filter_subject``, headers only (cheap)."""
+    last = await last_messages(js, stream, filter_subject, timeout=timeout)
+    return {subject: SubjectState(m.headers.get(HDR_TYPE, ""), m.headers.get(HDR_RV, ""), m.headers.get(HDR_UID, ""),
+                                  m.sequence, m.headers.get(HDR_KEY, ""))
+            for subject, m in last.items()}
+
+
+async def last_messages(js: JetStreamContext, stream: str, filter_subject: str, *, headers_only: bool = True,
+                        timeout: float = 10.0) -> dict[str, LastMessage]:
+    """The last message of every subject under ``filter_subject``, read by an ephemeral consumer
+    that delivers the last message per subject."""
     info = await js.stream_info(stream, subjects_filter=filter_subject)
     # The server leaves the subjects out when none matches the filter (and sends at most the first
     # 100,000 of a larger set): nothing to read then, and no reason to wait for a fetch to time out.
     expected = len(info.state.subjects or {})
-    states: dict[str, SubjectState] = {}
+    found: dict[str, LastMessage] = {}
     if expected == 0:
-        return states
+        return found
     sub = await js.pull_subscribe(
         filter_subject, stream=stream,
         config=js_api.ConsumerConfig(
             deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=js_api.AckPolicy.NONE,
-            headers_only=True, inactive_threshold=30, mem_storage=True,
+            headers_only=headers_only, inactive_threshold=30, mem_storage=True,
         ),
     )
     try:
@@ -144,16 +165,15 @@ async def last_states(js: JetStreamContext, stream: str, filter_subject: str,
             except TimeoutError:
                 batch = []
             for msg in batch:
-                h = msg.headers or {}
-                states[msg.subject] = SubjectState(
-                    h.get(HDR_TYPE, ""), h.get(HDR_RV, ""), h.get(HDR_UID, ""), msg.metadata.sequence.stream,
-                    h.get(HDR_KEY, ""))
+                found[msg.subject] = LastMessage(msg.subject, dict(msg.headers or {}), msg.metadata.sequence.stream,
+                                                 msg.metadata.timestamp.timestamp(),
+                                                 b"" if headers_only else msg.data)
                 if msg.metadata.num_pending == 0:
-                    return states
-            if not batch and len(states) >= expected:
-                return states
+                    return found
+            if not batch and len(found) >= expected:
+                return found
             if loop.time() > deadline:
-                raise TimeoutError(f"reading last states of {filter_subject} took over {timeout}s")
+                raise TimeoutError(f"reading last messages of {filter_subject} took over {timeout}s")
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

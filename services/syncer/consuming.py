@@ -24,7 +24,7 @@ from services.common import events, looping, plans, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
-from services.syncer import metrics
+from services.syncer import letters, metrics
 from services.syncer.applying import PlanApplier
 from services.syncer.drift import DriftRepair
 from services.syncer.keyed import KeyedQueue
@@ -78,6 +78,10 @@ class PlanConsumer:
     async def start(self) -> None:
         await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name)
         await self.applier.warm()
+        standing = await letters.read(self.js, self.stream, prefix=self.settings.nats.subject_prefix,
+                                      plan_namespace=self.plan.namespace, plan_name=self.plan.name)
+        for object_key, letter in standing.items():
+            self.applier.progress.dead_lettered(object_key, letter)
         queue: KeyedQueue[Fetched] = KeyedQueue()
         window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
         key = self.plan.key
@@ -178,21 +182,18 @@ class PlanConsumer:
             raise TemporaryError(f"cannot open a sealed Secret: {exc}", delay=10.0) from exc
 
     async def dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
-        subject = subjects.dead_letter_subject(self.settings.nats.subject_prefix, self.plan.namespace,
-                                               self.plan.name)
+        prefix = self.settings.nats.subject_prefix
         try:
-            key = subjects.parse_subject(msg.subject, prefix=self.settings.nats.subject_prefix).key
+            key = subjects.parse_subject(msg.subject, prefix=prefix).key
         except subjects.SubjectError:
             key = None
-        self.applier.progress.dead_lettered(key, DeadLetter(reason, detail[:2000], msg.subject,
-                                                            msg.metadata.sequence.stream, time.time()))
+        letter = DeadLetter(reason, detail[:2000], msg.subject, msg.metadata.sequence.stream, time.time())
+        self.applier.progress.dead_lettered(key, letter)
         metrics.dead_letter(self.plan.key, reason)
         log.error("dead-lettered: %s", detail[:500], extra={"plan": self.plan.key, "reason": reason,
                                                             "seq": msg.metadata.sequence.stream})
-        await self.js.publish(subject, msg.data, headers={
-            streams.HDR_REASON: reason, "Standby-Detail": detail[:2000], "Standby-Subject": msg.subject,
-            "Standby-Sequence": str(msg.metadata.sequence.stream),
-            "Nats-Msg-Id": f"dlq:{msg.metadata.sequence.stream}"})
+        await self.js.publish(subjects.dead_letter_subject(prefix, msg.subject), msg.data,
+                              headers=letters.headers(letter), stream=self.stream)
 
     async def _report(self) -> None:
         """Write the plan's status whenever what it shows changed, every ``status_interval_seconds``."""

@@ -76,7 +76,7 @@ class OperatorRequests:
 
     async def purge(self, token: str) -> str:
         count = self.progress.forget_dead_letters()
-        dlq = subjects.dead_letter_subject(self.subject_prefix, self.plan.namespace, self.plan.name)
+        dlq = subjects.dead_letter_filter(self.subject_prefix, self.plan.namespace, self.plan.name)
         try:
             await self.js.purge_stream(self.stream, subject=dlq)
         except (nats.js.errors.Error, nats.errors.Error) as exc:

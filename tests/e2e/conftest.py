@@ -45,10 +45,12 @@ def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
 @contextlib.asynccontextmanager
 async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server: LocalNats, *,
                    with_syncer: bool = True, watcher: dict[str, Any] | None = None,
-                   syncer: dict[str, Any] | None = None) -> AsyncIterator[Pipeline]:
+                   syncer: dict[str, Any] | None = None, keep_plans: bool = False) -> AsyncIterator[Pipeline]:
+    """``keep_plans``: the services start again on the plans of an earlier pipeline (a restart)."""
     async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
             KubeClient.from_kubeconfig(destination.kubeconfig) as dst:
-        await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
+        if not keep_plans:
+            await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
         wnc = await streams.connect(h.nats_settings(nats_server), name="e2e-watcher")
         snc = await streams.connect(h.nats_settings(nats_server), name="e2e-syncer")
         nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)

@@ -220,9 +220,10 @@ async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purg
         ran = await standby(registered, "dlq", "purge", ns, "--wait", "--timeout", "30s")
         assert ran.code == 0, (ran.out, ran.err)
         assert (await standby(registered, "dlq", "list", ns)).code == 0
+        bad = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name=ns, group="",
+                                      version="v1", resource="configmaps", namespace=ns, name="bad")
         with pytest.raises(nats.js.errors.NotFoundError):
-            await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, ns),
-                                       subjects.dead_letter_subject("standby", h.SYSTEM, ns))
+            await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, ns), subjects.dead_letter_subject("standby", bad))
         ran = await standby(registered, "breaker", "reset", ns, "--wait", "--timeout", "10s")
         assert ran.code == 0, ran.err  # closed already: the command says done
     finally:

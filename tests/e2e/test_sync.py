@@ -18,7 +18,7 @@ from schemas import annotations as ann
 from schemas import codec, sealing, subjects, transforms
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import keys
-from services.common.kube import ApiError
+from services.common.kube import ApiError, KubeClient
 from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
@@ -157,7 +157,7 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
     await pipe.js.publish(subject, b"\x00not an envelope")
     await h.configmap(pipe.src, "poison", "after")
     await h.eventually(lambda: pipe.dst.get("/api/v1/namespaces/poison/configmaps/after"))
-    dlq = subjects.dead_letter_subject("standby", h.SYSTEM, "poison")
+    dlq = subjects.dead_letter_subject("standby", subject)
     msg = await pipe.js.get_last_msg(subjects.stream_name(h.SYSTEM, "poison"), dlq)
     assert msg.headers["Standby-Reason"] == "Undecodable"
     assert msg.headers["Standby-Subject"] == subject
@@ -177,6 +177,43 @@ async def test_poison_message_is_dead_lettered_while_the_rest_flows(pipe: Pipeli
         assert s["phase"] == "Synced" and s["objectsFailed"] == 0, s
         assert h.condition(s, "Degraded")["status"] == "False" and h.condition(s, "Synced")["status"] == "True", s
     await h.eventually(healthy)
+
+async def test_dead_letters_stand_across_a_restart_of_the_syncer(
+        source: LocalCluster, registered: LocalCluster, nats_server: LocalNats) -> None:
+    """The plan's status lists the standing dead letters after a restart (they are read back from
+    the stream); a letter whose object got a later change since does not stand any more. More
+    letters than the stream keeps per subject are all kept (one dead-letter subject per object)."""
+    ns = "undead"
+
+    def subject(name: str) -> str:
+        return subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name=ns, group="",
+                                       version="v1", resource="configmaps", namespace=ns, name=name)
+    poisoned = [f"garbage-{i}" for i in range(7)]  # more than history_per_subject (5)
+    async with pipeline(source, registered, nats_server) as p:
+        await configmaps_synced(p, ns)
+        for name in poisoned:
+            await p.js.publish(subject(name), b"\x00not an envelope")
+
+        async def failed(count: int) -> None:
+            s = await h.plan_status(p.dst, ns)
+            assert s.get("objectsFailed") == count, s
+        await h.eventually(lambda: failed(7))
+        await h.configmap(p.src, ns, "garbage-0")  # its cause fixed by a later change
+        await h.eventually(lambda: failed(6))
+        before = {d["ref"]: d for d in (await h.plan_status(p.dst, ns))["deadLetters"]}
+    async with KubeClient.from_kubeconfig(registered.kubeconfig) as dst:  # nobody writes the status meanwhile
+        await dst.request("PATCH", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{ns}/status",
+                          body={"status": None}, content_type="application/merge-patch+json")
+    async with pipeline(source, registered, nats_server, keep_plans=True) as p:
+        async def restored() -> None:
+            s = await h.plan_status(p.dst, ns)
+            assert s.get("phase") == "Degraded" and s.get("objectsFailed") == 6, s
+            after = {d["ref"]: d for d in s["deadLetters"]}
+            assert after.keys() == {f"configmaps.core/{ns}/{n}" for n in poisoned[1:]}, after
+            for ref, letter in after.items():  # the same letters: reason, the change's sequence
+                assert (letter["reason"], letter["sequence"]) == (before[ref]["reason"], before[ref]["sequence"])
+        await h.eventually(restored)
+
 
 async def test_a_deleted_consumer_is_created_again_and_catches_up(pipe: Pipeline) -> None:
     """Someone deletes the syncer's durable consumer while it waits for changes: the syncer
@@ -241,7 +278,7 @@ async def test_a_secret_sealed_under_a_key_the_syncer_lacks_waits_for_it(pipe: P
     await asyncio.sleep(3)
     with pytest.raises(ApiError):
         await pipe.dst.get("/api/v1/namespaces/keyskew/secrets/db")
-    dlq = subjects.dead_letter_subject("standby", h.SYSTEM, "keyskew")
+    dlq = subjects.dead_letter_subject("standby", subject)
     with pytest.raises(nats.js.errors.NotFoundError):
         await pipe.js.get_last_msg(stream, dlq)
 
@@ -442,7 +479,9 @@ async def test_immutable_field_change_is_deleted_and_recreated(pipe: Pipeline) -
         assert REGISTRY.get_sample_value("standby_recreates_total",
                                          {"plan": f"{h.SYSTEM}/recreate", "resource": resource}) == 1
     stream = subjects.stream_name(h.SYSTEM, "recreate")
-    dead = await pipe.js.get_last_msg(stream, subjects.dead_letter_subject("standby", h.SYSTEM, "recreate"))
+    theirs_subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="recreate", group="",
+                                             version="v1", resource="configmaps", namespace=ns, name="theirs")
+    dead = await pipe.js.get_last_msg(stream, subjects.dead_letter_subject("standby", theirs_subject))
     assert dead.headers["Standby-Reason"] == "ImmutableFieldConflict"
     assert dead.headers["Standby-Subject"].endswith(".theirs")
     still = await pipe.dst.get(f"{core}/configmaps/theirs")

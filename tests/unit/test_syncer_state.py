@@ -7,8 +7,10 @@ import datetime
 
 import pytest
 
-from schemas import api
+from schemas import api, subjects
 from schemas.subjects import ObjectKey, parse_subject
+from services.common import streams
+from services.syncer import letters
 from services.syncer.breaker import BreakerOpen, DeleteBreaker
 from services.syncer.progress import Copy, DeadLetter, PlanProgress
 from services.syncer.status import Observed, plan_status
@@ -193,3 +195,41 @@ def test_the_breaker_and_new_dead_letters_are_told_once_as_events() -> None:
     later = letter.model_copy(update={"time": "2026-11-29T10:05:00Z"})
     again = api.RecoveryPlanStatus(phase="Degraded", dead_letters=[later])
     assert [e[1] for e in status_events(failing, again)] == ["DeadLettered"]  # failed again, later
+
+
+def test_a_dead_letter_read_back_stands_only_while_its_change_is_the_objects_latest() -> None:
+    def subject(name: str) -> str:
+        return f"standby.{subjects.plan_token('sys', 'p')}.core.v1.configmaps.ns.{name}"
+
+    def letter(name: str, sequence: int) -> streams.LastMessage:
+        refused = DeadLetter("Invalid", "denied", subject(name), sequence, 0.0)
+        return streams.LastMessage(subjects.dead_letter_subject("standby", subject(name)), letters.headers(refused),
+                                   100 + sequence, 1_764_000_000.0)
+
+    def latest(sequence: int) -> streams.SubjectState:
+        return streams.SubjectState("ADDED", "1", "u", sequence)
+
+    found = [letter("stands", 3), letter("superseded", 4), letter("purged-object", 5),
+             streams.LastMessage("standby-dlq.x", {}, 9, 0.0)]  # names no object
+    standing = letters.standing({m.subject: m for m in found},
+                                {subject("stands"): latest(3), subject("superseded"): latest(8)}, prefix="standby")
+    assert standing == {ObjectKey("", "configmaps", "ns", "stands"):
+                        DeadLetter("Invalid", "denied", subject("stands"), 3, 1_764_000_000.0)}
+
+
+def test_dead_letters_have_a_subject_per_object_under_the_plans_filter() -> None:
+    subject = subjects.object_subject(prefix="standby", plan_namespace="sys", plan_name="p", group="apps",
+                                      version="v1", resource="deployments", namespace="ns", name="web")
+    dlq = subjects.dead_letter_subject("standby", subject)
+    assert dlq == "standby-dlq" + subject.removeprefix("standby")
+    assert dlq.startswith(subjects.dead_letter_filter("standby", "sys", "p")[:-1])
+    with pytest.raises(subjects.SubjectError):
+        subjects.dead_letter_subject("standby", "other.x.y")
+
+
+def test_a_plan_with_several_dead_letters_is_reported() -> None:  # ObjectKeys sort (they did not: a crash)
+    progress = PlanProgress()
+    for name in ("b", "a", "c"):
+        progress.dead_lettered(ObjectKey("", "configmaps", "ns", name), DeadLetter("Invalid"))
+    status = plan_status(progress, seen())
+    assert status.objects_failed == 3 and "configmaps.core/ns/a (Invalid)" in str(status.conditions)
