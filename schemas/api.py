@@ -10,6 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from schemas import durations
+
 
 class Model(BaseModel):
     model_config = ConfigDict(
@@ -152,6 +154,26 @@ class ResourceSelector(Model):
     recovery_process: RecoveryProcess = Field(default_factory=RecoveryProcess)
 
 
+DURATION = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$"  # Go's time.ParseDuration, as kubectl
+
+
+class History(Model):
+    """What the plan's stream keeps for rebuilds as of a moment (``standby rebuild --at``). Every
+    object's latest state is always kept, whatever these say."""
+
+    max_age: str = Field(
+        default="72h", pattern=DURATION,
+        description="How far back a rebuild can reach (a duration, e.g. 168h): older states are dropped, except the "
+                    "one each object had at that moment. \"0\": no limit by age.")
+    states_per_object: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="At most this many states per object, the latest among them; 0: no limit by count.")
+
+    @property
+    def max_age_seconds(self) -> float:
+        return durations.parse(self.max_age)
+
+
 class RecoveryPlanSpec(Model):
     suspend: bool = Field(default=False, description="Stop publishing and applying while true.")
     force_namespace_creation: bool = Field(default=False, description="Create missing namespaces in the destination.")
@@ -160,6 +182,7 @@ class RecoveryPlanSpec(Model):
         default=None, description="ManagedCluster of the destination; omitted: the cluster the plan lives in."
     )
     resources: list[ResourceSelector] = Field(min_length=1, max_length=200)
+    history: History = Field(default_factory=History, description="What the stream keeps for rebuilds.")
 
 
 class DeadLetterStatus(Model):

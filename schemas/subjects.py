@@ -139,6 +139,11 @@ def dead_letter_filter(prefix: str, plan_namespace: str, plan_name: str) -> str:
     return f"{prefix}-dlq.{plan_token(plan_namespace, plan_name)}.>"
 
 
+def horizon_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
+    """Where the history keeper records the earliest moment a rebuild of the plan can reach."""
+    return f"{prefix}-horizon.{plan_token(plan_namespace, plan_name)}"
+
+
 def parse_subject(subject: str, *, prefix: str) -> SubjectParts:
     tokens = subject.split(".")
     if len(tokens) != 7 or tokens[0] != prefix:

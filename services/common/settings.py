@@ -17,8 +17,6 @@ class NatsSettings(BaseModel):
     password: SecretStr | None = Field(default=None, description="NATS password.")
     subject_prefix: str = Field(default="standby", description="First token of every object subject.")
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, description="Broker payload limit we stay under.")
-    history_per_subject: int = Field(default=5, ge=1, description="States kept per object (point-in-time rebuilds).")
-    max_age_seconds: float = Field(default=0, ge=0, description="Drop states older than this; 0 keeps them.")
     duplicate_window_seconds: float = Field(default=120, gt=0, description="Nats-Msg-Id dedupe window.")
     stream_keys_secret: str = Field(
         default=STREAM_KEYS_SECRET,

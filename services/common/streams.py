@@ -12,16 +12,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from schemas import subjects
+from schemas import api, subjects
 from services.common.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -80,18 +81,24 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
     )
 
 
-def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str) -> js_api.StreamConfig:
+def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str,
+                  history: api.History) -> js_api.StreamConfig:
+    """No ``max_age``: the server would drop an object's latest state once it is older than that, and
+    a rebuild would silently miss every object that has not changed for as long. The plan's
+    ``history.maxAge`` is kept by :mod:`services.watcher.history` instead, which never does."""
+    prefix = settings.subject_prefix
     return js_api.StreamConfig(
         name=subjects.stream_name(plan_namespace, plan_name),
         subjects=[
-            subjects.plan_filter(settings.subject_prefix, plan_namespace, plan_name),
-            subjects.dead_letter_filter(settings.subject_prefix, plan_namespace, plan_name),
+            subjects.plan_filter(prefix, plan_namespace, plan_name),
+            subjects.dead_letter_filter(prefix, plan_namespace, plan_name),
+            subjects.horizon_subject(prefix, plan_namespace, plan_name),
         ],
         retention=js_api.RetentionPolicy.LIMITS,
         storage=js_api.StorageType.FILE,
-        max_msgs_per_subject=settings.history_per_subject,
+        max_msgs_per_subject=history.states_per_object or -1,
         max_msg_size=settings.max_payload_bytes,
-        max_age=settings.max_age_seconds,
+        max_age=0,
         duplicate_window=settings.duplicate_window_seconds,
         discard=js_api.DiscardPolicy.OLD,
         allow_direct=True,
@@ -99,9 +106,11 @@ def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str) -
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: NatsSettings, plan_namespace: str,
-                        plan_name: str) -> js_api.StreamInfo:
-    config = stream_config(settings, plan_namespace, plan_name)
+async def ensure_stream(js: JetStreamContext, settings: NatsSettings, plan_namespace: str, plan_name: str,
+                        history: api.History) -> js_api.StreamInfo:
+    """Create the plan's stream, or bring an existing one to the plan's configuration (a changed
+    ``spec.history`` updates it; states beyond a lowered ``statesPerObject`` are dropped then)."""
+    config = stream_config(settings, plan_namespace, plan_name, history)
     try:
         await js.stream_info(config.name)  # type: ignore[arg-type]
     except NotFoundError:
@@ -174,6 +183,60 @@ async def last_messages(js: JetStreamContext, stream: str, filter_subject: str, 
                 return found
             if loop.time() > deadline:
                 raise TimeoutError(f"reading last messages of {filter_subject} took over {timeout}s")
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """One message of a scan, in stream order."""
+
+    subject: str
+    sequence: int
+    stored_at: float  # unix time
+    headers: dict[str, str]
+    data: bytes = b""
+
+
+def delivery_position(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, stored time in ns, pending) from a JetStream delivery's reply subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the form with a
+    domain and account hash (two tokens more after ``$JS.ACK``, one random token at the end).
+    Parsed here rather than through ``Msg.metadata``: a scan reads every message of a stream."""
+    tokens = reply.split(".")
+    shift = 0 if len(tokens) == 9 else 2
+    if len(tokens) not in (9, 11, 12) or tokens[:2] != ["$JS", "ACK"]:
+        raise ValueError(f"not a JetStream delivery: {reply!r}")
+    return int(tokens[5 + shift]), int(tokens[7 + shift]), int(tokens[8 + shift])
+
+
+async def scan(js: JetStreamContext, stream: str, filter_subject: str, *, headers_only: bool = False,
+               until: float | None = None, queue_size: int = 10_000) -> AsyncIterator[Scanned]:
+    """Every message under ``filter_subject`` in stream order, up to the last one stored at or before
+    ``until`` (unix time; None: all of them now), read by an ordered push consumer (flow-controlled,
+    recreated by the client on a gap). The consumer goes when the iteration ends."""
+    info = await js.stream_info(stream, subjects_filter=filter_subject)
+    if not info.state.subjects:
+        return
+    queue: asyncio.Queue[Scanned | None] = asyncio.Queue(maxsize=queue_size)
+
+    async def delivered(msg: Msg) -> None:
+        sequence, stamp, pending = delivery_position(msg.reply)
+        stored_at = stamp / 1e9
+        if until is not None and stored_at > until:
+            await queue.put(None)
+            return
+        await queue.put(Scanned(msg.subject, sequence, stored_at, dict(msg.headers or {}),
+                                b"" if headers_only else msg.data))
+        if pending == 0:
+            await queue.put(None)
+
+    sub = await js.subscribe(filter_subject, stream=stream, cb=delivered, ordered_consumer=True,
+                             headers_only=headers_only or None, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

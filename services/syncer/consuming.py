@@ -76,7 +76,8 @@ class PlanConsumer:
         )
 
     async def start(self) -> None:
-        await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name)
+        await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name,
+                                    self.plan.spec.history)
         await self.applier.warm()
         standing = await letters.read(self.js, self.stream, prefix=self.settings.nats.subject_prefix,
                                       plan_namespace=self.plan.namespace, plan_name=self.plan.name)

@@ -20,6 +20,9 @@ class WatcherSettings(BaseSettings):
     relist_seconds: float = Field(
         default=1800, ge=0, description="Re-list each watched resource this often and publish what differs from "
                                         "the stream, so that a missed watch event cannot stay missed; 0: never.")
+    history_compact_seconds: float = Field(
+        default=600, ge=0, description="Drop states older than each plan's spec.history.maxAge this often (keeping "
+                                       "each object's state at that moment); 0: never (the stream keeps more).")
     backoff_initial_seconds: float = Field(default=0.5, gt=0, description="First reconnect delay.")
     backoff_max_seconds: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay.")
     not_served_retry_seconds: float = Field(

@@ -20,6 +20,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher.clusters import ClusterProber
 from services.watcher.health import PlanHealth
+from services.watcher.history import HistoryKeeper
 from services.watcher.publishing import Publisher
 from services.watcher.settings import WatcherSettings
 from services.watcher.watching import NamespaceLabels, ResourceWatch
@@ -62,7 +63,7 @@ class PlanRunner:
                                                                              "Unreachable", str(exc))],
                                             phase="Degraded")
             raise
-        info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name)
+        info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name, plan.spec.history)
         publisher = Publisher(self.js, stream=info.config.name or "", keys=self.keys,
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
@@ -78,6 +79,10 @@ class PlanRunner:
         health = PlanHealth(plan, self.own, self.source, self.watches, self.settings)
         for kind, run in (("probe", health.probe), ("report", health.report), ("crds", health.follow_crds)):
             self.tasks.append(self.guard.start(f"{kind} {plan.key}", run, kind=kind, plan=plan.key))
+        if self.settings.history_compact_seconds:
+            keeper = HistoryKeeper(plan, self.js, self.settings.nats.subject_prefix)
+            self.tasks.append(self.guard.start(f"history {plan.key}", lambda: keeper.run(
+                self.settings.history_compact_seconds), kind="history", plan=plan.key))
         if namespaces.listeners:  # some filter has a namespaceSelector
             self.tasks.append(self.guard.start(f"namespaces {plan.key}", namespaces.follow, kind="namespaces",
                                                plan=plan.key))

@@ -11,7 +11,7 @@ import msgpack
 import nats
 import pytest
 
-from schemas import codec, sanitizing, sealing, subjects
+from schemas import api, codec, sanitizing, sealing, subjects
 from schemas.envelope import EventType
 from services.common import keys, plans, streams
 from services.common.keys import StreamKeys
@@ -245,7 +245,7 @@ async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kub
     plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/gone"))
     nc = await streams.connect(settings.nats, name="test")
     jsc = nc.jetstream()
-    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone")
+    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone", api.History())
     publisher = Publisher(jsc, stream=info.config.name or "", window=100,
                           keys=StreamKeys(dst, h.SYSTEM, settings.nats.stream_keys_secret),
                           max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
@@ -481,7 +481,7 @@ async def test_secrets_in_clear_or_under_an_old_key_are_sealed_again_at_relist(
                     keys.secret_manifest(first, name=keys_secret, namespace=h.SYSTEM), field_manager="test")
     settings = settings.model_copy(
         update={"nats": settings.nats.model_copy(update={"stream_keys_secret": keys_secret})})
-    await streams.ensure_stream(js, settings.nats, h.SYSTEM, "reseal")
+    await streams.ensure_stream(js, settings.nats, h.SYSTEM, "reseal", api.History())
     stream = subjects.stream_name(h.SYSTEM, "reseal")
     subject = subjects.object_subject(prefix="standby", plan_namespace=h.SYSTEM, plan_name="reseal", group="",
                                       version="v1", resource="secrets", namespace="w-reseal", name="db")

@@ -1,0 +1,34 @@
+"""The time machine's pure parts: what the history keeper drops, and reading a delivery's position."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common import streams
+from services.watcher.history import Before, purges, states_before
+
+pytestmark = pytest.mark.unit
+
+
+def scanned(subject: str, sequence: int, type_: str) -> streams.Scanned:
+    return streams.Scanned(subject, sequence, 0.0, {streams.HDR_TYPE: type_})
+
+
+def test_each_object_keeps_its_state_at_the_cut_and_a_tombstone_goes_with_what_it_ends() -> None:
+    before = states_before([scanned("a", 1, "UPSERT"), scanned("b", 2, "UPSERT"), scanned("a", 3, "UPSERT"),
+                            scanned("c", 4, "UPSERT"), scanned("c", 5, "DELETE"), scanned("d", 6, "DELETE")])
+    assert before["a"] == Before(2, 3, "UPSERT")
+    assert purges(before) == {"a": 3, "c": 6, "d": 7}  # b: its only state, kept
+
+
+@pytest.mark.parametrize(("reply", "position"), [
+    ("$JS.ACK.S.C.1.42.7.1764000000123456789.3", (42, 1764000000123456789, 3)),
+    ("$JS.ACK.hub.ACCHASH.S.C.1.42.7.1764000000123456789.0.r4nd0m", (42, 1764000000123456789, 0)),
+])
+def test_a_deliverys_position_is_read_from_its_reply_subject(reply: str, position: tuple[int, int, int]) -> None:
+    assert streams.delivery_position(reply) == position
+
+
+def test_a_reply_that_is_not_a_delivery_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a JetStream delivery"):
+        streams.delivery_position("_INBOX.abc")
