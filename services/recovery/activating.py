@@ -16,7 +16,8 @@ from typing import Any
 import jsonpatch
 
 from schemas import annotations as ann
-from schemas import api, codec, kinds, ordering, sanitizing, sealing, subjects, transforms
+from schemas import api, codec, kinds, ordering, restoring, sanitizing, sealing, subjects, transforms
+from schemas.envelope import Envelope
 from services.common.keys import StreamKeys
 from services.common.kube import METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
@@ -103,7 +104,7 @@ class StreamReader:
         self.prefix = prefix
         self.keys = keys
 
-    async def original(self, target: Target) -> Obj:
+    async def last_change(self, target: Target) -> Envelope:
         if self.js is None:
             raise LookupError("fromOriginal needs the stream, and no NATS connection is configured")
         plan_ns, plan_name = target.plan.split("/", 1)
@@ -122,9 +123,7 @@ class StreamReader:
             raise LookupError(f"the original in the stream is sealed with a key recovery cannot read: {exc}") from exc
         except codec.DecodeError as exc:
             raise LookupError(f"the stream's last state of this object cannot be read: {exc}") from exc
-        if env.body is None:
-            raise LookupError("the stream's last state of this object is a deletion")
-        return env.body
+        return env
 
 
 async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
@@ -137,12 +136,8 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
     params = {"fieldManager": "standby-recovery"} | ({"dryRun": "All"} if dry_run else {})
     try:
         if transforms.wants_original(obj):
-            body = transforms.apply_patch(await stream.original(target), transforms.stamped_from_patch(obj))
-            body = sanitizing.strip_server_fields(body)
-            rules = kinds.rules_for(body)
-            if rules.sanitize is not None:
-                rules.sanitize(body)
-            body["apiVersion"], body["kind"] = target.info.api_version, target.info.kind
+            body = restoring.object_to_write(await stream.last_change(target), target.info.api_version,
+                                             target.info.kind, restoring.Active(transforms.stamped_from_patch(obj)))
             result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run, parse=dry_run)
             changes: tuple[str, ...] = ("restored the original from the stream",)
         else:

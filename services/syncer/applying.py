@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import annotations as ann
-from schemas import transforms
+from schemas import restoring, transforms
 from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
 from schemas.subjects import ObjectKey
@@ -209,12 +209,11 @@ class PlanApplier:
         # (new uid) starts afresh.
         same_object = current is not None and current.source_uid in (None, env.source_uid)
         try:
-            body = transforms.deactivate(env.body, provenance,
-                                         plan_patch=self.patches.get((info.group, info.resource), ()),
-                                         previous_inverse=current.inverse if current and same_object else None)
+            body = restoring.object_to_write(env, info.api_version, info.kind, restoring.Deactivated(
+                provenance, plan_patch=self.patches.get((info.group, info.resource), ()),
+                previous_inverse=current.inverse if current and same_object else None))
         except transforms.PatchError as exc:
             raise PermanentError("PlanPatchDoesNotApply", f"{env.ref}: {exc}") from exc
-        body["apiVersion"], body["kind"] = info.api_version, info.kind
         started = time.monotonic()
         try:
             await self._writable()

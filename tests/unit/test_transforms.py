@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import annotations as ann
-from schemas import kinds, sanitizing, transforms
+from schemas import kinds, restoring, sanitizing, transforms
+from schemas.envelope import Envelope, EventType, ObjectReference
 from tests import builders as b
 
 pytestmark = pytest.mark.unit
@@ -326,3 +327,29 @@ def test_finalizers_are_held_off_the_copy_and_restored_exactly() -> None:
     assert transforms.activate(copy_)["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
     patched = jsonpatch.apply_patch(copy_, transforms.activation_patch(copy_))
     assert patched["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
+def test_a_change_written_deactivated_then_activated_is_the_change_written_active(obj: dict[str, Any]) -> None:
+    """The one path from the stream to an object: a rebuilt stand-by, once activated, runs what a
+    restore (or ``fromOriginal``) writes directly, with the same fromPatch."""
+    clean = sanitizing.sanitize(obj)
+    meta = clean["metadata"]
+    env = Envelope(type=EventType.UPSERT, ref=ObjectReference(
+        group=obj["apiVersion"].rpartition("/")[0], version=obj["apiVersion"].rpartition("/")[2], resource="any",
+        kind=obj["kind"], namespace=meta.get("namespace", ""), name=meta["name"]), source_uid="u",
+        source_resource_version="1", observed_at=0.0, plan_namespace="standby-system", plan_name="shop", body=clean)
+    from_patch = [{"op": "add", "path": "/metadata/labels/restored", "value": "yes"}]
+    prov = transforms.Provenance("standby-system", "shop", 0, "u", "1", 9, from_patch=tuple(from_patch))
+    copy_ = restoring.object_to_write(env, obj["apiVersion"], obj["kind"], restoring.Deactivated(prov))
+    active = restoring.object_to_write(env, obj["apiVersion"], obj["kind"], restoring.Active(from_patch))
+    assert transforms.activate(copy_) == sanitizing.strip_server_fields(active)
+    assert env.body == clean  # not changed
+
+
+def test_a_deletion_has_nothing_to_write() -> None:
+    env = Envelope(type=EventType.DELETE, ref=ObjectReference(version="v1", resource="configmaps", kind="ConfigMap",
+                                                               namespace="ns", name="a"),
+                   source_uid="u", source_resource_version="2", observed_at=0.0, plan_namespace="s", plan_name="p")
+    with pytest.raises(restoring.NothingToWrite, match="deletion"):
+        restoring.object_to_write(env, "v1", "ConfigMap", restoring.Active())
