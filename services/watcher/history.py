@@ -14,23 +14,19 @@ stream holds, never more; a keeper that does not run keeps everything (bounded b
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import nats.js.errors
 from nats.js import JetStreamContext
 
 from schemas import subjects
 from schemas.envelope import EventType
 from services.common import plans, streams
+from services.common.history import HDR_HORIZON, recorded_horizon, rfc3339
 
 log = logging.getLogger(__name__)
-
-HDR_HORIZON = "Standby-Horizon"  # RFC 3339: a rebuild can reach back to this moment
-
 
 @dataclass
 class Before:
@@ -59,24 +55,6 @@ def states_before(scanned: Iterable[streams.Scanned]) -> dict[str, Before]:
         seen.count += 1
         seen.last_sequence, seen.last_type = msg.sequence, msg.headers.get(streams.HDR_TYPE, "")
     return before
-
-
-def rfc3339(at: float) -> str:
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: str) -> float:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-async def recorded_horizon(js: JetStreamContext, stream: str, subject: str) -> float | None:
-    """The earliest moment a rebuild of the stream's plan can reach, as last recorded (None: the
-    keeper never dropped anything)."""
-    try:
-        raw = await js.get_last_msg(stream, subject)
-    except nats.js.errors.NotFoundError:
-        return None
-    return parse_rfc3339((raw.headers or {})[HDR_HORIZON])
 
 
 @dataclass

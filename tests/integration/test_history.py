@@ -13,9 +13,10 @@ import pytest
 from nats.js import JetStreamContext
 
 from schemas import api, subjects
-from services.common import plans, settings, streams
+from services.common import history, plans, settings, streams
+from services.common.history import HDR_HORIZON, recorded_horizon, rfc3339
 from services.devenv.natsd import LocalNats
-from services.watcher.history import HDR_HORIZON, HistoryKeeper, recorded_horizon, rfc3339
+from services.watcher.history import HistoryKeeper
 from tests.support import env as h
 
 NATS = settings.NatsSettings()
@@ -109,3 +110,63 @@ async def test_an_existing_stream_takes_a_changed_history(js: JetStreamContext) 
     assert await remaining(js, p) == {"a": [b"a@4", b"a@5"]}
     info = await streams.ensure_stream(js, NATS, p.namespace, p.name, api.History(states_per_object=0))
     assert info.config.max_msgs_per_subject == -1
+
+
+async def test_the_state_as_of_a_moment_is_each_objects_last_change_at_or_before_it(js: JetStreamContext) -> None:
+    p = plan()
+    stream = subjects.stream_name(p.namespace, p.name)
+    everything = subjects.plan_filter("standby", p.namespace, p.name)
+    await streams.ensure_stream(js, NATS, p.namespace, p.name, p.spec.history)
+    await publish(js, p, "a", "UPSERT", 1)
+    await publish(js, p, "b", "UPSERT", 2)
+    await asyncio.sleep(0.02)
+    t1 = time.time()
+    await asyncio.sleep(0.02)
+    await publish(js, p, "a", "UPSERT", 3)
+    await publish(js, p, "b", "DELETE", 4)
+    await publish(js, p, "c", "UPSERT", 5)
+    await asyncio.sleep(0.02)
+    t2 = time.time()
+    await asyncio.sleep(0.02)
+    await publish(js, p, "a", "UPSERT", 6)
+
+    def bodies(states: dict[str, streams.Scanned]) -> dict[str, bytes]:
+        return {s.rsplit(".", 1)[1]: m.data for s, m in states.items()}
+
+    assert bodies((await history.as_of(js, stream, everything, t1)).present()) == {"a": b"a@1", "b": b"b@2"}
+    assert bodies((await history.as_of(js, stream, everything, t2)).present()) == {"a": b"a@3", "c": b"c@5"}
+    assert bodies((await history.as_of(js, stream, everything, None)).present()) == {"a": b"a@6", "c": b"c@5"}
+    states = await history.object_states(js, stream, subject(p, "a"))
+    assert [m.data for m in states] == [b"a@1", b"a@3", b"a@6"]
+    exactly = await history.as_of(js, stream, everything, states[1].stored_at)  # inclusive
+    assert bodies(exactly.present())["a"] == b"a@3"
+
+    reach = await history.reach(js, stream, prefix="standby", plan_namespace=p.namespace, plan_name=p.name)
+    assert reach.horizon is None and reach.capped == frozenset()
+    assert reach.first_change == pytest.approx(states[0].stored_at, abs=0.001)
+    assert reach.missing(t1, {}) is None
+    assert "no change that early" in (reach.missing(states[0].stored_at - 1, {}) or "")
+
+
+async def test_a_moment_before_an_objects_oldest_kept_state_is_out_of_reach(js: JetStreamContext) -> None:
+    """statesPerObject dropped an object's older states: the state as of a moment before its
+    oldest kept one cannot be told, and the earliest moment says how far back it can."""
+    p = plan(states=2)
+    stream = subjects.stream_name(p.namespace, p.name)
+    everything = subjects.plan_filter("standby", p.namespace, p.name)
+    await streams.ensure_stream(js, NATS, p.namespace, p.name, p.spec.history)
+    await publish(js, p, "quiet", "UPSERT", 1)
+    await asyncio.sleep(0.02)
+    early = time.time()
+    for rv in (2, 3, 4):
+        await publish(js, p, "hot", "UPSERT", rv)
+        await asyncio.sleep(0.02)
+    reach = await history.reach(js, stream, prefix="standby", plan_namespace=p.namespace, plan_name=p.name)
+    assert reach.capped == frozenset({subject(p, "hot")})
+    state = await history.as_of(js, stream, everything, early)
+    assert "kept only later states" in (reach.missing(early, state.first_at) or "")
+    kept = await history.object_states(js, stream, subject(p, "hot"))
+    assert [m.data for m in kept] == [b"hot@3", b"hot@4"]
+    assert await history.earliest_moment(js, stream, reach, everything) == pytest.approx(kept[0].stored_at, abs=1e-6)
+    assert reach.missing(kept[0].stored_at, (await history.as_of(js, stream, everything, kept[0].stored_at)).first_at
+                         ) is None
