@@ -125,6 +125,26 @@ def resource_filter(*, prefix: str, plan_namespace: str, plan_name: str, group: 
     return ".".join((*tokens, ">"))
 
 
+def object_filter(prefix: str, plan_namespace: str, plan_name: str, key: ObjectKey) -> str:
+    """Every subject of one object, whichever API version carried it."""
+    return ".".join((prefix, plan_token(plan_namespace, plan_name),
+                     encode_token(key.group) if key.group else CORE_GROUP_TOKEN, "*", encode_token(key.resource),
+                     encode_token(key.namespace) if key.namespace else CLUSTER_SCOPED_TOKEN, encode_token(key.name)))
+
+
+def parse_ref(text: str) -> ObjectKey:
+    """An object as the operator commands print it: ``resource.group/namespace/name`` (group
+    ``core`` for the core API), ``resource.group/name`` for a cluster-scoped one."""
+    kind, _, rest = text.partition("/")
+    resource, dot, group = kind.partition(".")
+    parts = rest.split("/")
+    if not resource or not dot or not group or not all(parts) or len(parts) > 2:
+        raise SubjectError(f"{text!r} is not an object (resource.group/namespace/name, e.g. "
+                           f"configmaps.core/shop/settings, deployments.apps/shop/web, namespaces.core/shop)")
+    namespace, name = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    return ObjectKey("" if group == CORE_GROUP_TOKEN else group, resource, namespace, name)
+
+
 def dead_letter_subject(prefix: str, subject: str) -> str:
     """Where a refused change of ``subject`` (one of the plan's subjects) is dead-lettered: a subject
     per object, so the stream's per-subject history keeps the last letters of every object rather

@@ -210,6 +210,38 @@ async def _ask(client: Any, args: argparse.Namespace, action: str) -> int:
     return code
 
 
+def _history(args: argparse.Namespace) -> int:
+    from schemas import subjects
+    from services.common import history as stream_history
+    from services.common import keys as stream_keys
+    from services.operate import broker, history, output, requests
+
+    try:
+        key = subjects.parse_ref(args.ref)
+    except subjects.SubjectError as exc:
+        raise output.CommandError(str(exc)) from exc
+
+    async def run() -> int:
+        async with _client(args) as client:
+            await requests.get_plan(client, args.namespace, args.plan)
+            nc = await broker.connect(client, args.namespace, args.nats_url)
+            try:
+                js = nc.jetstream()
+                stream = subjects.stream_name(args.namespace, args.plan)
+                found = await stream_history.object_states(
+                    js, stream, subjects.object_filter(args.subject_prefix, args.namespace, args.plan, key))
+                keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
+                shown = await history.states(found, keys.decode)
+            finally:
+                await nc.close()
+        if not shown:
+            raise output.CommandError(f"the stream of {args.plan} holds no state of {args.ref}")
+        sys.stdout.write(history.render(shown, args.output))
+        return output.OK
+
+    return asyncio.run(run())
+
+
 def _diff(args: argparse.Namespace) -> int:
     from services.operate import diff, output
 
@@ -229,6 +261,14 @@ def _operating(parser: argparse.ArgumentParser, *, formats: bool = False) -> Non
     parser.add_argument("-n", "--namespace", default=settings.NAMESPACE, help="of the plans and jobs")
     if formats:
         parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+
+def _streaming(parser: argparse.ArgumentParser) -> None:
+    """Flags of the commands that read the stream."""
+    parser.add_argument("--nats-url", help="the broker (default: $STANDBY_NATS_URL, else nats://127.0.0.1:4222); "
+                                           "its user and password: $STANDBY_NATS_USER and $STANDBY_NATS_PASSWORD, "
+                                           "else the standby-nats Secret")
+    parser.add_argument("--subject-prefix", default="standby", help=argparse.SUPPRESS)
 
 
 def _waiting(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("plan")
     _operating(df, formats=True)
     df.set_defaults(func=_diff)
+
+    hist = sub.add_parser("history", help="the states the stream holds of one object", epilog=EXIT_CODES,
+                          description="Oldest first: when stored, the event, the source's resourceVersion, the stream "
+                                      "sequence and the fields changed since the state before; -o json|yaml adds "
+                                      "each state (a Secret's values as fingerprints). Reads the stream: "
+                                      "--nats-url, or `kubectl port-forward -n standby-system svc/nats 4222`.")
+    hist.add_argument("plan")
+    hist.add_argument("ref", help="the object: resource.group/namespace/name, e.g. deployments.apps/shop/web")
+    _streaming(hist)
+    _operating(hist, formats=True)
+    hist.set_defaults(func=_history)
 
     dlq = sub.add_parser("dlq", help="a plan's dead letters: list, show, retry, purge", epilog=EXIT_CODES,
                          description="list: the objects whose last change failed, and why (exit 1 if any); show: "

@@ -5,8 +5,10 @@ exit codes scripts can rely on, and `standby failover` creates, follows and judg
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,3 +231,59 @@ async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purg
     finally:
         await h.delete(pipe.dst, BINDING)
         await h.delete(pipe.dst, POLICY)
+
+
+async def test_the_history_of_one_object_from_the_stream(pipe: Pipeline, registered: LocalCluster,
+                                                         nats_server: LocalNats) -> None:
+    """`standby history` reads the stream (the broker's user and password from the standby-nats
+    Secret, as an install has it): each state, what changed, a Secret's values never shown."""
+    ns = "op-hist"
+    await h.namespace(pipe.src, ns)
+    core = f"/api/v1/namespaces/{ns}"
+    secret_path = f"/api/v1/namespaces/{h.SYSTEM}/secrets/standby-nats"
+    await pipe.dst.apply(secret_path, {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "standby-nats", "namespace": h.SYSTEM}, "stringData": {
+        "NATS_USER": nats_server.user, "NATS_PASSWORD": nats_server.password}}, field_manager="test")
+    await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": r, "filters": {"namespaces": [ns]}}
+                                                  for r in ("configmaps", "secrets")], forceNamespaceCreation=True))
+    try:
+        for value in ("v1", "v2"):
+            await pipe.src.apply(f"{core}/configmaps/settings", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": "settings", "namespace": ns}, "data": {"k": value}}, field_manager="test")
+            await pipe.src.apply(f"{core}/secrets/db", {"apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "db", "namespace": ns}, "stringData": {"password": f"hunter-{value}"}}, field_manager="test")
+            await h.eventually(_has(pipe, f"{core}/configmaps/settings", value), timeout=30)
+        await pipe.src.request("DELETE", f"{core}/configmaps/settings")
+        url = ["--nats-url", nats_server.url]
+
+        async def three_states() -> Ran:
+            ran = await standby(registered, "history", ns, f"configmaps.core/{ns}/settings", *url)
+            assert ran.code == 0 and len(ran.out.splitlines()) == 4, (ran.code, ran.out, ran.err)
+            return ran
+        ran = await h.eventually(three_states, timeout=30)
+        lines = ran.out.splitlines()
+        assert lines[0].split() == ["TIME", "EVENT", "RESOURCEVERSION", "SEQUENCE", "CHANGED"]
+        assert lines[1].split()[1] == "UPSERT" and lines[1].endswith("(created)"), lines
+        assert lines[2].split()[1] == "UPSERT" and lines[2].endswith("/data/k"), lines
+        assert lines[3].split()[1] == "DELETE", lines
+
+        ran = await standby(registered, "history", ns, f"secrets.core/{ns}/db", "-o", "json", *url)
+        assert ran.code == 0, ran.err
+        states = json.loads(ran.out)
+        assert [s["changed"] for s in states] == [["(created)"], ["/data/password"]]
+        prints = [s["object"]["data"]["password"] for s in states]
+        assert all(p.startswith("masked:") for p in prints) and prints[0] != prints[1]
+        assert "hunter" not in ran.out and base64.b64encode(b"hunter-v1").decode() not in ran.out
+
+        ran = await standby(registered, "history", ns, f"configmaps.core/{ns}/never", *url)
+        assert ran.code == 2 and "holds no state of" in ran.err, ran.err
+        ran = await standby(registered, "history", ns, "settings", *url)
+        assert ran.code == 2 and "is not an object" in ran.err, ran.err
+    finally:
+        await h.delete(pipe.dst, secret_path)
+
+
+def _has(pipe: Pipeline, path: str, value: str) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        assert (await pipe.dst.get(path))["data"] == {"k": value}
+    return check

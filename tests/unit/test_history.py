@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from schemas import subjects
 from services.common import streams
 from services.watcher.history import Before, purges, states_before
 
@@ -32,3 +33,23 @@ def test_a_deliverys_position_is_read_from_its_reply_subject(reply: str, positio
 def test_a_reply_that_is_not_a_delivery_is_refused() -> None:
     with pytest.raises(ValueError, match="not a JetStream delivery"):
         streams.delivery_position("_INBOX.abc")
+
+
+@pytest.mark.parametrize("ref", ["configmaps.core/shop/settings", "deployments.apps/shop/web", "namespaces.core/shop",
+                                 "widgets.example.com/ns/w-1"])
+def test_an_object_reference_reads_back_as_printed(ref: str) -> None:
+    assert str(subjects.parse_ref(ref)) == ref
+
+
+@pytest.mark.parametrize("ref", ["configmaps/shop/settings", "configmaps.core", "configmaps.core/a/b/c", ".core/x",
+                                 "configmaps.core//x"])
+def test_a_reference_that_names_no_object_is_refused(ref: str) -> None:
+    with pytest.raises(subjects.SubjectError, match="is not an object"):
+        subjects.parse_ref(ref)
+
+
+def test_an_objects_filter_matches_its_subject_in_every_version() -> None:
+    key = subjects.parse_ref("deployments.apps/shop/web")
+    subject = subjects.object_subject(prefix="standby", plan_namespace="sys", plan_name="p", group="apps",
+                                      version="v1", resource="deployments", namespace="shop", name="web")
+    assert subjects.object_filter("standby", "sys", "p", key) == subject.replace(".v1.", ".*.")
