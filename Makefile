@@ -39,6 +39,7 @@ bench: setup
 	cd benchmarks && ../$(PY) sync.py
 	cd benchmarks && ../$(PY) activation.py
 	cd benchmarks && ../$(PY) clients.py
+	cd benchmarks && ../$(PY) history.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds
