@@ -48,6 +48,14 @@ async def publish(js: JetStreamContext, p: plans.Plan, name: str, type_: str, rv
     return ack.seq
 
 
+async def a_moment() -> float:
+    """A moment between two changes stored before and after it."""
+    await asyncio.sleep(0.02)
+    at = time.time()
+    await asyncio.sleep(0.02)
+    return at
+
+
 async def remaining(js: JetStreamContext, p: plans.Plan) -> dict[str, list[bytes]]:
     out: dict[str, list[bytes]] = {}
     async for m in streams.scan(js, subjects.stream_name(p.namespace, p.name),
@@ -119,15 +127,10 @@ async def test_the_state_as_of_a_moment_is_each_objects_last_change_at_or_before
     await streams.ensure_stream(js, NATS, p.namespace, p.name, p.spec.history)
     await publish(js, p, "a", "UPSERT", 1)
     await publish(js, p, "b", "UPSERT", 2)
-    await asyncio.sleep(0.02)
-    t1 = time.time()
-    await asyncio.sleep(0.02)
-    await publish(js, p, "a", "UPSERT", 3)
-    await publish(js, p, "b", "DELETE", 4)
-    await publish(js, p, "c", "UPSERT", 5)
-    await asyncio.sleep(0.02)
-    t2 = time.time()
-    await asyncio.sleep(0.02)
+    t1 = await a_moment()
+    for name, type_, rv in (("a", "UPSERT", 3), ("b", "DELETE", 4), ("c", "UPSERT", 5)):
+        await publish(js, p, name, type_, rv)
+    t2 = await a_moment()
     await publish(js, p, "a", "UPSERT", 6)
 
     def bodies(states: dict[str, streams.Scanned]) -> dict[str, bytes]:
