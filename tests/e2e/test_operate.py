@@ -164,17 +164,19 @@ async def refuse_poison(pipe: Pipeline, ns: str) -> None:
                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}},
         field_manager="test")
 
-    async def enforced() -> None:  # the policy is compiled and loaded a moment after it is created
-        probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "labels": {"poison": "1"}}}
-        try:
-            await pipe.dst.request("POST", f"/api/v1/namespaces/{ns}/configmaps", body=probe,
-                                   params={"dryRun": "All"})
-        except ApiError as exc:
-            refused = exc
-        else:
-            raise AssertionError("not enforced yet")
-        assert refused.status == 422, refused
-    await h.eventually(enforced, timeout=30, interval=0.3)
+    await h.eventually(lambda: poison_refused(pipe, ns, True), timeout=30, interval=0.3)
+
+
+async def poison_refused(pipe: Pipeline, ns: str, refused: bool) -> None:
+    """Whether the stand-by's admission refuses a poisoned ConfigMap now: a policy, and the removal of
+    its binding, take effect a moment after they are written."""
+    probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "labels": {"poison": "1"}}}
+    try:
+        await pipe.dst.request("POST", f"/api/v1/namespaces/{ns}/configmaps", body=probe, params={"dryRun": "All"})
+    except ApiError as exc:
+        assert refused and exc.status == 422, exc
+    else:
+        assert not refused, "not enforced yet"
 
 
 async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purged(
@@ -204,6 +206,7 @@ async def test_a_dead_letter_is_listed_retried_after_its_cause_is_fixed_and_purg
         assert ran.code == 1 and "failed again" in ran.err, (ran.out, ran.err)  # the cause is still there
 
         await h.delete(pipe.dst, BINDING)  # the cause, fixed
+        await h.eventually(lambda: poison_refused(pipe, ns, False), timeout=30, interval=0.3)
         ran = await standby(registered, "dlq", "retry", ns, "--wait", "--timeout", "60s")
         assert ran.code == 0, (ran.out, ran.err)
         assert (await pipe.dst.get(f"/api/v1/namespaces/{ns}/configmaps/bad"))["data"] == {"k": "v"}
@@ -240,10 +243,7 @@ async def test_the_history_of_one_object_from_the_stream(pipe: Pipeline, registe
     ns = "op-hist"
     await h.namespace(pipe.src, ns)
     core = f"/api/v1/namespaces/{ns}"
-    secret_path = f"/api/v1/namespaces/{h.SYSTEM}/secrets/standby-nats"
-    await pipe.dst.apply(secret_path, {"apiVersion": "v1", "kind": "Secret", "metadata": {
-        "name": "standby-nats", "namespace": h.SYSTEM}, "stringData": {
-        "NATS_USER": nats_server.user, "NATS_PASSWORD": nats_server.password}}, field_manager="test")
+    secret_path = await broker_credentials(pipe, nats_server)
     await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": r, "filters": {"namespaces": [ns]}}
                                                   for r in ("configmaps", "secrets")], forceNamespaceCreation=True))
     try:
@@ -281,6 +281,15 @@ async def test_the_history_of_one_object_from_the_stream(pipe: Pipeline, registe
         assert ran.code == 2 and "is not an object" in ran.err, ran.err
     finally:
         await h.delete(pipe.dst, secret_path)
+
+
+async def broker_credentials(pipe: Pipeline, nats_server: LocalNats) -> str:
+    """The standby-nats Secret an install has (the commands that read the stream use it); its path."""
+    path = f"/api/v1/namespaces/{h.SYSTEM}/secrets/standby-nats"
+    await pipe.dst.apply(path, {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "standby-nats", "namespace": h.SYSTEM}, "stringData": {
+        "NATS_USER": nats_server.user, "NATS_PASSWORD": nats_server.password}}, field_manager="test")
+    return path
 
 
 def _has(pipe: Pipeline, path: str, value: str) -> Callable[[], Awaitable[None]]:
