@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import kinds, sanitizing, transforms
+from schemas import api, kinds, sanitizing, transforms
 from schemas.envelope import Envelope
 
 Obj = dict[str, Any]
@@ -37,6 +37,32 @@ class Active:
     """As the object runs: activation's ``fromOriginal``, or a restore into a source."""
 
     from_patch: Sequence[Op] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ResourceWriting:
+    """How a plan writes one resource: its patch on the copies, and how activation undoes it."""
+
+    plan_patch: tuple[Op, ...] = ()
+    from_patch: tuple[Op, ...] = ()
+    from_original: bool = False
+
+
+def writing(spec: api.RecoveryPlanSpec) -> dict[tuple[str, str], ResourceWriting]:
+    """Per (group, resource) of a plan."""
+    return {(r.group, r.resource): ResourceWriting(
+        tuple(op.as_operation() for op in r.transformation.patch),
+        tuple(op.as_operation() for op in r.recovery_process.from_patch),
+        r.recovery_process.from_original.enabled) for r in spec.resources}
+
+
+def deactivated(env: Envelope, sequence: int, rules: ResourceWriting, *, plan_namespace: str, plan_name: str,
+                previous_inverse: list[Op] | None = None) -> Deactivated:
+    """How the change at stream ``sequence`` is written as a copy of the plan."""
+    return Deactivated(transforms.Provenance(plan_namespace, plan_name, env.epoch, env.source_uid,
+                                             env.source_resource_version, sequence, rules.from_patch,
+                                             rules.from_original),
+                       plan_patch=rules.plan_patch, previous_inverse=previous_inverse)
 
 
 def original(env: Envelope) -> Obj:

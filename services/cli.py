@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from schemas import durations
 from services.common import settings
 
+NEGATIVE_DURATION = re.compile(r"^-((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)?)+$")
 DEV_COMMANDS = "services.devenv.cli"  # imported by name: it is absent from the production image
 
 
@@ -242,6 +244,83 @@ def _history(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _rebuild(args: argparse.Namespace) -> int:
+    from schemas import rebuilds
+    from services.common import history as stream_history
+    from services.common import keys as stream_keys
+    from services.common import plans, rebuilding
+    from services.operate import broker, output, rebuild, requests
+
+    try:
+        req_at = rebuild.parse_moment(args.at, time.time())
+        selection = rebuilds.Selection.of(
+            namespaces=[n for n in (args.namespaces or "").split(",") if n],
+            resources=[r for r in (args.resources or "").split(",") if r],
+            names=[n for n in (args.names or "").split(",") if n], labels=rebuild.parse_labels(args.selector))
+    except rebuilds.SelectionError as exc:
+        raise output.CommandError(str(exc)) from exc
+    mode: rebuilding.Mode = "Active" if args.active else "Deactivated"
+    stages = output.Stages()
+
+    async def run() -> int:
+        async with _client(args) as client:
+            try:
+                plan = plans.parse_plan(await requests.get_plan(client, args.namespace, args.plan))
+            except plans.PlanError as exc:
+                raise output.CommandError(f"recoveryplan {args.namespace}/{args.plan}: {exc.message}") from exc
+            where = await rebuild.target(client, plan, args.target_cluster)
+            nc = await broker.connect(client, args.namespace, args.nats_url)
+            try:
+                await rebuild.refuse_unsafe(client, plan, where, mode)
+                req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix)
+                keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
+                try:
+                    state = await rebuilding.read_state(nc.jetstream(), keys, req)
+                    prepared = await rebuilding.prepare(where.client, state, req)
+                except rebuilding.RebuildError as exc:
+                    raise output.CommandError(str(exc)) from exc
+                earliest = stream_history.rfc3339(state.earliest) if state.earliest is not None else "-"
+                stages.line(f"{plan.key} as of {stream_history.rfc3339(state.at)} (earliest available {earliest}): "
+                            f"{len(state.changes)} objects into {where.name}, {mode.lower()}")
+                if args.dry_run:
+                    sys.stdout.write(rebuild.render_steps(prepared.steps, args.output))
+                    return output.OK
+                return await write(client, plan, where, prepared)
+            finally:
+                await nc.close()
+                if where.client is not client:
+                    await where.client.close()
+
+    async def write(client: Any, plan: Any, where: Any, prepared: Any) -> int:
+        pause = where.live_standby and mode == "Deactivated" and not plan.spec.suspend
+        if pause:
+            await rebuild.set_suspended(client, plan, True)
+            await rebuild.wait_suspended(client, plan)
+            stages.line(f"{plan.key} paused")
+        done = 0
+
+        async def progress(outcome: Any) -> None:
+            nonlocal done
+            done += 1
+            stages.progress(done, len(prepared.steps), "rebuilding")
+        try:
+            outcomes = await rebuilding.execute(where.client, prepared, progress=progress)
+        finally:
+            if pause and req_at is None:
+                await rebuild.set_suspended(client, plan, False)
+                stages.line(f"{plan.key} resumed")
+            elif pause:  # resumed, the syncer would bring the stream's latest state back
+                stages.line(f"{plan.key} left suspended at the rebuilt moment; fail over, or resume it to follow "
+                            f"the source again: kubectl patch rp {plan.name} -n {plan.namespace} --type merge "
+                            f"""-p '{{"spec":{{"suspend":false}}}}'""")
+        counted = rebuilding.counts(outcomes)
+        stages.line(", ".join(f"{n} {what}" for what, n in counted.items()))
+        sys.stdout.write(rebuild.render_outcomes(outcomes))
+        return output.NOT_MET if counted["failed"] else output.OK
+
+    return asyncio.run(run())
+
+
 def _diff(args: argparse.Namespace) -> int:
     from services.operate import diff, output
 
@@ -325,6 +404,32 @@ def build_parser() -> argparse.ArgumentParser:
     _streaming(hist)
     _operating(hist, formats=True)
     hist.set_defaults(func=_history)
+
+    rb = sub.add_parser("rebuild", help="a plan's objects as of a moment, from its stream into a cluster",
+                        epilog=EXIT_CODES,
+                        description="From the plan's stream into the live stand-by (default) or --target-cluster "
+                                    "(a ManagedCluster), deactivated (a stand-by) or --active (a restore), the "
+                                    "whole plan or a part, as of now or --at. CRDs and namespaces first. "
+                                    "Rebuilding the live stand-by pauses the plan and resumes it. Objects the "
+                                    "rebuilt state does not hold are removed only with --prune, and only the "
+                                    "plan's copies. Reads the stream: --nats-url.")
+    rb.add_argument("plan")
+    # `--at -15m`: argparse takes a value that starts with "-" for an option unless it looks like a
+    # negative number; this parser has no option that does, so a negative duration is one too.
+    rb._negative_number_matcher = NEGATIVE_DURATION  # type: ignore[attr-defined]
+    rb.add_argument("--at", help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration (-15m); "
+                                 "default: now")
+    rb.add_argument("--target-cluster", help="a ManagedCluster (default: the plan's stand-by)")
+    rb.add_argument("--active", action="store_true", help="write the objects active (a restore), not deactivated")
+    rb.add_argument("--namespaces", help="only these namespaces (comma-separated)")
+    rb.add_argument("--resources", help="only these resources: deployments.apps,configmaps")
+    rb.add_argument("--names", help="only objects of these names (comma-separated)")
+    rb.add_argument("-l", "--selector", help="only objects with these labels: key=value,...")
+    rb.add_argument("--prune", action="store_true", help="remove the plan's copies the rebuilt state does not hold")
+    rb.add_argument("--dry-run", action="store_true", help="print what would be created, changed and deleted")
+    _streaming(rb)
+    _operating(rb, formats=True)
+    rb.set_defaults(func=_rebuild)
 
     dlq = sub.add_parser("dlq", help="a plan's dead letters: list, show, retry, purge", epilog=EXIT_CODES,
                          description="list: the objects whose last change failed, and why (exit 1 if any); show: "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import annotations as ann
-from schemas import api, kinds, sanitizing, selection, transforms
+from schemas import api, comparing, kinds, sanitizing, selection, transforms
 from schemas.jsondata import clone
 from services.common import plans, settings
 from services.common.kube import ApiError, KubeClient, UnreachableError
@@ -43,17 +43,6 @@ def _ref(group: str, resource: str, meta: Mapping[str, Any]) -> str:
     return f"{resource}.{group or 'core'}/{where}{meta['name']}"
 
 
-def comparable(obj: Obj) -> Obj:
-    """What is compared: no server-set fields, no Standby bookkeeping, no status."""
-    out = transforms.strip_bookkeeping(sanitizing.sanitize(clone(obj)))
-    out.pop("status", None)
-    meta = out.get("metadata") or {}
-    for key in ("labels", "annotations"):
-        if key in meta and not meta[key]:
-            del meta[key]
-    return out
-
-
 def expected_copy(source: Obj, plan: plans.Plan, selector: api.ResourceSelector, existing: Obj | None) -> Obj:
     """The copy ``source`` should have in the stand-by (as the syncer writes it)."""
     provenance = transforms.Provenance(plan.namespace, plan.name, 0, "", "")
@@ -61,28 +50,6 @@ def expected_copy(source: Obj, plan: plans.Plan, selector: api.ResourceSelector,
     return transforms.deactivate(sanitizing.sanitize(clone(source)), provenance,
                                  plan_patch=[op.as_operation() for op in selector.transformation.patch],
                                  previous_inverse=previous)
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def changed_paths(have: Any, want: Any, at: str = "") -> list[str]:
-    """JSON pointers of every leaf that differs (a key on one side only is a leaf too); lists of
-    the same length are compared item by item, others as a whole."""
-    if isinstance(have, dict) and isinstance(want, dict):
-        out = []
-        for key in sorted(set(have) | set(want)):
-            here = f"{at}/{_escape(key)}"
-            one = have.get(key, want.get(key))
-            if (key not in have or key not in want) and not (isinstance(one, dict) and one):
-                out.append(here)
-            else:  # a map on one side only: its leaves
-                out += changed_paths(have.get(key, {}), want.get(key, {}), here)
-        return out
-    if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
-        return [p for i, (a, b) in enumerate(zip(have, want, strict=True)) for p in changed_paths(a, b, f"{at}/{i}")]
-    return [] if have == want else [at or "/"]
 
 
 def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence[Obj], plan: plans.Plan,
@@ -97,7 +64,8 @@ def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence
         if copy is None:
             out.append(Difference("missing", _ref(group, resource, meta)))
             continue
-        fields = tuple(changed_paths(comparable(copy), comparable(expected_copy(obj, plan, selector, copy))))
+        fields = tuple(comparing.changed_paths(comparing.comparable(copy),
+                                                comparing.comparable(expected_copy(obj, plan, selector, copy))))
         if fields:
             out.append(Difference("different", _ref(group, resource, meta), fields))
     out += [Difference("extra", _ref(group, resource, c["metadata"])) for c in by_name.values()]

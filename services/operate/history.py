@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import codec, sealing
+from schemas.comparing import changed_paths
 from schemas.envelope import Envelope
 from services.common import streams
 from services.common.history import rfc3339
 from services.operate import output
-from services.operate.diff import changed_paths
 
 COLUMNS = ("time", "event", "resourceVersion", "sequence", "changed")
 Obj = dict[str, Any]

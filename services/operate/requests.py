@@ -21,13 +21,13 @@ POLL_SECONDS = 0.5
 DEAD_LETTER_COLUMNS = ("ref", "reason", "sequence", "failed")
 
 
-def _path(namespace: str, plan: str) -> str:
+def plan_path(namespace: str, plan: str) -> str:
     return f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans/{plan}"
 
 
 async def get_plan(client: KubeClient, namespace: str, plan: str) -> dict[str, Any]:
     try:
-        return await client.get(_path(namespace, plan))
+        return await client.get(plan_path(namespace, plan))
     except ApiError as exc:
         if exc.not_found:
             raise output.CommandError(f"recoveryplan {namespace}/{plan} not found") from exc
@@ -66,7 +66,7 @@ async def request(client: KubeClient, namespace: str, plan: str, annotation: str
     the plan as it was just before."""
     before = await get_plan(client, namespace, plan)
     token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    await client.request("PATCH", _path(namespace, plan), content_type="application/merge-patch+json",
+    await client.request("PATCH", plan_path(namespace, plan), content_type="application/merge-patch+json",
                          body={"metadata": {"annotations": {annotation: token}}})
     return token, before
 

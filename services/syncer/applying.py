@@ -102,11 +102,7 @@ class PlanApplier:
     namespace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.patches = {(r.group, r.resource): [op.as_operation() for op in r.transformation.patch]
-                        for r in self.plan.spec.resources}
-        self.recovery = {(r.group, r.resource): (tuple(op.as_operation() for op in r.recovery_process.from_patch),
-                                                 r.recovery_process.from_original.enabled)
-                         for r in self.plan.spec.resources}
+        self.writing = restoring.writing(self.plan.spec)
         self.recreates = RateLimiter(self.settings.deletes.recreates_per_minute)
         d = self.settings.deletes
         self.breaker = DeleteBreaker.restored(
@@ -202,16 +198,15 @@ class PlanApplier:
                       sequence: int) -> Done:
         if env.body is None:
             raise PermanentError("EmptyBody", f"{env.ref}: UPSERT without a body")
-        from_patch, from_original = self.recovery.get((info.group, info.resource), ((), False))
-        provenance = transforms.Provenance(self.plan.namespace, self.plan.name, env.epoch, env.source_uid,
-                                           env.source_resource_version, sequence, from_patch, from_original)
         # What the copy remembers belongs to the object it was made from; a re-created source object
         # (new uid) starts afresh.
         same_object = current is not None and current.source_uid in (None, env.source_uid)
+        how = restoring.deactivated(env, sequence, self.writing.get((info.group, info.resource),
+                                                                    restoring.ResourceWriting()),
+                                    plan_namespace=self.plan.namespace, plan_name=self.plan.name,
+                                    previous_inverse=current.inverse if current and same_object else None)
         try:
-            body = restoring.object_to_write(env, info.api_version, info.kind, restoring.Deactivated(
-                provenance, plan_patch=self.patches.get((info.group, info.resource), ()),
-                previous_inverse=current.inverse if current and same_object else None))
+            body = restoring.object_to_write(env, info.api_version, info.kind, how)
         except transforms.PatchError as exc:
             raise PermanentError("PlanPatchDoesNotApply", f"{env.ref}: {exc}") from exc
         started = time.monotonic()

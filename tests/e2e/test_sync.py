@@ -227,7 +227,7 @@ async def test_a_deleted_consumer_is_created_again_and_catches_up(pipe: Pipeline
 
 
 async def test_rebuild_by_the_runbook_restores_deleted_copies(pipe: Pipeline) -> None:
-    """docs/operations.md "Rebuild a stand-by": suspend the plan, delete the copies and the durable
+    """Replaying the stream from its start: suspend the plan, delete the copies and the durable
     consumer, resume. Nothing changed in the source, so the copies come back from the stream alone."""
     ns = "rebuild"
     await h.namespace(pipe.src, ns)

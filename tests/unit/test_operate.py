@@ -116,7 +116,7 @@ def test_a_kubeconfig_without_the_context_is_one_line_and_exit_2(tmp_path: objec
 
 
 def test_diff_names_leaves_and_sides() -> None:
-    from services.operate.diff import changed_paths
+    from schemas.comparing import changed_paths
 
     have = {"metadata": {"labels": {"team": "x", "app": "a"}}, "spec": {"replicas": 0, "ports": [{"port": 80}]}}
     want = {"metadata": {"labels": {"app": "a"}}, "spec": {"replicas": 0, "ports": [{"port": 81}]}, "data": {}}

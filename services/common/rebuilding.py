@@ -1,0 +1,272 @@
+"""A rebuild: a plan's objects as of a moment, from its stream into a target cluster.
+
+1. **Read**: every object's state as of the moment (:func:`services.common.history.as_of`), after
+   checking the moment is within reach; a sealed Secret whose key is not held, or a moment out of
+   reach, stops the rebuild before anything is written.
+2. **Compare**: the target's objects of the rebuilt resources against the objects to write
+   (:mod:`schemas.restoring`, deactivated as the syncer writes copies or active as a restore
+   writes them), giving the steps (:func:`schemas.rebuilds.steps`).
+3. **Write**, unless a dry run: in activation's order, one rank at a time (a CRD is Established
+   before the custom resources of the next ranks are resolved), ``concurrency`` objects at once; a
+   missing namespace is created. Each step has its result; a failed one does not stop the others.
+
+The caller decides what surrounds it (pausing the plan's sync, the Rebuild resource's status)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nats.js import JetStreamContext
+
+from schemas import annotations as ann
+from schemas import codec, rebuilds, restoring, sealing, subjects, transforms
+from schemas.envelope import Envelope
+from schemas.subjects import ObjectKey
+from services.common import history, plans
+from services.common.keys import StreamKeys
+from services.common.kube import ApiError, KubeClient, NotServedError, ResourceInfo, UnreachableError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Mode = Literal["Deactivated", "Active"]
+CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
+
+
+class RebuildError(Exception):
+    """The rebuild cannot start: nothing was written."""
+
+
+@dataclass(frozen=True)
+class Request:
+    plan: plans.Plan
+    at: float | None = None  # unix time; None: now
+    mode: Mode = "Deactivated"
+    selection: rebuilds.Selection = field(default_factory=rebuilds.Selection)
+    prune: bool = False
+    prefix: str = "standby"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object of the rebuilt state: the change that set it, where it is in the stream."""
+
+    key: ObjectKey
+    version: str
+    env: Envelope
+    sequence: int
+
+
+@dataclass(frozen=True)
+class State:
+    at: float
+    earliest: float | None
+    changes: dict[ObjectKey, Change]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: rebuilds.Step
+    ok: bool
+    message: str = ""
+
+
+@dataclass
+class Plan:
+    """What a rebuild will do: its steps, and the objects to write."""
+
+    state: State
+    steps: list[rebuilds.Step]
+    bodies: dict[ObjectKey, Obj]
+    infos: dict[ObjectKey, ResourceInfo | None]  # None: not served in the target yet (its CRD is rebuilt)
+
+
+async def read_state(js: JetStreamContext, keys: StreamKeys, req: Request, *,
+                     clock: Callable[[], float] = time.time) -> State:
+    plan = req.plan
+    stream = subjects.stream_name(plan.namespace, plan.name)
+    everything = subjects.plan_filter(req.prefix, plan.namespace, plan.name)
+    now = clock()
+    at = now if req.at is None else req.at
+    if at > now + 1:
+        raise RebuildError(f"{history.rfc3339(at)} is in the future (now: {history.rfc3339(now)})")
+    reach = await history.reach(js, stream, prefix=req.prefix, plan_namespace=plan.namespace, plan_name=plan.name)
+    earliest = await history.earliest_moment(js, stream, reach, everything)
+    state = await history.as_of(js, stream, everything, at)
+    if (why := reach.missing(at, state.first_at)) is not None:
+        since = f"; the earliest moment available is {history.rfc3339(earliest)}" if earliest is not None else ""
+        raise RebuildError(f"{plan.key} cannot be rebuilt as of {history.rfc3339(at)}: {why}{since}")
+    changes: dict[ObjectKey, Change] = {}
+    for subject, msg in state.present().items():
+        try:
+            parts = subjects.parse_subject(subject, prefix=req.prefix)
+        except subjects.SubjectError:
+            continue
+        try:
+            env = await keys.decode(msg.data)
+        except sealing.UnknownKeyError as exc:
+            raise RebuildError(f"{parts.key} is sealed under a key not held ({exc}); apply the stream keys "
+                               f"Secret first") from exc
+        except codec.DecodeError as exc:
+            raise RebuildError(f"{parts.key} (stream sequence {msg.sequence}) cannot be read: {exc}") from exc
+        if env.body is not None and req.selection.admits(parts.key, env.body):
+            changes[parts.key] = Change(parts.key, parts.version, env, msg.sequence)
+    return State(at, earliest, changes)
+
+
+async def _info(target: KubeClient, group: str, version: str, resource: str) -> ResourceInfo | None:
+    try:
+        return await target.resolve(group, version, resource)
+    except NotServedError:
+        return None
+
+
+async def _present(target: KubeClient, info: ResourceInfo, namespaces: frozenset[str]) -> dict[ObjectKey, Obj]:
+    scopes = sorted(namespaces) if info.namespaced and namespaces else [""]
+    out: dict[ObjectKey, Obj] = {}
+    for scope in scopes:
+        try:
+            items, _ = await target.list_all(info.collection(scope))
+        except ApiError as exc:
+            if exc.not_found:
+                continue
+            raise
+        for obj in items:
+            meta = obj["metadata"]
+            obj.setdefault("apiVersion", info.api_version)
+            obj.setdefault("kind", info.kind)
+            out[ObjectKey(info.group, info.resource, meta.get("namespace", ""), meta["name"])] = obj
+    return out
+
+
+async def prepare(target: KubeClient, state: State, req: Request) -> Plan:
+    """The steps from what ``target`` holds to the rebuilt state (reads only)."""
+    resources = {(c.key.group, c.version, c.key.resource) for c in state.changes.values()}
+    if req.prune:  # the plan's own resources, so that a copy of a resource now empty is found too
+        resources |= {(r.group, r.version, r.resource) for r in req.plan.spec.resources}
+    infos = {r: await _info(target, *r) for r in sorted(resources)}
+    present: dict[ObjectKey, Obj] = {}
+    by_key: dict[ObjectKey, ResourceInfo | None] = {}
+    for info in infos.values():
+        if info is not None:
+            found = await _present(target, info, req.selection.namespaces)
+            present |= {k: v for k, v in found.items() if req.selection.admits(k, v)}
+            by_key |= dict.fromkeys(found, info)
+    writing = restoring.writing(req.plan.spec)
+    bodies: dict[ObjectKey, Obj] = {}
+    for key, change in state.changes.items():
+        info = infos.get((key.group, change.version, key.resource))
+        by_key[key] = info
+        api_version = f"{key.group}/{change.version}" if key.group else change.version
+        how: restoring.Deactivated | restoring.Active
+        rules = writing.get((key.group, key.resource), restoring.ResourceWriting())
+        if req.mode == "Deactivated":
+            existing = present.get(key)
+            same = existing is not None and rebuilds.is_plans_copy(existing, req.plan.key) and (
+                (existing["metadata"].get("annotations") or {}).get(ann.SOURCE_UID) == change.env.source_uid)
+            how = restoring.deactivated(change.env, change.sequence, rules, plan_namespace=req.plan.namespace,
+                                        plan_name=req.plan.name,
+                                        previous_inverse=transforms.inverse_of(existing) if same and existing else None)
+        else:
+            how = restoring.Active(rules.from_patch)
+        try:
+            bodies[key] = restoring.object_to_write(change.env, api_version, change.env.ref.kind, how)
+        except transforms.PatchError as exc:
+            raise RebuildError(f"{key}: the plan's patch does not apply: {exc}") from exc
+    steps = rebuilds.steps(bodies, present, prune=req.prune, plan_key=req.plan.key)
+    return Plan(state, steps, bodies, by_key)
+
+
+async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
+                  progress: Callable[[Outcome], Awaitable[None]] | None = None) -> list[Outcome]:
+    """Take the steps, one rank at a time. Returns every step's outcome (``unchanged`` ones too)."""
+    outcomes: list[Outcome] = []
+    gate = asyncio.Semaphore(concurrency)
+    made: dict[str, asyncio.Task[None]] = {}
+
+    async def one(step: rebuilds.Step) -> Outcome:
+        async with gate:
+            try:
+                if step.action == "unchanged":
+                    return Outcome(step, True)
+                info = prepared.infos.get(step.key)
+                if info is None:
+                    info = await _resolve_again(target, prepared, step)
+                path = info.item(step.key.namespace, step.key.name)
+                if step.action == "delete":
+                    await target.request("DELETE", path, parse=False)
+                    return Outcome(step, True)
+                await _apply(target, path, prepared.bodies[step.key], step, made)
+                if (step.key.group, step.key.resource) == CRDS:
+                    await _established(target, path)
+                return Outcome(step, True)
+            except (ApiError, UnreachableError, RebuildError, TimeoutError) as exc:
+                return Outcome(step, False, str(exc)[:500])
+
+    ranks: dict[int, list[rebuilds.Step]] = {}
+    for step in prepared.steps:
+        ranks.setdefault(step.rank if step.action != "delete" else 1_000 - step.rank, []).append(step)
+    for rank in sorted(ranks):
+        for outcome in await asyncio.gather(*(one(s) for s in ranks[rank])):
+            outcomes.append(outcome)
+            if progress is not None:
+                await progress(outcome)
+    return outcomes
+
+
+async def _resolve_again(target: KubeClient, prepared: Plan, step: rebuilds.Step) -> ResourceInfo:
+    change = prepared.state.changes.get(step.key)
+    version = change.version if change else ""
+    info = await _info(target, step.key.group, version, step.key.resource)
+    if info is None:
+        raise RebuildError(f"{step.key.resource}.{step.key.group or 'core'} is not served by the target "
+                           f"(its CustomResourceDefinition is neither there nor in the rebuilt state)")
+    prepared.infos[step.key] = info
+    return info
+
+
+async def _apply(target: KubeClient, path: str, body: Obj, step: rebuilds.Step,
+                 made: dict[str, asyncio.Task[None]]) -> None:
+    """Server-side apply; into a namespace the target lacks, once it has been created (one creation
+    per namespace, however many objects wait for it)."""
+    try:
+        await target.apply(path, body, field_manager=ann.FIELD_MANAGER, force=True, parse=False)
+    except ApiError as exc:
+        namespace = step.key.namespace
+        if not (exc.status == 404 and namespace and "namespaces" in exc.message):
+            raise
+        if namespace not in made:
+            made[namespace] = asyncio.ensure_future(_create_namespace(target, namespace))
+        await asyncio.shield(made[namespace])
+        await target.apply(path, body, field_manager=ann.FIELD_MANAGER, force=True, parse=False)
+
+
+async def _create_namespace(target: KubeClient, name: str) -> None:
+    try:
+        await target.request("POST", "/api/v1/namespaces", body={
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+
+
+async def _established(target: KubeClient, path: str, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        crd = await target.get(path)
+        conditions = {c.get("type"): c.get("status") for c in (crd.get("status") or {}).get("conditions") or []}
+        if conditions.get("Established") == "True":
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"{path} not Established after {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+def counts(outcomes: list[Outcome]) -> Mapping[str, int]:
+    done = rebuilds.summary(o.step for o in outcomes if o.ok)
+    return {**done, "failed": sum(1 for o in outcomes if not o.ok)}

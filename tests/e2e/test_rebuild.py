@@ -1,0 +1,159 @@
+"""`standby rebuild` and restores, against the running pipeline on the session's real clusters: a bad
+change replicated to the stand-by is undone there by a rebuild as of the moment before it (dry run
+first; the plan paused and resumed), the same moment is rebuilt into a new empty cluster, and the
+source itself is restored; refused before anything is written when the moment or the target is
+wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import annotations as ann
+from services.common.kube import KubeClient
+from services.devenv import bootstrap
+from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from tests.e2e.conftest import Pipeline
+from tests.e2e.test_operate import broker_credentials, standby
+from tests.support import env as h
+
+NS = "rb-app"
+
+
+@pytest.fixture
+async def empty(env_root: Path, registered: LocalCluster) -> AsyncIterator[LocalCluster]:
+    """A new, empty cluster, registered in the stand-by as ManagedCluster "empty"."""
+    cluster = LocalCluster("empty", env_root).start()
+    bootstrap.register_cluster(registered, "empty", cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cm(name: str, value: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NS,
+                                                                  "labels": {"app": "shop"}}, "data": {"k": value}}
+
+
+def rfc3339(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+async def configmaps(kube: KubeClient) -> dict[str, dict[str, str]]:
+    items = (await kube.get(f"/api/v1/namespaces/{NS}/configmaps", labelSelector="app=shop"))["items"]
+    return {i["metadata"]["name"]: i.get("data") or {} for i in items}
+
+
+async def copies_are(pipe: Pipeline, expected: dict[str, dict[str, str]]) -> None:
+    assert await configmaps(pipe.dst) == expected
+
+
+async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_the_source(
+        pipe: Pipeline, registered: LocalCluster, source: LocalCluster, nats_server: LocalNats,
+        empty: LocalCluster) -> None:
+    core = f"/api/v1/namespaces/{NS}"
+    secret_path = await broker_credentials(pipe, nats_server)
+    bootstrap.register_cluster(registered, "source-writer", source.kubeconfig)  # explicit write credentials
+    await h.namespace(pipe.src, NS)
+    await h.apply_plan(pipe.dst, h.plan_body(NS, [
+        {"version": "v1", "resource": r, "filters": {"namespaces": [NS]}} for r in ("configmaps", "secrets")] + [
+        {"group": "apps", "version": "v1", "resource": "deployments", "filters": {"namespaces": [NS]}}],
+        forceNamespaceCreation=True))
+    url = ["--nats-url", nats_server.url]
+    try:
+        for name in ("a", "b"):
+            await pipe.src.apply(f"{core}/configmaps/{name}", cm(name, "good"), field_manager="test")
+        await pipe.src.apply(f"/apis/apps/v1/namespaces/{NS}/deployments/web", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": NS},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "main", "image": "registry.example/web:1"}]}}}},
+            field_manager="test")
+        good = {"a": {"k": "good"}, "b": {"k": "good"}}
+        await h.eventually(lambda: copies_are(pipe, good), timeout=30)
+
+        # Copies deleted and edited by hand in the stand-by: a rebuild as of now puts them back, and
+        # the plan, paused meanwhile, runs again.
+        await pipe.dst.request("DELETE", f"{core}/configmaps/b")
+        await pipe.dst.request("PATCH", f"{core}/configmaps/a", body={"data": {"k": "by hand"}},
+                               content_type="application/merge-patch+json", params={"fieldManager": "someone"})
+        ran = await standby(registered, "rebuild", NS, "--nats-url", nats_server.url)
+        assert ran.code == 0 and "resumed" in ran.err, (ran.out, ran.err)
+        assert await configmaps(pipe.dst) == good
+        plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{NS}")
+        assert plan["spec"]["suspend"] is False
+        await asyncio.sleep(0.2)
+        before = time.time()  # the moment to go back to
+        await asyncio.sleep(0.2)
+
+        # The bad change: one object edited, one deleted, one created. The stand-by follows.
+        await pipe.src.apply(f"{core}/configmaps/a", cm("a", "bad"), field_manager="test")
+        await pipe.src.request("DELETE", f"{core}/configmaps/b")
+        await pipe.src.apply(f"{core}/configmaps/c", cm("c", "bad"), field_manager="test")
+        await h.eventually(lambda: copies_are(pipe, {"a": {"k": "bad"}, "c": {"k": "bad"}}), timeout=30)
+
+        at = ["--at", rfc3339(before)]
+        ran = await standby(registered, "rebuild", NS, *at, "--prune", "--dry-run", *url)
+        assert ran.code == 0, (ran.out, ran.err)
+        rows = {tuple(line.split()[:2]) for line in ran.out.splitlines()[1:]}
+        assert rows == {("update", f"configmaps.core/{NS}/a"), ("create", f"configmaps.core/{NS}/b"),
+                        ("delete", f"configmaps.core/{NS}/c")}, ran.out
+        assert "earliest available" in ran.err, ran.err
+        assert await configmaps(pipe.dst) == {"a": {"k": "bad"}, "c": {"k": "bad"}}  # a dry run writes nothing
+
+        # The live stand-by, as of the moment before: paused, rebuilt, and left paused (resumed, the
+        # syncer would bring the bad state back): ready to fail over to the state before the change.
+        ran = await standby(registered, "rebuild", NS, *at, "--prune", *url)
+        assert ran.code == 0, (ran.out, ran.err)
+        assert "paused" in ran.err and "left suspended" in ran.err, ran.err
+        assert await configmaps(pipe.dst) == good
+        copy = await pipe.dst.get(f"{core}/configmaps/b")
+        assert copy["metadata"]["labels"][ann.MANAGED] == ann.MANAGED_VALUE  # a copy, as the syncer writes it
+        deployment = await pipe.dst.get(f"/apis/apps/v1/namespaces/{NS}/deployments/web")
+        assert deployment["spec"]["replicas"] == 0  # deactivated
+        plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{NS}")
+        assert plan["spec"]["suspend"] is True
+
+        # The same moment into a new, empty cluster: every object, deactivated, namespaces created.
+        ran = await standby(registered, "rebuild", NS, *at, "--target-cluster", "empty", *url)
+        assert ran.code == 0, (ran.out, ran.err)
+        async with KubeClient.from_kubeconfig(empty.kubeconfig) as fresh:
+            assert await configmaps(fresh) == good
+            web = await fresh.get(f"/apis/apps/v1/namespaces/{NS}/deployments/web")
+            assert web["spec"]["replicas"] == 0 and web["metadata"]["labels"][ann.MANAGED] == ann.MANAGED_VALUE
+        ran = await standby(registered, "rebuild", NS, *at, "--target-cluster", "empty", "--dry-run", *url)
+        assert (ran.code, ran.out) == (0, "Nothing to change: the target holds the rebuilt state.\n"), ran.out
+
+        # Restore into the source (active, explicit write credentials): only the ConfigMaps.
+        ran = await standby(registered, "rebuild", NS, *at, "--active", "--target-cluster", "source-writer",
+                            "--resources", "configmaps", *url)
+        assert ran.code == 0, (ran.out, ran.err)
+        restored = await pipe.src.get(f"{core}/configmaps/b")
+        assert restored["data"] == {"k": "good"} and ann.MANAGED not in (restored["metadata"].get("labels") or {})
+        assert (await pipe.src.get(f"{core}/configmaps/a"))["data"] == {"k": "good"}
+
+        # Refused, nothing written.
+        for args, says in (
+                (["--at", rfc3339(time.time() + 3600)], "is in the future"),
+                (["--at", "2020-01-01T00:00:00Z"], "earliest moment available is"),
+                (["--target-cluster", "source"], "is the plan's source cluster"),
+                (["--target-cluster", "nowhere"], "nowhere"),
+                (["--at", "yesterday"], "RFC 3339"),
+                (["--resources", ".apps"], "is not a resource")):
+            ran = await standby(registered, "rebuild", NS, *args, *url)
+            assert ran.code == 2 and says in ran.err, (args, ran.err)
+        assert (await standby(registered, "rebuild", "no-such-plan", *url)).code == 2
+    finally:
+        await h.delete(pipe.dst, secret_path)
+        for name in ("source-writer", "empty"):
+            await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/{name}")
+        await h.delete(pipe.src, f"/api/v1/namespaces/{NS}")
