@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("plan")
     # `--at -15m`: argparse takes a value that starts with "-" for an option unless it looks like a
     # negative number; this parser has no option that does, so a negative duration is one too.
-    rb._negative_number_matcher = NEGATIVE_DURATION  # type: ignore[attr-defined]
+    rb._negative_number_matcher = NEGATIVE_DURATION
     rb.add_argument("--at", help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration (-15m); "
                                  "default: now")
     rb.add_argument("--target-cluster", help="a ManagedCluster (default: the plan's stand-by)")
