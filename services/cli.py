@@ -246,7 +246,6 @@ def _history(args: argparse.Namespace) -> int:
 
 def _rebuild(args: argparse.Namespace) -> int:
     from schemas import rebuilds
-    from services.common import history as stream_history
     from services.common import keys as stream_keys
     from services.common import plans, rebuilding
     from services.operate import broker, output, rebuild, requests
@@ -268,54 +267,28 @@ def _rebuild(args: argparse.Namespace) -> int:
                 plan = plans.parse_plan(await requests.get_plan(client, args.namespace, args.plan))
             except plans.PlanError as exc:
                 raise output.CommandError(f"recoveryplan {args.namespace}/{args.plan}: {exc.message}") from exc
-            where = await rebuild.target(client, plan, args.target_cluster)
+            req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix)
             nc = await broker.connect(client, args.namespace, args.nats_url)
+            keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
+
+            async def say(text: str) -> None:
+                stages.line(text)
+
+            async def step_done(outcome: Any, done: int, total: int) -> None:
+                stages.progress(done, total, "rebuilding")
             try:
-                await rebuild.refuse_unsafe(client, plan, where, mode)
-                req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix)
-                keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
-                try:
-                    state = await rebuilding.read_state(nc.jetstream(), keys, req)
-                    prepared = await rebuilding.prepare(where.client, state, req)
-                except rebuilding.RebuildError as exc:
-                    raise output.CommandError(str(exc)) from exc
-                earliest = stream_history.rfc3339(state.earliest) if state.earliest is not None else "-"
-                stages.line(f"{plan.key} as of {stream_history.rfc3339(state.at)} (earliest available {earliest}): "
-                            f"{len(state.changes)} objects into {where.name}, {mode.lower()}")
-                if args.dry_run:
-                    sys.stdout.write(rebuild.render_steps(prepared.steps, args.output))
-                    return output.OK
-                return await write(client, plan, where, prepared)
+                done = await rebuilding.rebuild(client, nc.jetstream(), keys, req, target_cluster=args.target_cluster,
+                                                dry_run=args.dry_run, say=say, step_done=step_done)
+            except rebuilding.RebuildError as exc:
+                raise output.CommandError(str(exc)) from exc
             finally:
                 await nc.close()
-                if where.client is not client:
-                    await where.client.close()
-
-    async def write(client: Any, plan: Any, where: Any, prepared: Any) -> int:
-        pause = where.live_standby and mode == "Deactivated" and not plan.spec.suspend
-        if pause:
-            await rebuild.set_suspended(client, plan, True)
-            await rebuild.wait_suspended(client, plan)
-            stages.line(f"{plan.key} paused")
-        done = 0
-
-        async def progress(outcome: Any) -> None:
-            nonlocal done
-            done += 1
-            stages.progress(done, len(prepared.steps), "rebuilding")
-        try:
-            outcomes = await rebuilding.execute(where.client, prepared, progress=progress)
-        finally:
-            if pause and req_at is None:
-                await rebuild.set_suspended(client, plan, False)
-                stages.line(f"{plan.key} resumed")
-            elif pause:  # resumed, the syncer would bring the stream's latest state back
-                stages.line(f"{plan.key} left suspended at the rebuilt moment; fail over, or resume it to follow "
-                            f"the source again: kubectl patch rp {plan.name} -n {plan.namespace} --type merge "
-                            f"""-p '{{"spec":{{"suspend":false}}}}'""")
-        counted = rebuilding.counts(outcomes)
+        if done.outcomes is None:
+            sys.stdout.write(rebuild.render_steps(done.prepared.steps, args.output))
+            return output.OK
+        counted = rebuilding.counts(done.outcomes)
         stages.line(", ".join(f"{n} {what}" for what, n in counted.items()))
-        sys.stdout.write(rebuild.render_outcomes(outcomes))
+        sys.stdout.write(rebuild.render_outcomes(done.outcomes))
         return output.NOT_MET if counted["failed"] else output.OK
 
     return asyncio.run(run())

@@ -1,5 +1,10 @@
 """A rebuild: a plan's objects as of a moment, from its stream into a target cluster.
 
+0. **Refuse** what would do harm, before anything is written: a deactivated rebuild into the
+   plan's source (the same cluster by its kube-system namespace's uid, whatever the ManagedCluster
+   is called), or into a stand-by where the plan has failed over (its copies run: deactivating
+   them would take the application down).
+
 1. **Read**: every object's state as of the moment (:func:`services.common.history.as_of`), after
    checking the moment is within reach; a sealed Secret whose key is not held, or a moment out of
    reach, stops the rebuild before anything is written.
@@ -10,7 +15,9 @@
    before the custom resources of the next ranks are resolved), ``concurrency`` objects at once; a
    missing namespace is created. Each step has its result; a failed one does not stop the others.
 
-The caller decides what surrounds it (pausing the plan's sync, the Rebuild resource's status)."""
+Rebuilding the live stand-by pauses the plan (``spec.suspend``) meanwhile, so the syncer does not
+write the same copies; the caller (the command, or the operator for a Rebuild) decides when to
+resume it, and what to report."""
 
 from __future__ import annotations
 
@@ -23,11 +30,11 @@ from typing import Any, Literal
 
 from nats.js import JetStreamContext
 
+from schemas import API_VERSION, api, codec, rebuilds, restoring, sealing, subjects, transforms
 from schemas import annotations as ann
-from schemas import codec, rebuilds, restoring, sealing, subjects, transforms
 from schemas.envelope import Envelope
 from schemas.subjects import ObjectKey
-from services.common import history, plans
+from services.common import history, plans, settings
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, NotServedError, ResourceInfo, UnreachableError
 
@@ -267,6 +274,149 @@ async def _established(target: KubeClient, path: str, timeout: float = 30.0) -> 
         await asyncio.sleep(0.2)
 
 
+# -- around a rebuild: where it writes, what is refused, pausing the plan ---------------------------
+
+
+def plan_path(namespace: str, name: str) -> str:
+    return f"/apis/{API_VERSION}/namespaces/{namespace}/recoveryplans/{name}"
+
+
+@dataclass(frozen=True)
+class Target:
+    client: KubeClient
+    name: str  # what the output calls it
+    live_standby: bool  # the plan's own destination
+
+
+async def cluster_uid(client: KubeClient) -> str:
+    return str((await client.get("/api/v1/namespaces/kube-system"))["metadata"]["uid"])
+
+
+async def target(own: KubeClient, plan: plans.Plan, cluster: str | None) -> Target:
+    if cluster is None:
+        if plan.spec.destination_cluster_ref is None:
+            return Target(own, "the stand-by (this cluster)", True)
+        ref = plan.spec.destination_cluster_ref
+        live = True
+    else:
+        ref = api.ObjectRef(name=cluster, namespace=plan.namespace)
+        destination = plan.spec.destination_cluster_ref
+        live = destination is not None and destination.name == cluster
+    try:
+        client = await plans.cluster_client(own, ref, plan.namespace, user_agent="standby-cli")
+    except plans.PlanError as exc:
+        raise RebuildError(f"{exc.reason}: {exc.message}") from exc
+    return Target(client, f"managedcluster {ref.name}", live)
+
+
+async def refuse_unsafe(own: KubeClient, plan: plans.Plan, where: Target, mode: str) -> None:
+    if mode != "Deactivated":
+        return
+    try:
+        source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace, user_agent="standby-cli")
+    except plans.PlanError:
+        source = None
+    if source is not None:
+        try:
+            if await cluster_uid(source) == await cluster_uid(where.client):
+                raise RebuildError(f"{where.name} is the plan's source cluster: a deactivated rebuild there "
+                                          f"would switch the application off (--active restores into a source)")
+        except ApiError:
+            pass  # the source is gone: it cannot be the target either
+        finally:
+            await source.close()
+    fence = f"/api/v1/namespaces/{settings.NAMESPACE}/configmaps/{ann.fence_name(plan.namespace, plan.name)}"
+    try:
+        await where.client.get(fence)
+    except ApiError as exc:
+        if exc.not_found:
+            return
+        raise
+    raise RebuildError(f"{plan.key} has failed over in {where.name} (its copies run): a deactivated rebuild "
+                              f"would switch them off; rebuild into another cluster, or --active")
+
+
+async def set_suspended(own: KubeClient, plan: plans.Plan, suspend: bool) -> None:
+    await own.request("PATCH", plan_path(plan.namespace, plan.name),
+                      body={"spec": {"suspend": suspend}}, content_type="application/merge-patch+json")
+
+
+async def wait_suspended(own: KubeClient, plan: plans.Plan, timeout: float = 30.0) -> None:
+    """Until the plan's status says Suspended (the watcher's answer), and a moment for the syncer,
+    which reads the same change of the plan."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = await own.get(plan_path(plan.namespace, plan.name))
+        if (obj.get("status") or {}).get("phase") == "Suspended":
+            await asyncio.sleep(1.0)
+            return
+        await asyncio.sleep(0.5)
+    raise RebuildError(f"{plan.key} did not report Suspended within {timeout:.0f}s; nothing was written")
+
+
 def counts(outcomes: list[Outcome]) -> Mapping[str, int]:
     done = rebuilds.summary(o.step for o in outcomes if o.ok)
     return {**done, "failed": sum(1 for o in outcomes if not o.ok)}
+
+
+@dataclass
+class Done:
+    """What a rebuild did (or, for a dry run, would do)."""
+
+    state: State
+    prepared: Plan
+    target: str
+    outcomes: list[Outcome] | None = None  # None: a dry run
+    left_suspended: bool = False  # the plan was paused and stays so (a rebuild of the live stand-by as of the past)
+
+
+async def rebuild(own: KubeClient, js: JetStreamContext, keys: StreamKeys, req: Request, *,
+                  target_cluster: str | None = None, dry_run: bool = False,
+                  say: Callable[[str], Awaitable[None]] | None = None,
+                  step_done: Callable[[Outcome, int, int], Awaitable[None]] | None = None,
+                  was_paused: bool = False) -> Done:
+    """A whole rebuild, as the command (``--direct``) and the operator (a Rebuild) run it.
+    ``was_paused``: an earlier, interrupted run of the same rebuild paused the plan."""
+
+    async def told(text: str) -> None:
+        if say is not None:
+            await say(text)
+
+    where = await target(own, req.plan, target_cluster)
+    try:
+        await refuse_unsafe(own, req.plan, where, req.mode)
+        state = await read_state(js, keys, req)
+        prepared = await prepare(where.client, state, req)
+        earliest = history.rfc3339(state.earliest) if state.earliest is not None else "-"
+        await told(f"{req.plan.key} as of {history.rfc3339(state.at)} (earliest available {earliest}): "
+                   f"{len(state.changes)} objects into {where.name}, {req.mode.lower()}")
+        if dry_run:
+            return Done(state, prepared, where.name)
+        pause = where.live_standby and req.mode == "Deactivated" and (was_paused or not req.plan.spec.suspend)
+        if pause and not req.plan.spec.suspend:
+            await set_suspended(own, req.plan, True)
+            await wait_suspended(own, req.plan)
+            await told(f"{req.plan.key} paused")
+        total, count = len(prepared.steps), 0
+
+        async def progress(outcome: Outcome) -> None:
+            nonlocal count
+            count += 1
+            if step_done is not None:
+                await step_done(outcome, count, total)
+        outcomes: list[Outcome] = []
+        try:
+            outcomes = await execute(where.client, prepared, progress=progress)
+        finally:
+            if pause and req.at is None:
+                await set_suspended(own, req.plan, False)
+                await told(f"{req.plan.key} resumed")
+            elif pause:
+                await told(f"{req.plan.key} left suspended at the rebuilt moment: resumed, the syncer would bring "
+                           f"the stream's latest state back; fail over, or resume it to follow the source again "
+                           f"(kubectl patch rp {req.plan.name} -n {req.plan.namespace} --type merge "
+                           f"""-p '{{"spec":{{"suspend":false}}}}')""")
+        return Done(state, prepared, where.name, outcomes, left_suspended=pause and req.at is not None)
+    finally:
+        if where.client is not own:
+            await where.client.close()
