@@ -304,3 +304,72 @@ class RecoveryExecutionJobStatus(Model):
 class RecoveryExecutionJob(Model):
     spec: RecoveryExecutionJobSpec
     status: RecoveryExecutionJobStatus | None = None
+
+
+# --- Rebuild ------------------------------------------------------------------------------------
+
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+RebuildPhase = Literal["Pending", "Running", "Completed", "PartiallyFailed", "Failed"]
+
+
+class RebuildSelection(Model):
+    """The part of the plan to rebuild; every given part must match (empty: the whole plan)."""
+
+    namespaces: list[str] = Field(default_factory=list, max_length=500)
+    resources: list[str] = Field(default_factory=list, max_length=200,
+                                 description='As "deployments.apps", "configmaps" (the core group).')
+    names: list[str] = Field(default_factory=list, max_length=1000)
+    selector: LabelSelector | None = None
+
+
+class RebuildSpec(Model):
+    recovery_plan_ref: ObjectRef = Field(description="The plan whose stream is read.")
+    at: str | None = Field(default=None, pattern=RFC3339,
+                           description="The moment (RFC 3339, inclusive); absent: when the rebuild starts.")
+    target_cluster_ref: ObjectRef | None = Field(
+        default=None, description="A ManagedCluster to write into; absent: the plan's stand-by.")
+    mode: Literal["Deactivated", "Active"] = Field(
+        default="Deactivated", description="Deactivated: copies, as the syncer writes them (a stand-by). Active: the "
+                                           "objects as they run (a restore).")
+    selection: RebuildSelection = Field(default_factory=RebuildSelection)
+    prune: bool = Field(default=False, description="Remove the plan's copies the rebuilt state does not hold.")
+    dry_run: bool = Field(default=False, description="Report what would be created, changed and deleted.")
+
+
+class RebuildCounts(Model):
+    create: int = 0
+    update: int = 0
+    unchanged: int = 0
+    delete: int = 0
+    failed: int = 0
+
+
+class RebuildResult(Model):
+    ref: str
+    action: Literal["create", "update", "unchanged", "delete"]
+    outcome: Literal["Done", "Failed", "WouldChange"]
+    message: str = ""
+    fields: list[str] = Field(default_factory=list)
+
+
+class RebuildStatus(Model):
+    phase: RebuildPhase = "Pending"
+    at: str | None = Field(default=None, description="The moment rebuilt (RFC 3339).")
+    earliest_available: str | None = Field(default=None, description="The earliest moment the stream can rebuild.")
+    target: str = ""
+    total: int = 0
+    done: int = 0
+    counts: RebuildCounts = Field(default_factory=RebuildCounts, description="Steps taken, by action.")
+    results: list[RebuildResult] = Field(
+        default_factory=list, description="The failed steps (a dry run: the steps that would change something); "
+                                          "the first 200.")
+    paused_plan: bool = Field(default=False, description="The rebuild paused the plan (spec.suspend).")
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str = ""
+    summary: str = Field(default="", description='"done/total", for printer columns.')
+
+
+class Rebuild(Model):
+    spec: RebuildSpec
+    status: RebuildStatus | None = None

@@ -76,6 +76,21 @@ CRDS: tuple[CrdSpec, ...] = (
         "One failover run: fences the sync, then activates the copies wave by wave.",
     ),
 )
+CRDS += (
+    CrdSpec(
+        "Rebuild", "rebuilds", ["rb"], api.RebuildSpec, api.RebuildStatus,
+        [
+            {"name": "Plan", "type": "string", "jsonPath": ".spec.recoveryPlanRef.name"},
+            {"name": "At", "type": "string", "jsonPath": ".status.at"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.summary"},
+            {"name": "Target", "type": "string", "jsonPath": ".status.target", "priority": 1},
+            {"name": "Dry-Run", "type": "boolean", "jsonPath": ".spec.dryRun"},
+            AGE,
+        ],
+        "A plan's objects as of a moment, from its stream into a cluster (a stand-by, or a restore).",
+    ),
+)
 # "Waves" as a count is not expressible in JSONPath; keep the column honest: names, wide output only.
 CRDS[2].columns[0].update({"name": "Waves", "type": "string"})
 

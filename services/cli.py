@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schemas import durations
+from schemas import API_VERSION, durations
 from services.common import settings
 
 NEGATIVE_DURATION = re.compile(r"^-((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)?)+$")
@@ -261,6 +261,28 @@ def _rebuild(args: argparse.Namespace) -> int:
     mode: rebuilding.Mode = "Active" if args.active else "Deactivated"
     stages = output.Stages()
 
+    async def through_the_cluster() -> int:
+        """Create a Rebuild (the syncer runs it); with --wait, follow it."""
+        try:
+            timeout = durations.parse(args.timeout)
+        except ValueError as exc:
+            raise output.CommandError(str(exc)) from exc
+        async with _client(args) as client:
+            await requests.get_plan(client, args.namespace, args.plan)
+            body = rebuild.resource(args.plan, at=req_at, target_cluster=args.target_cluster, active=args.active,
+                                    selection=selection, prune=args.prune, dry_run=args.dry_run)
+            made = await client.request("POST", f"/apis/{API_VERSION}/namespaces/{args.namespace}/rebuilds", body=body)
+            name = made["metadata"]["name"]
+            print(f"rebuild.dr.standby.dev/{name} created")
+            if not args.wait:
+                return output.OK
+            code, status = await rebuild.follow(client, args.namespace, name, timeout=timeout, stages=stages)
+        if status is not None and code != output.TIMEOUT:
+            sys.stdout.write(rebuild.render_results(status, args.output))
+        if code == output.ERROR and status is not None:
+            raise output.CommandError(status.message)
+        return code
+
     async def run() -> int:
         async with _client(args) as client:
             try:
@@ -291,7 +313,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         sys.stdout.write(rebuild.render_outcomes(done.outcomes))
         return output.NOT_MET if counted["failed"] else output.OK
 
-    return asyncio.run(run())
+    return asyncio.run(run() if args.direct else through_the_cluster())
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -323,8 +345,8 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-prefix", default="standby", help=argparse.SUPPRESS)
 
 
-def _waiting(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wait", action="store_true", help="follow the plan's status until the syncer answered")
+def _waiting(parser: argparse.ArgumentParser, follows: str = "the plan's status until the syncer answered") -> None:
+    parser.add_argument("--wait", action="store_true", help=f"follow {follows}")
     parser.add_argument("--timeout", default="2m", help="with --wait: give up after this (default 2m)")
 
 
@@ -380,12 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("rebuild", help="a plan's objects as of a moment, from its stream into a cluster",
                         epilog=EXIT_CODES,
-                        description="From the plan's stream into the live stand-by (default) or --target-cluster "
+                        description="A Rebuild, run by the syncer (or, with --direct, by this command): "
+                                    "from the plan's stream into the live stand-by (default) or --target-cluster "
                                     "(a ManagedCluster), deactivated (a stand-by) or --active (a restore), the "
                                     "whole plan or a part, as of now or --at. CRDs and namespaces first. "
                                     "Rebuilding the live stand-by pauses the plan and resumes it. Objects the "
                                     "rebuilt state does not hold are removed only with --prune, and only the "
-                                    "plan's copies. Reads the stream: --nats-url.")
+                                    "plan's copies.")
     rb.add_argument("plan")
     # `--at -15m`: argparse takes a value that starts with "-" for an option unless it looks like a
     # negative number; this parser has no option that does, so a negative duration is one too.
@@ -400,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("-l", "--selector", help="only objects with these labels: key=value,...")
     rb.add_argument("--prune", action="store_true", help="remove the plan's copies the rebuilt state does not hold")
     rb.add_argument("--dry-run", action="store_true", help="print what would be created, changed and deleted")
+    rb.add_argument("--direct", action="store_true",
+                    help="run it in this command, reading the stream (--nats-url), instead of creating a Rebuild "
+                         "for the syncer to run")
+    _waiting(rb, follows="the Rebuild until it ends")
     _streaming(rb)
     _operating(rb, formats=True)
     rb.set_defaults(func=_rebuild)

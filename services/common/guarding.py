@@ -42,15 +42,18 @@ class Guard:
     clock: Callable[[], float] = time.monotonic
     _states: dict[str, _State] = field(default_factory=dict)
 
-    def start(self, name: str, run: Callable[[], Awaitable[None]], *, kind: str, plan: str = "") -> asyncio.Task[None]:
+    def start(self, name: str, run: Callable[[], Awaitable[None]], *, kind: str, plan: str = "",
+              until_done: bool = False) -> asyncio.Task[None]:
         """Run ``run()`` as the task ``name`` until cancelled, starting it again whenever it fails or
-        returns. ``kind`` and ``plan`` label the failure metric (``name`` is for people)."""
+        returns (``until_done``: until it returns, a piece of work with an end). ``kind`` and
+        ``plan`` label the failure metric (``name`` is for people)."""
         if name in self._states:
             raise ValueError(f"a task named {name!r} is already guarded")
         self._states[name] = _State(self.clock())
-        return asyncio.create_task(self._guarded(name, run, kind, plan), name=name)
+        return asyncio.create_task(self._guarded(name, run, kind, plan, until_done), name=name)
 
-    async def _guarded(self, name: str, run: Callable[[], Awaitable[None]], kind: str, plan: str) -> None:
+    async def _guarded(self, name: str, run: Callable[[], Awaitable[None]], kind: str, plan: str,
+                       until_done: bool) -> None:
         delay = self.settings.backoff_initial_seconds
         state = self._states[name]
         extra = {"plan": plan} if plan else None
@@ -62,6 +65,9 @@ class Guard:
                     await run()
                 except Exception as exc:
                     failure = exc
+                else:
+                    if until_done:
+                        return
                 now = self.clock()
                 state.running_since = None
                 if now - started >= self.settings.recovered_after_seconds:  # it ran fine meanwhile

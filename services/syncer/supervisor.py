@@ -17,6 +17,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.syncer.applying import PlanApplier
 from services.syncer.consuming import PlanConsumer
+from services.syncer.rebuilds import RebuildRunner
 from services.syncer.settings import SyncerSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("syncer", self.settings.tasks)
+        self.rebuilds = RebuildRunner(self.own, self.nc.jetstream(), self.keys, self.guard,
+                                      self.settings.nats.subject_prefix)
 
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref
@@ -108,12 +111,14 @@ class Supervisor:
             _, gone = self.consumers.pop(key)
             if gone is not None:
                 await gone.stop()
+        await self.rebuilds.sync_once()
 
     async def run(self) -> None:
         await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
                                 guard=self.guard)
 
     async def stop(self) -> None:
+        await self.rebuilds.stop()
         for _, consumer in list(self.consumers.values()):
             if consumer is not None:
                 await consumer.stop()

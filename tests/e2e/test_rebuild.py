@@ -86,7 +86,7 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         await pipe.dst.request("DELETE", f"{core}/configmaps/b")
         await pipe.dst.request("PATCH", f"{core}/configmaps/a", body={"data": {"k": "by hand"}},
                                content_type="application/merge-patch+json", params={"fieldManager": "someone"})
-        ran = await standby(registered, "rebuild", NS, "--nats-url", nats_server.url)
+        ran = await standby(registered, "rebuild", "--direct", NS, "--nats-url", nats_server.url)
         assert ran.code == 0 and "resumed" in ran.err, (ran.out, ran.err)
         assert await configmaps(pipe.dst) == good
         plan = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{NS}")
@@ -102,7 +102,7 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         await h.eventually(lambda: copies_are(pipe, {"a": {"k": "bad"}, "c": {"k": "bad"}}), timeout=30)
 
         at = ["--at", rfc3339(before)]
-        ran = await standby(registered, "rebuild", NS, *at, "--prune", "--dry-run", *url)
+        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--prune", "--dry-run", *url)
         assert ran.code == 0, (ran.out, ran.err)
         rows = {tuple(line.split()[:2]) for line in ran.out.splitlines()[1:]}
         assert rows == {("update", f"configmaps.core/{NS}/a"), ("create", f"configmaps.core/{NS}/b"),
@@ -112,7 +112,7 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
 
         # The live stand-by, as of the moment before: paused, rebuilt, and left paused (resumed, the
         # syncer would bring the bad state back): ready to fail over to the state before the change.
-        ran = await standby(registered, "rebuild", NS, *at, "--prune", *url)
+        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--prune", *url)
         assert ran.code == 0, (ran.out, ran.err)
         assert "paused" in ran.err and "left suspended" in ran.err, ran.err
         assert await configmaps(pipe.dst) == good
@@ -124,17 +124,17 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         assert plan["spec"]["suspend"] is True
 
         # The same moment into a new, empty cluster: every object, deactivated, namespaces created.
-        ran = await standby(registered, "rebuild", NS, *at, "--target-cluster", "empty", *url)
+        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--target-cluster", "empty", *url)
         assert ran.code == 0, (ran.out, ran.err)
         async with KubeClient.from_kubeconfig(empty.kubeconfig) as fresh:
             assert await configmaps(fresh) == good
             web = await fresh.get(f"/apis/apps/v1/namespaces/{NS}/deployments/web")
             assert web["spec"]["replicas"] == 0 and web["metadata"]["labels"][ann.MANAGED] == ann.MANAGED_VALUE
-        ran = await standby(registered, "rebuild", NS, *at, "--target-cluster", "empty", "--dry-run", *url)
+        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--target-cluster", "empty", "--dry-run", *url)
         assert (ran.code, ran.out) == (0, "Nothing to change: the target holds the rebuilt state.\n"), ran.out
 
         # Restore into the source (active, explicit write credentials): only the ConfigMaps.
-        ran = await standby(registered, "rebuild", NS, *at, "--active", "--target-cluster", "source-writer",
+        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--active", "--target-cluster", "source-writer",
                             "--resources", "configmaps", *url)
         assert ran.code == 0, (ran.out, ran.err)
         restored = await pipe.src.get(f"{core}/configmaps/b")
@@ -149,11 +149,49 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
                 (["--target-cluster", "nowhere"], "nowhere"),
                 (["--at", "yesterday"], "RFC 3339"),
                 (["--resources", ".apps"], "is not a resource")):
-            ran = await standby(registered, "rebuild", NS, *args, *url)
+            ran = await standby(registered, "rebuild", "--direct", NS, *args, *url)
             assert ran.code == 2 and says in ran.err, (args, ran.err)
-        assert (await standby(registered, "rebuild", "no-such-plan", *url)).code == 2
+        assert (await standby(registered, "rebuild", "--direct", "no-such-plan", *url)).code == 2
+        assert (await standby(registered, "rebuild", "no-such-plan")).code == 2
     finally:
         await h.delete(pipe.dst, secret_path)
         for name in ("source-writer", "empty"):
             await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/{name}")
         await h.delete(pipe.src, f"/api/v1/namespaces/{NS}")
+
+
+async def test_a_rebuild_resource_is_run_by_the_syncer_and_followed_by_the_command(
+        pipe: Pipeline, registered: LocalCluster, empty: LocalCluster) -> None:
+    """`standby rebuild --wait` creates a Rebuild and follows it; the syncer runs it (no stream access
+    needed by the command), and its status and Events tell what happened. A Rebuild that cannot
+    run ends Failed with the reason."""
+    ns = "rb-cr"
+    core = f"/api/v1/namespaces/{ns}"
+    await h.namespace(pipe.src, ns)
+    await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
+                                                   "filters": {"namespaces": [ns]}}], forceNamespaceCreation=True))
+    try:
+        for i in range(20):
+            await pipe.src.apply(f"{core}/configmaps/cm-{i}", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"cm-{i}", "namespace": ns}, "data": {"i": str(i)}}, field_manager="test")
+        await h.eventually(lambda: pipe.dst.get(f"{core}/configmaps/cm-19"), timeout=30)
+        ran = await standby(registered, "rebuild", ns, "--target-cluster", "empty", "--dry-run", "--wait")
+        assert ran.code == 0 and "20 created" in ran.out, (ran.out, ran.err)
+        ran = await standby(registered, "rebuild", ns, "--target-cluster", "empty", "--wait", "--timeout", "60s")
+        assert ran.code == 0, (ran.out, ran.err)
+        name = ran.out.splitlines()[0].split()[0].split("/")[1]
+        rebuild = await pipe.dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/rebuilds/{name}")
+        status = rebuild["status"]
+        assert (status["phase"], status["summary"], status["counts"]["create"]) == ("Completed", "20/20", 20), status
+        assert status["at"] and status["earliestAvailable"] and status["target"] == "managedcluster empty"
+        async with KubeClient.from_kubeconfig(empty.kubeconfig) as fresh:
+            assert len((await fresh.get(f"{core}/configmaps", labelSelector=ann.MANAGED_SELECTOR))["items"]) == 20
+        reasons = [e["reason"] for e in (await pipe.dst.get(
+            f"/api/v1/namespaces/{h.SYSTEM}/events", fieldSelector=f"involvedObject.name={name}"))["items"]]
+        assert "Rebuilding" in reasons and "RebuildCompleted" in reasons, reasons
+
+        ran = await standby(registered, "rebuild", ns, "--at", "2020-01-01T00:00:00Z", "--wait")
+        assert ran.code == 2 and "earliest moment available is" in ran.err, (ran.out, ran.err)
+    finally:
+        await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/empty")
+        await h.delete(pipe.src, f"/api/v1/namespaces/{ns}")

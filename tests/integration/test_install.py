@@ -49,7 +49,9 @@ WATCHER = [("list", "recoveryplans.dr.standby.dev", "", True), ("create", "event
            ("patch", "deployments.apps", "default", False)]
 SYNC_SIDE = [("watch", "recoveryplans.dr.standby.dev", "", True), ("patch", "recoveryplans.dr.standby.dev/status",
                                                                   SYSTEM, True), ("get", "secrets", SYSTEM, True),
-             ("create", "events", SYSTEM, True)]
+             ("create", "events", SYSTEM, True), ("patch", "rebuilds.dr.standby.dev/status", SYSTEM, True),
+             ("patch", "recoveryplans.dr.standby.dev", SYSTEM, True), ("delete", "rebuilds.dr.standby.dev", SYSTEM,
+                                                                       False)]
 EXPECTED: dict[str, list[tuple[str, str, str, str, bool]]] = {
     "two-cluster": [("standby-syncer", *r) for r in SYNC_SIDE + WRITES_COPIES]
     + [("standby-watcher", *r) for r in WATCHER] + [("standby-recovery", *r) for r in RECOVERY],

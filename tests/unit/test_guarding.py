@@ -73,6 +73,20 @@ async def test_a_task_that_returns_is_started_again() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_piece_of_work_is_retried_after_a_crash_until_it_returns() -> None:
+    runs = 0
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("first try fails")
+
+    guard = Guard("test", TaskSettings(backoff_initial_seconds=0.01))
+    await asyncio.wait_for(guard.start("work", work, kind="work", until_done=True), 5)
+    assert runs == 2 and guard.down() == {}
+
+
 async def test_health_fails_once_a_task_is_down_longer_than_the_grace_and_recovers() -> None:
     clock = Clock()
     crash = asyncio.Event()
