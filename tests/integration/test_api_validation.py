@@ -18,7 +18,8 @@ from services.devenv.clusters import LocalCluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NS = "standby-system"
 PLURALS = {"ManagedCluster": "managedclusters", "RecoveryPlan": "recoveryplans",
-           "RecoveryExecutionPlan": "recoveryexecutionplans", "RecoveryExecutionJob": "recoveryexecutionjobs"}
+           "RecoveryExecutionPlan": "recoveryexecutionplans", "RecoveryExecutionJob": "recoveryexecutionjobs",
+           "Rebuild": "rebuilds"}
 
 
 def examples() -> dict[str, dict[str, Any]]:

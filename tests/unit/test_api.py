@@ -45,7 +45,8 @@ def test_crds_are_structural() -> None:
 
 def test_examples_validate_against_the_models() -> None:
     models = {"RecoveryPlan": api.RecoveryPlan, "ManagedCluster": api.ManagedCluster,
-              "RecoveryExecutionPlan": api.RecoveryExecutionPlan, "RecoveryExecutionJob": api.RecoveryExecutionJob}
+              "RecoveryExecutionPlan": api.RecoveryExecutionPlan, "RecoveryExecutionJob": api.RecoveryExecutionJob,
+              "Rebuild": api.Rebuild}
     seen = set()
     for path in sorted((REPO / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
