@@ -40,6 +40,7 @@ bench: setup
 	cd benchmarks && ../$(PY) activation.py
 	cd benchmarks && ../$(PY) clients.py
 	cd benchmarks && ../$(PY) history.py
+	cd benchmarks && ../$(PY) rebuild.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds

@@ -22,7 +22,9 @@ import nats
 import nats.js.errors
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import API_VERSION, subjects
+from schemas import API_VERSION, codec, subjects
+from schemas.envelope import Envelope, EventType, ObjectReference
+from services.common import streams
 from services.common.kube import METADATA_ONLY, KubeClient
 from services.devenv import bootstrap, environment
 from services.devenv.natsd import LocalNats
@@ -44,6 +46,32 @@ def deployment(ns: str, name: str, replicas: int = 2) -> dict[str, Any]:
                          "name": "main", "image": f"registry.example/{name}:1.0",
                          "env": [{"name": f"SETTING_{i}", "value": "x" * 20} for i in range(10)],
                          "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+
+
+def stream_change(i: int, version: int, plan: tuple[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    """Object ``i`` (ConfigMaps and Deployments in 20 namespaces) at ``version``, as the watcher
+    publishes it to ``plan``'s stream: (subject, data, headers)."""
+    ns = f"ns-{i % 20}"
+    if i % 2:
+        body, group, resource_, kind = deployment(ns, f"d-{i}"), "apps", "deployments", "Deployment"
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = f"registry.example/d-{i}:{version}"
+    else:
+        body, group, resource_, kind = configmap(ns, f"c-{i}", str(version)), "", "configmaps", "ConfigMap"
+    meta = body["metadata"]
+    rv = str(1000 + i * 100 + version)
+    env = Envelope(type=EventType.UPSERT, ref=ObjectReference(group=group, version="v1", resource=resource_,
+                                                              kind=kind, namespace=ns, name=meta["name"]),
+                   source_uid=f"uid-{i}", source_resource_version=rv, observed_at=time.time(),
+                   plan_namespace=plan[0], plan_name=plan[1], body=body)
+    subject = subjects.object_subject(prefix="standby", plan_namespace=plan[0], plan_name=plan[1], group=group,
+                                      version="v1", resource=resource_, namespace=ns, name=meta["name"])
+    return subject, codec.encode(env), {streams.HDR_TYPE: "UPSERT", streams.HDR_RV: rv, streams.HDR_UID: f"uid-{i}",
+                                        "Nats-Msg-Id": f"uid-{i}:{rv}:UPSERT"}
+
+
+async def publish_changes(js: Any, stream: str, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
+    for start in range(0, len(messages), 1000):
+        await asyncio.gather(*(js.publish(s, d, headers=h, stream=stream) for s, d, h in messages[start:start + 1000]))
 
 
 def path_of(obj: dict[str, Any]) -> str:

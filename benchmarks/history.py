@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import tempfile
 import time
@@ -24,38 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import configmap, deployment, run
+from common import publish_changes, run, stream_change
 
-from schemas import api, codec, subjects
-from schemas.envelope import Envelope, EventType, ObjectReference
+from schemas import api, subjects
 from services.common import history, settings, streams
 from services.devenv.natsd import LocalNats
 
 PLAN = ("standby-system", "hbench")
-
-
-def envelope(i: int, version: int) -> tuple[str, bytes, dict[str, str]]:
-    ns = f"ns-{i % 20}"
-    if i % 2:
-        body, group, resource_, kind = deployment(ns, f"d-{i}"), "apps", "deployments", "Deployment"
-        body["spec"]["template"]["spec"]["containers"][0]["image"] = f"registry.example/d-{i}:{version}"
-    else:
-        body, group, resource_, kind = configmap(ns, f"c-{i}", str(version)), "", "configmaps", "ConfigMap"
-    meta = body["metadata"]
-    rv = str(1000 + i * 100 + version)
-    env = Envelope(type=EventType.UPSERT, ref=ObjectReference(group=group, version="v1", resource=resource_,
-                                                              kind=kind, namespace=ns, name=meta["name"]),
-                   source_uid=f"uid-{i}", source_resource_version=rv, observed_at=time.time(),
-                   plan_namespace=PLAN[0], plan_name=PLAN[1], body=body)
-    subject = subjects.object_subject(prefix="standby", plan_namespace=PLAN[0], plan_name=PLAN[1], group=group,
-                                      version="v1", resource=resource_, namespace=ns, name=meta["name"])
-    return subject, codec.encode(env), {streams.HDR_TYPE: "UPSERT", streams.HDR_RV: rv, streams.HDR_UID: f"uid-{i}",
-                                        "Nats-Msg-Id": f"uid-{i}:{rv}:UPSERT"}
-
-
-async def publish(js: Any, stream: str, messages: list[tuple[str, bytes, dict[str, str]]]) -> None:
-    for start in range(0, len(messages), 1000):
-        await asyncio.gather(*(js.publish(s, d, headers=h, stream=stream) for s, d, h in messages[start:start + 1000]))
 
 
 def disk_bytes(store: Path) -> int:
@@ -76,18 +50,18 @@ async def main() -> dict[str, Any]:
         stream = subjects.stream_name(*PLAN)
         await streams.ensure_stream(js, settings.NatsSettings(), *PLAN, api.History(states_per_object=args.states))
         n = args.objects
-        await publish(js, stream, [envelope(i, 0) for i in range(n)])
+        await publish_changes(js, stream, [stream_change(i, 0, PLAN) for i in range(n)])
         state = (await js.stream_info(stream)).state
         latest_bytes, latest_disk = state.bytes, disk_bytes(server.store_dir)
-        changes = [envelope(i % n, 1 + i // n) for i in range(args.changes)]
-        await publish(js, stream, changes)
+        changes = [stream_change(i % n, 1 + i // n, PLAN) for i in range(args.changes)]
+        await publish_changes(js, stream, changes)
         per_change = ((await js.stream_info(stream)).state.bytes - latest_bytes) / max(1, args.changes)
 
         # Grow to `states` states per object; the moment asked for is the middle of that history.
         version = 1 + (args.changes - 1) // n + 1 if args.changes else 1
         middle = None
         for v in range(version, version + args.states):
-            await publish(js, stream, [envelope(i, v) for i in range(n)])
+            await publish_changes(js, stream, [stream_change(i, v, PLAN) for i in range(n)])
             if v == version + args.states // 2 - 1:
                 middle = time.time()
         held = (await js.stream_info(stream)).state.messages

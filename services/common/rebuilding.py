@@ -22,6 +22,8 @@ resume it, and what to report."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 from nats.js import JetStreamContext
 
-from schemas import API_VERSION, api, codec, rebuilds, restoring, sealing, subjects, transforms
+from schemas import API_VERSION, api, codec, comparing, rebuilds, restoring, sealing, subjects, transforms
 from schemas import annotations as ann
 from schemas.envelope import Envelope
 from schemas.subjects import ObjectKey
@@ -185,7 +187,32 @@ async def prepare(target: KubeClient, state: State, req: Request) -> Plan:
         except transforms.PatchError as exc:
             raise RebuildError(f"{key}: the plan's patch does not apply: {exc}") from exc
     steps = rebuilds.steps(bodies, present, prune=req.prune, plan_key=req.plan.key)
+    steps = await _confirmed(target, steps, bodies, present, by_key)
     return Plan(state, steps, bodies, by_key)
+
+
+async def _confirmed(target: KubeClient, steps: list[rebuilds.Step], bodies: Mapping[ObjectKey, Obj],
+                     present: Mapping[ObjectKey, Obj], infos: Mapping[ObjectKey, ResourceInfo | None],
+                     concurrency: int = 32) -> list[rebuilds.Step]:
+    """An update the plain comparison suspects is asked of the server (a dry-run apply, as ``kubectl
+    diff`` does): fields the target's API server defaults (a body written elsewhere, or by an older
+    server, may lack them) are no change, and the fields reported are those the write would change."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def confirm(step: rebuilds.Step) -> rebuilds.Step:
+        info = infos.get(step.key)
+        if step.action != "update" or info is None:
+            return step
+        async with gate:
+            try:
+                after = await target.apply(info.item(step.key.namespace, step.key.name), bodies[step.key],
+                                           field_manager=ann.FIELD_MANAGER, dry_run=True)
+            except (ApiError, UnreachableError):
+                return step  # the write itself will say why
+        fields = tuple(comparing.changed_paths(comparing.comparable(present[step.key]), comparing.comparable(after)))
+        return dataclasses.replace(step, action="update" if fields else "unchanged", fields=fields)
+
+    return list(await asyncio.gather(*(confirm(s) for s in steps)))
 
 
 async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
@@ -214,6 +241,8 @@ async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
             except (ApiError, UnreachableError, RebuildError, TimeoutError) as exc:
                 return Outcome(step, False, str(exc)[:500])
 
+    needed = sorted({s.key.namespace for s in prepared.steps if s.key.namespace and s.action in ("create", "update")})
+    await asyncio.gather(*(_namespace_exists(target, ns, made) for ns in needed))
     ranks: dict[int, list[rebuilds.Step]] = {}
     for step in prepared.steps:
         ranks.setdefault(step.rank if step.action != "delete" else 1_000 - step.rank, []).append(step)
@@ -250,6 +279,19 @@ async def _apply(target: KubeClient, path: str, body: Obj, step: rebuilds.Step,
             made[namespace] = asyncio.ensure_future(_create_namespace(target, namespace))
         await asyncio.shield(made[namespace])
         await target.apply(path, body, field_manager=ann.FIELD_MANAGER, force=True, parse=False)
+
+
+async def _namespace_exists(target: KubeClient, name: str, made: dict[str, asyncio.Task[None]]) -> None:
+    """Before the writes: a namespace the target lacks is created once, up front, instead of each of
+    its objects meeting a 404 first (the Namespace object itself, if rebuilt, is applied in its rank)."""
+    try:
+        await target.get(f"/api/v1/namespaces/{name}")
+    except ApiError as exc:
+        if not exc.not_found:
+            return  # the writes will say what is wrong
+        made[name] = asyncio.ensure_future(_create_namespace(target, name))
+        with contextlib.suppress(ApiError):
+            await made[name]
 
 
 async def _create_namespace(target: KubeClient, name: str) -> None:
