@@ -75,8 +75,6 @@ CRDS: tuple[CrdSpec, ...] = (
         ],
         "One failover run: fences the sync, then activates the copies wave by wave.",
     ),
-)
-CRDS += (
     CrdSpec(
         "Rebuild", "rebuilds", ["rb"], api.RebuildSpec, api.RebuildStatus,
         [

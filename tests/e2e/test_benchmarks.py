@@ -21,7 +21,7 @@ SMALL = {
     "activation.py": ["--deployments", "10"],
     "clients.py": ["--objects", "50", "--rounds", "1"],
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
-    "rebuild.py": ["--objects", "100"],
+    "rebuild.py": ["--objects", "100", "--rounds", "1"],
 }
 
 
