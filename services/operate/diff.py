@@ -141,6 +141,6 @@ def render(differences: Sequence[Difference], fmt: str) -> str:
     if not differences:
         return "No differences: the stand-by holds the source, deactivated.\n"
     rows = [{"state": d.state, "object": d.ref,
-             "fields": ", ".join(d.fields[:6]) + (f" (+{len(d.fields) - 6})" if len(d.fields) > 6 else "")}
+             "fields": output.listed(d.fields)}
             for d in sorted(differences, key=lambda d: (d.state, d.ref))]
     return output.table(rows, COLUMNS)

@@ -90,7 +90,6 @@ def render(found: Sequence[State], fmt: str) -> str:
                              **({"object": s.body} if s.body is not None else {}),
                              **({"problem": s.problem} if s.problem else {})} for s in found], fmt)
     rows = [{"time": s.time, "event": s.event, "resourceVersion": s.resource_version, "sequence": s.sequence,
-             "changed": s.problem or (", ".join(s.changed[:6]) + (f" (+{len(s.changed) - 6})"
-                                                                 if len(s.changed) > 6 else ""))}
+             "changed": s.problem or output.listed(s.changed)}
             for s in found]
     return output.table(rows, COLUMNS)

@@ -37,6 +37,12 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
                      for row in cells) + "\n"
 
 
+def listed(items: Sequence[str], shown: int = 6) -> str:
+    """A table cell of many items: the first ``shown``, and how many more."""
+    more = f" (+{len(items) - shown})" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def data(value: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(value, indent=2) + "\n"

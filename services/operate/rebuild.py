@@ -53,7 +53,7 @@ def render_steps(steps: Sequence[rebuilds.Step], fmt: str) -> str:
     if not shown:
         return "Nothing to change: the target holds the rebuilt state.\n"
     rows = [{"action": s.action, "object": str(s.key),
-             "fields": ", ".join(s.fields[:6]) + (f" (+{len(s.fields) - 6})" if len(s.fields) > 6 else "")}
+             "fields": output.listed(s.fields)}
             for s in shown]
     return output.table(rows, COLUMNS)
 
@@ -111,6 +111,6 @@ def render_results(status: api.RebuildStatus, fmt: str) -> str:
              f"{counts.delete} deleted, {counts.failed} failed\n"]
     if status.results:
         lines.append(output.table([{"action": r.action, "object": r.ref, "outcome": r.outcome,
-                                    "detail": r.message or ", ".join(r.fields[:6])} for r in status.results],
+                                    "detail": r.message or output.listed(r.fields)} for r in status.results],
                                   ("action", "object", "outcome", "detail")))
     return "".join(lines)
