@@ -7,7 +7,6 @@ wrong."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import annotations as ann
+from services.common.history import rfc3339
 from services.common.kube import KubeClient
 from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
@@ -41,11 +41,6 @@ async def empty(env_root: Path, registered: LocalCluster) -> AsyncIterator[Local
 def cm(name: str, value: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NS,
                                                                   "labels": {"app": "shop"}}, "data": {"k": value}}
-
-
-def rfc3339(at: float) -> str:
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 async def configmaps(kube: KubeClient) -> dict[str, dict[str, str]]:
