@@ -317,12 +317,28 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from services.operate import diff, output
+    from services.common import keys as stream_keys
+    from services.common import rebuilding
+    from services.operate import broker, diff, output
+
+    async def against_stream(client: Any) -> list[Any]:
+        plan = await diff.plan_of(client, args.namespace, args.plan)
+        nc = await broker.connect(client, args.namespace, args.nats_url)
+        keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
+        try:
+            return await diff.against_stream(client, nc.jetstream(), keys, plan, args.subject_prefix)
+        except rebuilding.RebuildError as exc:
+            raise output.CommandError(str(exc)) from exc
+        finally:
+            await nc.close()
 
     async def run() -> int:
         async with _client(args) as client:
-            differences = await diff.gather(client, args.namespace, args.plan)
-        sys.stdout.write(diff.render(differences, args.output))
+            if args.against == "stream":
+                differences = await against_stream(client)
+            else:
+                differences = await diff.gather(client, args.namespace, args.plan)
+        sys.stdout.write(diff.render(differences, args.output, args.against))
         return output.NOT_MET if differences else output.OK
 
     return asyncio.run(run())
@@ -384,8 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     df = sub.add_parser("diff", help="the source against the stand-by, object by object", epilog=EXIT_CODES,
                         description="missing (no copy), extra (a copy whose source is gone), different (which "
                                     "fields), ignoring exactly the deactivation, the server-set fields and "
-                                    "Standby's bookkeeping; exit 1 when anything differs")
+                                    "Standby's bookkeeping; exit 1 when anything differs. With the source gone, "
+                                    "--against stream compares the stand-by with the stream's latest states.")
     df.add_argument("plan")
+    df.add_argument("--against", choices=["source", "stream"], default="source",
+                    help="what the stand-by is compared with (default: the source cluster)")
+    _streaming(df)
     _operating(df, formats=True)
     df.set_defaults(func=_diff)
 

@@ -9,10 +9,14 @@ annotations, the managed label): what is left to differ is a real difference. Ob
 - ``extra``: a copy of this plan whose source object is gone or no longer selected;
 - ``different``: both, and the fields (JSON pointers) that differ.
 
+With the source gone (``--against stream``), the stand-by is compared with the plan's stream
+instead: each object's latest state there, made into the copy the syncer writes, exactly as a
+rebuild of the live stand-by would compare them (:mod:`services.common.rebuilding`, dry run, no
+pause): ``missing`` has no copy, ``extra`` is a copy of the plan the stream holds no state of,
+``different`` differs in the fields named.
+
 Exit ``OK`` when nothing differs, ``NOT_MET`` otherwise. The comparison is a snapshot: a change
-made a moment ago may still be on its way (``standby status`` shows how far behind). With the
-source unreachable the command says so (comparing the stand-by with the stream instead needs the
-broker, which this command does not reach)."""
+made a moment ago may still be on its way (``standby status`` shows how far behind)."""
 
 from __future__ import annotations
 
@@ -20,10 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nats.js import JetStreamContext
+
 from schemas import annotations as ann
-from schemas import api, comparing, kinds, sanitizing, selection, transforms
+from schemas import api, comparing, kinds, rebuilds, sanitizing, selection, transforms
 from schemas.jsondata import clone
-from services.common import plans, settings
+from services.common import plans, rebuilding, settings
+from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.operate import output, requests
 
@@ -72,11 +79,15 @@ def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence
     return out
 
 
-async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Difference]:
+async def plan_of(own: KubeClient, namespace: str, plan_name: str) -> plans.Plan:
     try:
-        plan = plans.parse_plan(await requests.get_plan(own, namespace, plan_name))
+        return plans.parse_plan(await requests.get_plan(own, namespace, plan_name))
     except plans.PlanError as exc:
         raise output.CommandError(f"recoveryplan {namespace}/{plan_name}: {exc.message}") from exc
+
+
+async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Difference]:
+    plan = await plan_of(own, namespace, plan_name)
     try:
         source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace,
                                             user_agent="standby-cli")
@@ -87,8 +98,8 @@ async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Differ
     try:
         return await _compare_all(source, destination, plan)
     except UnreachableError as exc:
-        raise output.CommandError(f"a cluster of {plan.key} cannot be reached ({exc}); `standby status {plan.name}`"
-                                  ) from exc
+        raise output.CommandError(f"a cluster of {plan.key} cannot be reached ({exc}); `standby status {plan.name}`; "
+                                  f"with the source gone, `standby diff {plan.name} --against stream`") from exc
     finally:
         await source.close()
         if destination is not own:
@@ -135,11 +146,38 @@ async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.
     return out
 
 
-def render(differences: Sequence[Difference], fmt: str) -> str:
+STEP_STATES = {"create": "missing", "update": "different", "delete": "extra"}
+
+
+def from_steps(steps: Sequence[rebuilds.Step]) -> list[Difference]:
+    """Pure: a rebuild's steps as differences (what it would create is missing, and so on)."""
+    return [Difference(STEP_STATES[s.action], str(s.key), s.fields) for s in steps if s.action in STEP_STATES]
+
+
+async def against_stream(own: KubeClient, js: JetStreamContext, keys: StreamKeys, plan: plans.Plan,
+                         prefix: str = "standby") -> list[Difference]:
+    """The stand-by against the stream's latest states (the plan's copies only)."""
+    req = rebuilding.Request(plan, prune=True, prefix=prefix)
+    where = await rebuilding.target(own, plan, None)
+    try:
+        state = await rebuilding.read_state(js, keys, req)
+        prepared = await rebuilding.prepare(where.client, state, req)
+    except UnreachableError as exc:
+        raise output.CommandError(f"the stand-by of {plan.key} cannot be reached ({exc})") from exc
+    finally:
+        if where.client is not own:
+            await where.client.close()
+    return from_steps(prepared.steps)
+
+
+HELD = {"source": "the source", "stream": "the stream's latest states"}
+
+
+def render(differences: Sequence[Difference], fmt: str, against: str = "source") -> str:
     if fmt != "table":
         return output.data([{"state": d.state, "object": d.ref, "fields": list(d.fields)} for d in differences], fmt)
     if not differences:
-        return "No differences: the stand-by holds the source, deactivated.\n"
+        return f"No differences: the stand-by holds {HELD[against]}, deactivated.\n"
     rows = [{"state": d.state, "object": d.ref,
              "fields": output.listed(d.fields)}
             for d in sorted(differences, key=lambda d: (d.state, d.ref))]

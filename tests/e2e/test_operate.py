@@ -279,6 +279,30 @@ async def test_the_history_of_one_object_from_the_stream(pipe: Pipeline, registe
         assert ran.code == 2 and "holds no state of" in ran.err, ran.err
         ran = await standby(registered, "history", ns, "settings", *url)
         assert ran.code == 2 and "is not an object" in ran.err, ran.err
+
+        # With the source gone, the stand-by is compared with the stream's latest states instead.
+        async def in_step() -> None:
+            ran = await standby(registered, "diff", ns, "--against", "stream", *url)
+            assert (ran.code, ran.out) == (0, "No differences: the stand-by holds the stream's latest states, "
+                                              "deactivated.\n"), ran
+        await h.eventually(in_step, timeout=30)
+        await pipe.dst.request("PATCH", f"{core}/secrets/db", content_type="application/merge-patch+json",
+                               body={"stringData": {"password": "edited"}}, params={"fieldManager": "someone"})
+        await pipe.dst.apply(f"{core}/configmaps/ghost", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "ghost", "namespace": ns, "labels": {ann.MANAGED: "true"},
+            "annotations": {ann.PLAN: f"{h.SYSTEM}/{ns}"}}}, field_manager="test")
+        ran = await standby(registered, "diff", ns, "--against", "stream", "-o", "json", *url)
+        assert ran.code == 1, ran
+        assert sorted(json.loads(ran.out), key=lambda d: d["state"]) == [
+            {"state": "different", "object": f"secrets.core/{ns}/db", "fields": ["/data/password"]},
+            {"state": "extra", "object": f"configmaps.core/{ns}/ghost", "fields": []}], ran.out
+        await pipe.dst.request("DELETE", f"{core}/secrets/db")
+        ran = await standby(registered, "diff", ns, "--against", "stream", *url)
+        assert ran.code == 1 and [line.split()[:2] for line in ran.out.splitlines()[1:]] == [
+            ["extra", f"configmaps.core/{ns}/ghost"], ["missing", f"secrets.core/{ns}/db"]], ran.out
+        await h.delete(pipe.dst, f"{core}/configmaps/ghost")
+        ran = await standby(registered, "diff", "nope", "--against", "stream", *url)
+        assert (ran.code, ran.err.strip()) == (2, "standby: recoveryplan standby-system/nope not found"), ran
     finally:
         await h.delete(pipe.dst, secret_path)
 

@@ -148,3 +148,19 @@ def test_diff_classifies_missing_extra_and_different_and_ignores_deactivation() 
         Difference("different", "deployments.apps/a/api", ("/spec/template/spec/containers/0/image",)),
         Difference("missing", "deployments.apps/a/db"),
         Difference("extra", "deployments.apps/a/ghost")]
+
+
+def test_against_the_stream_a_rebuilds_steps_are_the_differences_and_unchanged_ones_are_not() -> None:
+    from schemas.rebuilds import Step
+    from schemas.subjects import ObjectKey
+    from services.operate.diff import Difference, from_steps, render
+
+    def key(name: str) -> ObjectKey:
+        return ObjectKey("apps", "deployments", "a", name)
+    steps = [Step("create", key("db"), "Deployment"), Step("update", key("api"), "Deployment", ("/spec/x",)),
+             Step("unchanged", key("web"), "Deployment"), Step("delete", key("ghost"), "Deployment")]
+    assert from_steps(steps) == [Difference("missing", "deployments.apps/a/db"),
+                                 Difference("different", "deployments.apps/a/api", ("/spec/x",)),
+                                 Difference("extra", "deployments.apps/a/ghost")]
+    assert render([], "table", "stream") == ("No differences: the stand-by holds the stream's latest states, "
+                                             "deactivated.\n")
