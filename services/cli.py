@@ -245,19 +245,12 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from schemas import rebuilds
     from services.common import keys as stream_keys
-    from services.common import plans, rebuilding
+    from services.common import rebuilding
     from services.operate import broker, output, rebuild, requests
 
-    try:
-        req_at = rebuild.parse_moment(args.at, time.time())
-        selection = rebuilds.Selection.of(
-            namespaces=[n for n in (args.namespaces or "").split(",") if n],
-            resources=[r for r in (args.resources or "").split(",") if r],
-            names=[n for n in (args.names or "").split(",") if n], labels=rebuild.parse_labels(args.selector))
-    except rebuilds.SelectionError as exc:
-        raise output.CommandError(str(exc)) from exc
+    req_at = rebuild.parse_moment(args.at, time.time())
+    selection = _selection(args)
     mode: rebuilding.Mode = "Active" if args.active else "Deactivated"
     stages = output.Stages()
 
@@ -285,10 +278,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _client(args) as client:
-            try:
-                plan = plans.parse_plan(await requests.get_plan(client, args.namespace, args.plan))
-            except plans.PlanError as exc:
-                raise output.CommandError(f"recoveryplan {args.namespace}/{args.plan}: {exc.message}") from exc
+            plan = await requests.parsed_plan(client, args.namespace, args.plan)
             req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix)
             nc = await broker.connect(client, args.namespace, args.nats_url)
             keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
@@ -316,13 +306,55 @@ def _rebuild(args: argparse.Namespace) -> int:
     return asyncio.run(run() if args.direct else through_the_cluster())
 
 
+def _selection(args: argparse.Namespace) -> Any:
+    from schemas import rebuilds
+    from services.operate import output, rebuild
+
+    def listed(text: str | None) -> list[str]:
+        return [part for part in (text or "").split(",") if part]
+    try:
+        return rebuilds.Selection.of(namespaces=listed(args.namespaces), resources=listed(args.resources),
+                                     names=listed(args.names), labels=rebuild.parse_labels(args.selector))
+    except rebuilds.SelectionError as exc:
+        raise output.CommandError(str(exc)) from exc
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from services.common import keys as stream_keys
+    from services.common import kube, rebuilding
+    from services.operate import broker, output, rebuild, requests, restore
+
+    at = rebuild.parse_moment(args.at, time.time())
+    selection = _selection(args)
+    try:
+        creds = kube.credentials_from_kubeconfig(Path(args.source_kubeconfig), context=args.source_context)
+    except (ValueError, OSError) as exc:
+        raise output.CommandError(f"--source-kubeconfig {args.source_kubeconfig}: {exc}") from exc
+
+    async def run() -> int:
+        async with _client(args) as client, kube.KubeClient(creds, user_agent="standby-cli") as source:
+            plan = await requests.parsed_plan(client, args.namespace, args.plan)
+            req = rebuilding.Request(plan, at, "Original", selection, prefix=args.subject_prefix)
+            nc = await broker.connect(client, args.namespace, args.nats_url)
+            keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
+            try:
+                return await restore.restore(client, source, nc.jetstream(), keys, req, fmt=args.output,
+                                             yes=args.yes, dry_run=args.dry_run, stages=output.Stages())
+            except rebuilding.RebuildError as exc:
+                raise output.CommandError(str(exc)) from exc
+            finally:
+                await nc.close()
+
+    return asyncio.run(run())
+
+
 def _diff(args: argparse.Namespace) -> int:
     from services.common import keys as stream_keys
     from services.common import rebuilding
-    from services.operate import broker, diff, output
+    from services.operate import broker, diff, output, requests
 
     async def against_stream(client: Any) -> list[Any]:
-        plan = await diff.plan_of(client, args.namespace, args.plan)
+        plan = await requests.parsed_plan(client, args.namespace, args.plan)
         nc = await broker.connect(client, args.namespace, args.nats_url)
         keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
         try:
@@ -359,6 +391,14 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
                                            "its user and password: $STANDBY_NATS_USER and $STANDBY_NATS_PASSWORD, "
                                            "else the standby-nats Secret")
     parser.add_argument("--subject-prefix", default="standby", help=argparse.SUPPRESS)
+
+
+def _selecting(parser: argparse.ArgumentParser) -> None:
+    """A part of a plan (every part given must match)."""
+    parser.add_argument("--namespaces", help="only these namespaces (comma-separated)")
+    parser.add_argument("--resources", help="only these resources: deployments.apps,configmaps")
+    parser.add_argument("--names", help="only objects of these names (comma-separated)")
+    parser.add_argument("-l", "--selector", help="only objects with these labels: key=value,...")
 
 
 def _waiting(parser: argparse.ArgumentParser, follows: str = "the plan's status until the syncer answered") -> None:
@@ -437,10 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "default: now")
     rb.add_argument("--target-cluster", help="a ManagedCluster (default: the plan's stand-by)")
     rb.add_argument("--active", action="store_true", help="write the objects active (a restore), not deactivated")
-    rb.add_argument("--namespaces", help="only these namespaces (comma-separated)")
-    rb.add_argument("--resources", help="only these resources: deployments.apps,configmaps")
-    rb.add_argument("--names", help="only objects of these names (comma-separated)")
-    rb.add_argument("-l", "--selector", help="only objects with these labels: key=value,...")
+    _selecting(rb)
     rb.add_argument("--prune", action="store_true", help="remove the plan's copies the rebuilt state does not hold")
     rb.add_argument("--dry-run", action="store_true", help="print what would be created, changed and deleted")
     rb.add_argument("--direct", action="store_true",
@@ -450,6 +487,26 @@ def build_parser() -> argparse.ArgumentParser:
     _streaming(rb)
     _operating(rb, formats=True)
     rb.set_defaults(func=_rebuild)
+
+    rs = sub.add_parser("restore", help="objects back into the plan's source as they were at a moment",
+                        epilog=EXIT_CODES,
+                        description="Undo a bad apply or a deletion in the source: the plan's objects (or a part) "
+                                    "as of --at, from its stream, written exactly as the source had them with the "
+                                    "write credentials of --source-kubeconfig (checked to reach the plan's source). "
+                                    "Prints what it would create and change first and asks for confirmation "
+                                    "unless --yes; objects created since are left alone.")
+    rs.add_argument("plan")
+    rs._negative_number_matcher = NEGATIVE_DURATION  # `--at -15m`, as rebuild
+    rs.add_argument("--at", required=True, help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration "
+                                                "(-15m)")
+    rs.add_argument("--source-kubeconfig", required=True, help="credentials that can write to the source cluster")
+    rs.add_argument("--source-context", help="its context (default: the current one)")
+    _selecting(rs)
+    rs.add_argument("--dry-run", action="store_true", help="print what would be created and changed, and stop")
+    rs.add_argument("--yes", action="store_true", help="write without asking")
+    _streaming(rs)
+    _operating(rs, formats=True)
+    rs.set_defaults(func=_restore)
 
     dlq = sub.add_parser("dlq", help="a plan's dead letters: list, show, retry, purge", epilog=EXIT_CODES,
                          description="list: the objects whose last change failed, and why (exit 1 if any); show: "

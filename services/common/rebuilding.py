@@ -42,7 +42,10 @@ from services.common.kube import ApiError, KubeClient, NotServedError, ResourceI
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-Mode = Literal["Deactivated", "Active"]
+# Deactivated: as the syncer writes copies (a stand-by); Active: running, with the plan's fromPatch
+# (a restore into a cluster that takes the source's place); Original: exactly as the source had it
+# (``standby restore``, into the source itself).
+Mode = Literal["Deactivated", "Active", "Original"]
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
 
@@ -181,7 +184,7 @@ async def prepare(target: KubeClient, state: State, req: Request) -> Plan:
                                         plan_name=req.plan.name,
                                         previous_inverse=transforms.inverse_of(existing) if same and existing else None)
         else:
-            how = restoring.Active(rules.from_patch)
+            how = restoring.Active(rules.from_patch if req.mode == "Active" else ())
         try:
             bodies[key] = restoring.object_to_write(change.env, api_version, change.env.ref.kind, how)
         except transforms.PatchError as exc:
@@ -376,6 +379,29 @@ async def refuse_unsafe(own: KubeClient, plan: plans.Plan, where: Target, mode: 
         raise
     raise RebuildError(f"{plan.key} has failed over in {where.name} (its copies run): a deactivated rebuild "
                               f"would switch them off; rebuild into another cluster, or --active")
+
+
+async def refuse_foreign_source(own: KubeClient, plan: plans.Plan, client: KubeClient) -> None:
+    """A restore writes into the plan's source and nowhere else: the cluster ``client`` reaches (the
+    caller's own write credentials) must be the one the plan's source ManagedCluster names, by its
+    kube-system namespace's uid. Written into the stand-by, the originals would run beside the
+    copies (a failover does that, in order); into any other cluster, ``rebuild --active``."""
+    try:
+        source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace, user_agent="standby-cli")
+    except plans.PlanError as exc:
+        raise RebuildError(f"the source of {plan.key} cannot be confirmed: {exc.message}") from exc
+    try:
+        theirs, given = await cluster_uid(source), await cluster_uid(client)
+    except (ApiError, UnreachableError) as exc:
+        raise RebuildError(f"the source of {plan.key} cannot be confirmed ({exc}): a restore writes only into the "
+                           f"plan's source, reachable through managedcluster {plan.spec.source_cluster_ref.name}"
+                           ) from exc
+    finally:
+        await source.close()
+    if theirs != given:
+        raise RebuildError(f"the given kubeconfig reaches another cluster than the source of {plan.key} "
+                           f"(managedcluster {plan.spec.source_cluster_ref.name}); into another cluster: "
+                           f"standby rebuild {plan.name} --active --target-cluster NAME")
 
 
 async def set_suspended(own: KubeClient, plan: plans.Plan, suspend: bool) -> None:

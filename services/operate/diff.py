@@ -79,15 +79,8 @@ def compare(group: str, resource: str, selected: Sequence[Obj], copies: Sequence
     return out
 
 
-async def plan_of(own: KubeClient, namespace: str, plan_name: str) -> plans.Plan:
-    try:
-        return plans.parse_plan(await requests.get_plan(own, namespace, plan_name))
-    except plans.PlanError as exc:
-        raise output.CommandError(f"recoveryplan {namespace}/{plan_name}: {exc.message}") from exc
-
-
 async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Difference]:
-    plan = await plan_of(own, namespace, plan_name)
+    plan = await requests.parsed_plan(own, namespace, plan_name)
     try:
         source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace,
                                             user_agent="standby-cli")

@@ -14,6 +14,7 @@ from typing import Any
 
 from schemas import API_VERSION
 from schemas import annotations as ann
+from services.common import plans
 from services.common.kube import ApiError, KubeClient
 from services.operate import output
 
@@ -32,6 +33,13 @@ async def get_plan(client: KubeClient, namespace: str, plan: str) -> dict[str, A
         if exc.not_found:
             raise output.CommandError(f"recoveryplan {namespace}/{plan} not found") from exc
         raise
+
+
+async def parsed_plan(client: KubeClient, namespace: str, plan: str) -> plans.Plan:
+    try:
+        return plans.parse_plan(await get_plan(client, namespace, plan))
+    except plans.PlanError as exc:
+        raise output.CommandError(f"recoveryplan {namespace}/{plan}: {exc.message}") from exc
 
 
 def dead_letters(plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -35,12 +35,13 @@ class Ran:
     err: str
 
 
-async def standby(cluster: LocalCluster, *args: str, timeout: float = 180) -> Ran:
-    """The `standby` command as an operator runs it (off the event loop the pipeline runs on)."""
+async def standby(cluster: LocalCluster, *args: str, timeout: float = 180, answer: str = "") -> Ran:
+    """The `standby` command as an operator runs it (off the event loop the pipeline runs on);
+    ``answer``: what is typed on its stdin."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", *args, "--kubeconfig", str(cluster.kubeconfig),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(answer.encode()), timeout)
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())
 

@@ -57,7 +57,6 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         empty: LocalCluster) -> None:
     core = f"/api/v1/namespaces/{NS}"
     secret_path = await broker_credentials(pipe, nats_server)
-    bootstrap.register_cluster(registered, "source-writer", source.kubeconfig)  # explicit write credentials
     await h.namespace(pipe.src, NS)
     await h.apply_plan(pipe.dst, h.plan_body(NS, [
         {"version": "v1", "resource": r, "filters": {"namespaces": [NS]}} for r in ("configmaps", "secrets")] + [
@@ -128,13 +127,36 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         ran = await standby(registered, "rebuild", "--direct", NS, *at, "--target-cluster", "empty", "--dry-run", *url)
         assert (ran.code, ran.out) == (0, "Nothing to change: the target holds the rebuilt state.\n"), ran.out
 
-        # Restore into the source (active, explicit write credentials): only the ConfigMaps.
-        ran = await standby(registered, "rebuild", "--direct", NS, *at, "--active", "--target-cluster", "source-writer",
-                            "--resources", "configmaps", *url)
-        assert ran.code == 0, (ran.out, ran.err)
+        # Restore into the source (the objects as the source had them; the caller's own write
+        # credentials): what it would write is printed first, then asked; no answer is no.
+        writer = ["--source-kubeconfig", str(source.kubeconfig)]
+        ran = await standby(registered, "restore", NS, *at, *writer, "--resources", "configmaps", *url)
+        assert ran.code == 1 and "nothing written" in ran.err and "[y/N]" in ran.err, (ran.out, ran.err)
+        assert {tuple(line.split()[:2]) for line in ran.out.splitlines()[1:]} == {
+            ("update", f"configmaps.core/{NS}/a"), ("create", f"configmaps.core/{NS}/b")}, ran.out
+        assert (await pipe.src.get(f"{core}/configmaps/a"))["data"] == {"k": "bad"}
+        ran = await standby(registered, "restore", NS, *at, *writer, "--resources", "configmaps", *url, answer="y\n")
+        assert ran.code == 0 and "restored: 1 created, 1 updated, 0 failed" in ran.err, (ran.out, ran.err)
         restored = await pipe.src.get(f"{core}/configmaps/b")
         assert restored["data"] == {"k": "good"} and ann.MANAGED not in (restored["metadata"].get("labels") or {})
         assert (await pipe.src.get(f"{core}/configmaps/a"))["data"] == {"k": "good"}
+        assert (await pipe.src.get(f"{core}/configmaps/c"))["data"] == {"k": "bad"}  # created since: left alone
+
+        # A deleted namespace comes back whole, as it was, running.
+        await pipe.src.request("DELETE", core)
+        await h.eventually(lambda: h.absent(pipe.src, core), timeout=60)
+        ran = await standby(registered, "restore", NS, *at, *writer, "--namespaces", NS, "--yes", *url)
+        assert ran.code == 0 and "restored: 3 created, 0 updated, 0 failed" in ran.err, (ran.out, ran.err)
+        assert await configmaps(pipe.src) == good
+        web = await pipe.src.get(f"/apis/apps/v1/namespaces/{NS}/deployments/web")
+        assert web["spec"]["replicas"] == 3 and ann.MANAGED not in (web["metadata"].get("labels") or {})
+        for args, says in (
+                (["--source-kubeconfig", str(registered.kubeconfig)], "another cluster than the source"),
+                (["--source-kubeconfig", "/nonexistent"], "--source-kubeconfig /nonexistent"),
+                ([*writer, "--at", "2020-01-01T00:00:00Z"], "earliest moment available is")):
+            ran = await standby(registered, "restore", NS, *[a for a in at if "--at" not in args], *args, "--yes",
+                                *url)
+            assert ran.code == 2 and says in ran.err, (args, ran.err)
 
         # Refused, nothing written.
         for args, says in (
@@ -150,8 +172,7 @@ async def test_a_bad_change_is_undone_in_the_stand_by_in_a_new_cluster_and_in_th
         assert (await standby(registered, "rebuild", "no-such-plan")).code == 2
     finally:
         await h.delete(pipe.dst, secret_path)
-        for name in ("source-writer", "empty"):
-            await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/{name}")
+        await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/empty")
         await h.delete(pipe.src, f"/api/v1/namespaces/{NS}")
 
 

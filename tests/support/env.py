@@ -48,6 +48,17 @@ async def delete(kube: KubeClient, path: str) -> None:
         await kube.request("DELETE", path)
 
 
+async def absent(kube: KubeClient, path: str) -> None:
+    """An assertion (for :func:`eventually`): ``path`` is not found."""
+    try:
+        await kube.get(path)
+    except ApiError as exc:
+        if exc.not_found:
+            return
+        raise
+    raise AssertionError(f"{path} still exists")
+
+
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.2,
                      what: str = "condition") -> T:
     """Retry ``check`` (which asserts) until it passes; re-raise its last failure at the deadline."""

@@ -164,3 +164,13 @@ def test_against_the_stream_a_rebuilds_steps_are_the_differences_and_unchanged_o
                                  Difference("extra", "deployments.apps/a/ghost")]
     assert render([], "table", "stream") == ("No differences: the stand-by holds the stream's latest states, "
                                              "deactivated.\n")
+
+
+@pytest.mark.parametrize(("typed", "yes"), [("y\n", True), ("YES\n", True), ("n\n", False), ("\n", False),
+                                             ("", False), ("yep\n", False)])
+def test_a_restore_writes_only_when_the_answer_is_yes_and_no_answer_is_no(typed: str, yes: bool) -> None:
+    from services.operate.restore import confirmed
+
+    asked = io.StringIO()
+    assert confirmed("Write these 2 objects?", io.StringIO(typed), asked) is yes
+    assert asked.getvalue() == "Write these 2 objects? [y/N] "
