@@ -31,7 +31,7 @@ from schemas import api, comparing, kinds, rebuilds, sanitizing, selection, tran
 from schemas.jsondata import clone
 from services.common import plans, rebuilding, settings
 from services.common.keys import StreamKeys
-from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.operate import output, requests
 
 COLUMNS = ("state", "object", "fields")
@@ -99,9 +99,20 @@ async def gather(own: KubeClient, namespace: str, plan_name: str) -> list[Differ
             await destination.close()
 
 
-async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.Plan) -> list[Difference]:
+@dataclass(frozen=True)
+class Selected:
+    """What one resource selector of a plan selects in the source, as listed."""
+
+    selector: api.ResourceSelector
+    info: ResourceInfo
+    scopes: tuple[str, ...]  # the namespaces listed ("": all)
+    objects: list[Obj]
+
+
+async def select(source: KubeClient, plan: plans.Plan) -> list[Selected]:
+    """The source's objects the plan selects, resource by resource (as the watcher selects them)."""
     namespace_labels: dict[str, dict[str, str]] | None = None
-    out: list[Difference] = []
+    out: list[Selected] = []
     for selector in plan.spec.resources:
         filters = selection.compile_filters(selector.filters)
         if filters.needs_namespace_labels and namespace_labels is None:
@@ -111,9 +122,8 @@ async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.
             info = await source.resolve(selector.group, selector.version, selector.resource)
         except ApiError as exc:
             raise output.CommandError(f"{selector.resource}: {exc.message}") from exc
-        scopes = selector.filters.namespaces if info.namespaced and selector.filters.namespaces else [""]
+        scopes = tuple(selector.filters.namespaces) if info.namespaced and selector.filters.namespaces else ("",)
         selected: list[Obj] = []
-        copies: list[Obj] = []
         for scope in scopes:
             items, _ = await source.list_all(info.collection(scope))
             for obj in items:
@@ -123,19 +133,34 @@ async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.
                 if kinds.skip_reason(obj, own_namespace=settings.NAMESPACE) is None and filters.matches(
                         obj, (namespace_labels or {}).get(ns)):
                     selected.append(obj)
-            try:
-                theirs, _ = await destination.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR)
-            except ApiError as exc:
-                if exc.not_found:  # the kind is not served in the stand-by yet: every object is missing
-                    theirs = []
-                else:
-                    raise
-            for copy in theirs:
-                if (copy["metadata"].get("annotations") or {}).get(ann.PLAN) == plan.key:
-                    copy.setdefault("apiVersion", info.api_version)
-                    copy.setdefault("kind", info.kind)
-                    copies.append(copy)
-        out += compare(info.group, info.resource, selected, copies, plan, selector)
+        out.append(Selected(selector, info, scopes, selected))
+    return out
+
+
+async def copies(destination: KubeClient, chosen: Selected, plan_key: str) -> list[Obj]:
+    """The plan's copies in ``destination`` of one selected resource."""
+    info = chosen.info
+    out: list[Obj] = []
+    for scope in chosen.scopes:
+        try:
+            theirs, _ = await destination.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR)
+        except ApiError as exc:
+            if exc.not_found:  # the kind is not served there yet: every object is missing
+                continue
+            raise
+        for copy in theirs:
+            if (copy["metadata"].get("annotations") or {}).get(ann.PLAN) == plan_key:
+                copy.setdefault("apiVersion", info.api_version)
+                copy.setdefault("kind", info.kind)
+                out.append(copy)
+    return out
+
+
+async def _compare_all(source: KubeClient, destination: KubeClient, plan: plans.Plan) -> list[Difference]:
+    out: list[Difference] = []
+    for chosen in await select(source, plan):
+        out += compare(chosen.info.group, chosen.info.resource, chosen.objects,
+                       await copies(destination, chosen, plan.key), plan, chosen.selector)
     return out
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -13,6 +14,7 @@ import pytest
 
 from services.common import streams
 from services.common.kube import KubeClient
+from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.syncer.settings import DeleteSettings, SyncerSettings
@@ -73,3 +75,15 @@ async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server:
 async def pipe(source: LocalCluster, registered: LocalCluster, nats_server: LocalNats) -> AsyncIterator[Pipeline]:
     async with pipeline(source, registered, nats_server) as p:
         yield p
+
+
+@contextlib.contextmanager
+def empty_cluster(env_root: Path, registered: LocalCluster, name: str) -> Iterator[LocalCluster]:
+    """A new, empty cluster (API server and etcd), registered in the stand-by as ManagedCluster
+    ``name`` (its own name: a cluster's store is kept under it)."""
+    cluster = LocalCluster(name, env_root).start()
+    bootstrap.register_cluster(registered, name, cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

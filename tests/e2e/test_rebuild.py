@@ -17,10 +17,9 @@ import pytest
 from schemas import annotations as ann
 from services.common.history import rfc3339
 from services.common.kube import KubeClient
-from services.devenv import bootstrap
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, empty_cluster
 from tests.e2e.test_operate import broker_credentials, standby
 from tests.support import env as h
 
@@ -30,12 +29,8 @@ NS = "rb-app"
 @pytest.fixture
 async def empty(env_root: Path, registered: LocalCluster) -> AsyncIterator[LocalCluster]:
     """A new, empty cluster, registered in the stand-by as ManagedCluster "empty"."""
-    cluster = LocalCluster("empty", env_root).start()
-    bootstrap.register_cluster(registered, "empty", cluster.kubeconfig)
-    try:
+    with empty_cluster(env_root, registered, "empty") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def cm(name: str, value: str) -> dict[str, Any]:
