@@ -220,29 +220,36 @@ async def _confirmed(target: KubeClient, steps: list[rebuilds.Step], bodies: Map
 
 async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
                   progress: Callable[[Outcome], Awaitable[None]] | None = None) -> list[Outcome]:
-    """Take the steps, one rank at a time. Returns every step's outcome (``unchanged`` ones too)."""
+    """Take the steps, one rank at a time. Returns every step's outcome (``unchanged`` ones too), in
+    the order they were taken; ``progress`` hears of each as soon as it is taken."""
     outcomes: list[Outcome] = []
     gate = asyncio.Semaphore(concurrency)
     made: dict[str, asyncio.Task[None]] = {}
 
-    async def one(step: rebuilds.Step) -> Outcome:
+    async def one(step: rebuilds.Step) -> None:
         async with gate:
-            try:
-                if step.action == "unchanged":
-                    return Outcome(step, True)
-                info = prepared.infos.get(step.key)
-                if info is None:
-                    info = await _resolve_again(target, prepared, step)
-                path = info.item(step.key.namespace, step.key.name)
-                if step.action == "delete":
-                    await target.request("DELETE", path, parse=False)
-                    return Outcome(step, True)
-                await _apply(target, path, prepared.bodies[step.key], step, made)
-                if (step.key.group, step.key.resource) == CRDS:
-                    await _established(target, path)
+            outcome = await take(step)
+        outcomes.append(outcome)
+        if progress is not None:
+            await progress(outcome)
+
+    async def take(step: rebuilds.Step) -> Outcome:
+        try:
+            if step.action == "unchanged":
                 return Outcome(step, True)
-            except (ApiError, UnreachableError, RebuildError, TimeoutError) as exc:
-                return Outcome(step, False, str(exc)[:500])
+            info = prepared.infos.get(step.key)
+            if info is None:
+                info = await _resolve_again(target, prepared, step)
+            path = info.item(step.key.namespace, step.key.name)
+            if step.action == "delete":
+                await target.request("DELETE", path, parse=False)
+                return Outcome(step, True)
+            await _apply(target, path, prepared.bodies[step.key], step, made)
+            if (step.key.group, step.key.resource) == CRDS:
+                await _established(target, path)
+            return Outcome(step, True)
+        except (ApiError, UnreachableError, RebuildError, TimeoutError) as exc:
+            return Outcome(step, False, str(exc)[:500])
 
     needed = sorted({s.key.namespace for s in prepared.steps if s.key.namespace and s.action in ("create", "update")})
     await asyncio.gather(*(_namespace_exists(target, ns, made) for ns in needed))
@@ -250,10 +257,7 @@ async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
     for step in prepared.steps:
         ranks.setdefault(step.rank if step.action != "delete" else 1_000 - step.rank, []).append(step)
     for rank in sorted(ranks):
-        for outcome in await asyncio.gather(*(one(s) for s in ranks[rank])):
-            outcomes.append(outcome)
-            if progress is not None:
-                await progress(outcome)
+        await asyncio.gather(*(one(s) for s in ranks[rank]))
     return outcomes
 
 

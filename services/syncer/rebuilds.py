@@ -96,7 +96,13 @@ class RebuildRunner:
         earlier = api.RebuildStatus.model_validate(obj.get("status") or {})
         status = earlier.model_copy(update={"phase": "Running", "start_time": earlier.start_time or plans.now_iso()})
         await self._write(namespace, name, status)
+        if earlier.phase == "Running":  # this syncer, or another, stopped in the middle of it
+            await events.record(self.own, involved(obj), type_="Normal", reason="RebuildResumed", message=(
+                f"run again after an interruption at {earlier.done}/{earlier.total} steps; what the interrupted run "
+                f"wrote compares unchanged now"), component="standby-syncer")
         last_write = time.monotonic()
+        taken = api.RebuildCounts()
+        failures: list[api.RebuildResult] = []
 
         async def say(text: str) -> None:
             nonlocal status
@@ -106,8 +112,18 @@ class RebuildRunner:
             await self._write(namespace, name, status)
 
         async def step_done(outcome: rebuilding.Outcome, done: int, total: int) -> None:
-            nonlocal status, last_write
-            status = status.model_copy(update={"done": done, "total": total, "summary": f"{done}/{total}"})
+            """The status follows the steps taken (written at most every STATUS_EVERY_SECONDS): an
+            interrupted rebuild's status says how far it got and what it did until then."""
+            nonlocal status, last_write, taken
+            if outcome.ok:
+                taken = taken.model_copy(update={outcome.step.action: getattr(taken, outcome.step.action) + 1})
+            else:
+                taken = taken.model_copy(update={"failed": taken.failed + 1})
+                if len(failures) < MAX_RESULTS:
+                    failures.append(api.RebuildResult(ref=str(outcome.step.key), action=outcome.step.action,
+                                                      outcome="Failed", message=outcome.message))
+            status = status.model_copy(update={"done": done, "total": total, "summary": f"{done}/{total}",
+                                               "counts": taken, "results": list(failures)})
             if time.monotonic() - last_write >= STATUS_EVERY_SECONDS or done == total:
                 last_write = time.monotonic()
                 await self._write(namespace, name, status)

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from schemas import annotations as ann
+from schemas.rebuilds import Selection
 from services.common.history import rfc3339
 from services.common.kube import KubeClient
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
-from tests.e2e.conftest import Pipeline, empty_cluster
+from services.operate import rebuild
+from tests.e2e.conftest import Pipeline, empty_cluster, pipeline
 from tests.e2e.test_operate import broker_credentials, standby
 from tests.support import env as h
 
@@ -206,3 +208,74 @@ async def test_a_rebuild_resource_is_run_by_the_syncer_and_followed_by_the_comma
     finally:
         await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/empty")
         await h.delete(pipe.src, f"/api/v1/namespaces/{ns}")
+
+
+async def test_a_rebuild_interrupted_halfway_says_how_far_it_got_and_is_resumed_where_it_was(
+        source: LocalCluster, registered: LocalCluster, nats_server: LocalNats, env_root: Path) -> None:
+    """The syncer stops in the middle of a Rebuild: its status says how far it got (steps taken,
+    counts by action), nothing more is written, and the next syncer runs it again to the end, finding
+    what the interrupted run wrote unchanged."""
+    ns, count = "rb-resume", 2000
+    core = f"/api/v1/namespaces/{ns}"
+    rebuilds = f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/rebuilds"
+    gate = asyncio.Semaphore(32)
+
+    async def create(i: int) -> None:
+        async with gate:
+            await pipe.src.apply(f"{core}/configmaps/cm-{i}", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"cm-{i}", "namespace": ns}, "data": {"i": str(i)}}, field_manager="test")
+
+    async def copies(kube: KubeClient) -> int:
+        return len((await kube.get(f"{core}/configmaps", labelSelector=ann.MANAGED_SELECTOR))["items"])
+
+    async def has_all(kube: KubeClient) -> None:
+        assert await copies(kube) == count
+
+    with empty_cluster(env_root, registered, "resume-target") as target:
+        async with KubeClient.from_kubeconfig(target.kubeconfig) as fresh:
+            try:
+                async with pipeline(source, registered, nats_server) as pipe:
+                    await h.namespace(pipe.src, ns)
+                    await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
+                                                                   "filters": {"namespaces": [ns]}}],
+                                                             forceNamespaceCreation=True))
+                    await asyncio.gather(*(create(i) for i in range(count)))
+                    await h.eventually(lambda: has_all(pipe.dst), timeout=120, interval=1)
+                    made = await pipe.dst.request("POST", rebuilds, body=rebuild.resource(
+                        ns, at=None, target_cluster="resume-target", active=False, selection=Selection(), prune=False,
+                        dry_run=False))
+                    path = f"{rebuilds}/{made['metadata']['name']}"
+
+                    async def started() -> None:
+                        assert ((await pipe.dst.get(path)).get("status") or {}).get("done", 0) > 0
+                    await h.eventually(started, timeout=60, interval=0.05)
+                # The syncer is gone, in the middle of it.
+                async with KubeClient.from_kubeconfig(registered.kubeconfig) as own:
+                    status = (await own.get(path))["status"]
+                    assert status["phase"] == "Running" and 0 < status["done"] < status["total"] == count, status
+                    assert status["counts"]["create"] == status["done"], status  # what it did, as it went
+                    written = await copies(fresh)
+                    assert written >= status["done"]
+                    await asyncio.sleep(1.0)
+                    assert await copies(fresh) == written, "nothing written once the syncer stopped"
+
+                async with pipeline(source, registered, nats_server, keep_plans=True) as pipe:
+                    async def completed() -> dict[str, Any]:
+                        status = (await pipe.dst.get(path))["status"]
+                        assert status["phase"] == "Completed", status
+                        return dict(status)
+                    status = await h.eventually(completed, timeout=120, interval=0.5)
+                    assert status["counts"] == {"create": count - written, "unchanged": written, "update": 0,
+                                                "delete": 0, "failed": 0}, (written, status)
+                    await has_all(fresh)
+                    reasons = [e["reason"] for e in (await pipe.dst.get(
+                        f"/api/v1/namespaces/{h.SYSTEM}/events",
+                        fieldSelector=f"involvedObject.name={made['metadata']['name']}"))["items"]]
+                    assert "RebuildResumed" in reasons, reasons
+            finally:
+                async with KubeClient.from_kubeconfig(registered.kubeconfig) as own:
+                    await h.delete(own, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/"
+                                        f"resume-target")
+                    await h.delete(own, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{ns}")
+                async with KubeClient.from_kubeconfig(source.kubeconfig) as src:
+                    await h.delete(src, core)
