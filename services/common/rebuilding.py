@@ -36,7 +36,7 @@ from schemas import API_VERSION, api, codec, comparing, rebuilds, restoring, sea
 from schemas import annotations as ann
 from schemas.envelope import Envelope
 from schemas.subjects import ObjectKey
-from services.common import history, plans, settings
+from services.common import access, history, plans, settings
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, NotServedError, ResourceInfo, UnreachableError
 
@@ -216,6 +216,43 @@ async def _confirmed(target: KubeClient, steps: list[rebuilds.Step], bodies: Map
         return dataclasses.replace(step, action="update" if fields else "unchanged", fields=fields)
 
     return list(await asyncio.gather(*(confirm(s) for s in steps)))
+
+
+# What each step asks of the target's RBAC: an apply that creates is authorized as patch and create.
+WRITE_VERBS = {"create": ("create", "patch"), "update": ("patch",), "delete": ("delete",)}
+
+
+async def refuse_unwritable(target: KubeClient, prepared: Plan, target_name: str) -> None:
+    """Before anything is written: every resource to write is served by the target or has its
+    CustomResourceDefinition among the rebuilt objects, and the target's credentials may take every
+    step (asked as ``kubectl auth can-i`` asks). A rebuild that could only half succeed does not start."""
+    crds = {s.key.name for s in prepared.steps if (s.key.group, s.key.resource) == CRDS and s.action != "delete"}
+    unserved: set[str] = set()
+    needed: set[access.Access] = set()
+    for step in prepared.steps:
+        key = step.key
+        if step.action == "unchanged":
+            continue
+        if prepared.infos.get(key) is None and f"{key.resource}.{key.group}" not in crds:
+            unserved.add(f"{key.resource}.{key.group or 'core'}")
+        needed.update(access.Access(verb, key.group, key.resource, key.namespace) for verb in WRITE_VERBS[step.action])
+    writes_into = {s.key.namespace for s in prepared.steps if s.key.namespace and s.action in ("create", "update")}
+    if writes_into:
+        try:
+            listed, _ = await target.list_all("/api/v1/namespaces")
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            listed = None  # cannot tell which namespaces are missing: their creation will say
+        if listed is not None and writes_into - {n["metadata"]["name"] for n in listed}:
+            needed.add(access.Access("create", "", "namespaces"))
+    problems = [f"{r} is not served there and its CustomResourceDefinition is not among the objects rebuilt"
+                for r in sorted(unserved)]
+    refused = await access.refused(target, needed)
+    if refused:
+        problems.append("its credentials may not " + ", ".join(map(str, refused)))
+    if problems:
+        raise RebuildError(f"{target_name} cannot take this rebuild, so nothing was written: " + "; ".join(problems))
 
 
 async def execute(target: KubeClient, prepared: Plan, *, concurrency: int = 32,
@@ -459,6 +496,7 @@ async def rebuild(own: KubeClient, js: JetStreamContext, keys: StreamKeys, req: 
         await refuse_unsafe(own, req.plan, where, req.mode)
         state = await read_state(js, keys, req)
         prepared = await prepare(where.client, state, req)
+        await refuse_unwritable(where.client, prepared, where.name)
         earliest = history.rfc3339(state.earliest) if state.earliest is not None else "-"
         await told(f"{req.plan.key} as of {history.rfc3339(state.at)} (earliest available {earliest}): "
                    f"{len(state.changes)} objects into {where.name}, {req.mode.lower()}")

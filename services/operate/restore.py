@@ -38,6 +38,7 @@ async def restore(own: KubeClient, source: KubeClient, js: JetStreamContext, key
     await rebuilding.refuse_foreign_source(own, plan, source)
     state = await rebuilding.read_state(js, keys, req)
     prepared = await rebuilding.prepare(source, state, req)
+    await rebuilding.refuse_unwritable(source, prepared, "the source")
     moment = history.rfc3339(state.at)
     stages.line(f"{plan.key} as of {moment}: {len(state.changes)} objects selected")
     sys.stdout.write(rebuild.render_steps(prepared.steps, fmt))

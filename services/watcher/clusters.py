@@ -20,30 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import API_VERSION, api
-from services.common import events, plans, settings
+from services.common import access, events, plans, settings
+from services.common.access import Access
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.watcher import metrics
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 REVIEW = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SOURCE_VERBS = ("list", "watch")
 DESTINATION_VERBS = ("create", "patch", "delete")
-
-
-@dataclass(frozen=True, order=True)
-class Access:
-    """One thing a plan needs to be allowed in a cluster (as ``kubectl auth can-i`` asks it)."""
-
-    verb: str
-    group: str
-    resource: str
-    namespace: str = ""  # "": in every namespace (or cluster-scoped)
-
-    def __str__(self) -> str:
-        name = f"{self.resource}.{self.group}" if self.group else self.resource
-        return f"{self.verb} {name}" + (f" in {self.namespace}" if self.namespace else "")
 
 
 def needs(plan: plans.Plan, *, fence_namespace: str) -> dict[str, set[Access]]:
@@ -86,7 +72,7 @@ async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float, wanted: set
         async with client:
             version = await client.server_version()
             review = await client.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=REVIEW)
-            refused = [a for a in sorted(wanted or ()) if not await allowed(client, a)]
+            refused = await access.refused(client, wanted or ())
     except UnreachableError as exc:
         return Probe(False, "Unreachable", str(exc))
     except ApiError as exc:
@@ -99,16 +85,6 @@ async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float, wanted: set
         return Probe(False, "Forbidden", f"{user} may not: {', '.join(map(str, refused))}", version)
     return Probe(True, "Connected", f"authenticated as {user}" + (
         f", allowed the {len(wanted)} accesses its plans need" if wanted else ""), version)
-
-
-async def allowed(client: KubeClient, access: Access) -> bool:
-    attributes = {"verb": access.verb, "group": access.group, "resource": access.resource}
-    if access.namespace:
-        attributes["namespace"] = access.namespace
-    review = await client.request("POST", ACCESS_REVIEWS, body={
-        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": attributes}})
-    return bool((review.get("status") or {}).get("allowed"))
 
 
 def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from services.common import plans
-from services.watcher.clusters import Access, needs
+from services.common.access import Access
+from services.watcher.clusters import needs
 from tests.support.env import plan_body
 
 
