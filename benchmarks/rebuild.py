@@ -9,7 +9,8 @@ server-side-apply ceiling measured in the same run.
   else: no stream, no comparison). Each rebuild and each raw run writes into a new, empty cluster
   (a cluster already holding 10,000 objects is measurably slower), and the rounds alternate which
   goes first; the ratio is of the means. Target: >= 0.8.
-- memory: the benchmark process's peak RSS (it holds the stream's states and the bodies).
+- memory: what the first rebuild adds to the benchmark process's peak RSS (measured before it and
+  after it, before any raw run holds bodies of its own), and the process's peak over the run.
 
     .venv/bin/python benchmarks/rebuild.py [--objects 10000] [--concurrency 32] [--rounds 2]
 """
@@ -84,6 +85,10 @@ async def raw_into(root: Path, name: str, bodies: list[dict[str, Any]], concurre
         target.stop()
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 async def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=10_000)
@@ -96,15 +101,19 @@ async def main() -> dict[str, Any]:
     nc = await nats.connect(server.url, user=server.user, password=server.password)
     rebuilt: list[dict[str, Any]] = []
     raw: list[float] = []
+    rebuild_growth = 0.0
     try:
         js = nc.jetstream()
         stream = subjects.stream_name(*PLAN)
         await streams.ensure_stream(js, settings.NatsSettings(), *PLAN, api.History())
         await publish_changes(js, stream, [stream_change(i, 0, PLAN) for i in range(args.objects)])
         req = rebuilding.Request(plan())
+        before = peak_rss_mib()
         for round_ in range(args.rounds):
             if round_ % 2 == 0:
                 rebuilt.append(await rebuild_into(root, f"rebuild-{round_}", js, req, args.concurrency))
+                if round_ == 0:
+                    rebuild_growth = peak_rss_mib() - before
                 raw.append(await raw_into(root, f"raw-{round_}", rebuilt[-1]["bodies"], args.concurrency))
             else:
                 raw.append(await raw_into(root, f"raw-{round_}", rebuilt[-1]["bodies"], args.concurrency))
@@ -124,7 +133,7 @@ async def main() -> dict[str, Any]:
         "raw_ssa_objects_per_s": [round(r) for r in raw], "ratio": round(rate / ceiling, 2),
         "failed": sum(r["failed"] for r in rebuilt),
         "unchanged_after": min(r["unchanged_after"] for r in rebuilt),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rebuild_rss_growth_mib": round(rebuild_growth), "peak_rss_mib": round(peak_rss_mib()),
     }
     result["ok"] = not result["failed"] and result["unchanged_after"] == args.objects and result["ratio"] >= 0.8
     return result
