@@ -31,7 +31,7 @@ check: $(VENV)/.installed
 
 ## The README's main command: the whole story on local real clusters.
 demo: setup
-	$(VENV)/bin/standby demo
+	$(VENV)/bin/standby demo $(DEMO_ARGS)
 
 bench: setup
 	cd benchmarks && ../$(PY) transforms.py
