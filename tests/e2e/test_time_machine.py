@@ -1,10 +1,10 @@
 """The stream as a time machine, proven on the real clusters: a randomized sequence of creates,
 updates and deletes over three namespaces and five kinds (ConfigMaps, Secrets, Deployments, a CRD
 and its custom resources), one namespace deleted and recreated; at four moments the test records
-the source's exact state. A new, empty cluster rebuilt from the stream as of each moment, going
-forwards and backwards in time (``--prune`` between moments), holds exactly that state: every
-selected object, deactivated as the syncer writes copies, compared without server-set fields, and
-nothing else of the plan.
+the source's exact state. A new, empty cluster rebuilt from the stream as of each moment holds
+exactly that state: every selected object, deactivated as the syncer writes copies, compared
+without server-set fields, and nothing else of the plan. So does one cluster rebuilt from one
+moment to another, forwards and backwards in time (``--prune`` between moments).
 
 The sequence is random on purpose; the seed is printed (on a failure, pytest shows it) and
 ``STANDBY_TIME_MACHINE_SEED`` replays it."""
@@ -161,26 +161,35 @@ async def test_rebuilt_as_of_each_moment_a_new_cluster_holds_exactly_the_sources
         moments.append(await moment(pipe, plan))
 
         url = ["--nats-url", nats_server.url]
+
+        async def rebuilt(index: int, cluster: str, target: KubeClient, *flags: str) -> None:
+            at, state = moments[index]
+            ran = await standby(registered, "rebuild", "--direct", PLAN, "--at", rfc3339(at), "--target-cluster",
+                                cluster, *flags, *url)
+            assert ran.code == 0, (seed, index, ran.out, ran.err)
+            try:
+                assert await holds(target, state, plan) > 0
+            except AssertionError as exc:
+                raise AssertionError(f"seed {seed}, moment {index}, {cluster}: {exc}\n" + "\n".join(log)) from exc
+
+        # Each moment into a new, empty cluster of its own.
+        for index in (1, 2, 3):
+            with empty_cluster(env_root, registered, f"tm-new-{index}") as new:
+                async with KubeClient.from_kubeconfig(new.kubeconfig) as target:
+                    await rebuilt(index, f"tm-new-{index}", target)
         with empty_cluster(env_root, registered, "tm-empty") as fresh:
             async with KubeClient.from_kubeconfig(fresh.kubeconfig) as target:
                 # Forwards and backwards: into the empty cluster first, then from one moment's
                 # state to another's.
                 for index, prune in ((0, False), (2, True), (1, True), (3, True)):
-                    at, state = moments[index]
-                    ran = await standby(registered, "rebuild", "--direct", PLAN, "--at", rfc3339(at),
-                                        "--target-cluster", "tm-empty", *(["--prune"] if prune else []), *url)
-                    assert ran.code == 0, (seed, index, ran.out, ran.err)
-                    try:
-                        count = await holds(target, state, plan)
-                    except AssertionError as exc:
-                        raise AssertionError(f"seed {seed}, moment {index}: {exc}\n" + "\n".join(log)) from exc
-                    assert count > 0, (seed, index)
+                    await rebuilt(index, "tm-empty", target, *(["--prune"] if prune else []))
                 ran = await standby(registered, "rebuild", "--direct", PLAN, "--at", rfc3339(moments[3][0]),
                                     "--target-cluster", "tm-empty", "--prune", "--dry-run", *url)
                 assert (ran.code, ran.out) == (0, "Nothing to change: the target holds the rebuilt state.\n"), ran
     finally:
         await h.delete(pipe.dst, secret_path)
-        await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/tm-empty")
+        for cluster in ("tm-empty", "tm-new-1", "tm-new-2", "tm-new-3"):
+            await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/managedclusters/{cluster}")
         await h.delete(pipe.dst, f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/{PLAN}")
         for ns in NAMESPACES:
             await h.delete(pipe.src, f"/api/v1/namespaces/{ns}")
