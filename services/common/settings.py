@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 STREAM_KEYS_SECRET = "standby-stream-keys"
 NAMESPACE = "standby-system"  # the default of every service's kube.namespace
@@ -12,9 +12,22 @@ NATS_CREDENTIALS_SECRET = "standby-nats"  # the shipped manifests read the NATS 
 
 
 class NatsSettings(BaseModel):
-    url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    url: str = Field(default="nats://127.0.0.1:4222",
+                     description="NATS server URLs, comma-separated (the nodes of a cluster); tls:// for TLS.")
     user: str | None = Field(default=None, description="NATS user (the broker requires authentication).")
     password: SecretStr | None = Field(default=None, description="NATS password.")
+    credentials_file: Path | None = Field(
+        default=None, description="A NATS credentials file (.creds: a user JWT and its seed), instead of user and "
+                                  "password.")
+    tls_ca: Path | None = Field(default=None, description="CA bundle that signed the servers' certificates "
+                                                          "(set: connect with TLS).")
+    tls_cert: Path | None = Field(default=None, description="Client certificate, when the servers ask for one.")
+    tls_key: Path | None = Field(default=None, description="Its private key.")
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Copies of each plan's stream in a JetStream cluster (3 in production: "
+                                           "one node lost loses nothing); a change updates existing streams.")
+    consumer_replicas: int = Field(default=0, ge=0, le=5,
+                                   description="Copies of the syncer's durable consumers; 0: as the stream.")
     subject_prefix: str = Field(default="standby", description="First token of every object subject.")
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, description="Broker payload limit we stay under.")
     duplicate_window_seconds: float = Field(default=120, gt=0, description="Nats-Msg-Id dedupe window.")
@@ -23,6 +36,19 @@ class NatsSettings(BaseModel):
         description="Secret (in the service's namespace) with the keys that seal Secret bodies in the stream.")
     stream_keys_refresh_seconds: float = Field(
         default=60.0, gt=0, description="Re-read the stream keys Secret at least this often (a rotation takes effect).")
+
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> NatsSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.credentials_file is not None and self.user is not None:
+            raise ValueError("give a credentials file or a user and password, not both")
+        return self
 
 
 class TaskSettings(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -64,12 +65,26 @@ class BrokerOutages:
             log.debug("%s: broker error: %r", self.name, exc)
 
 
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    """TLS to the servers when a CA is given or a URL says tls:// (then the system's CAs)."""
+    if settings.tls_ca is None and not any(u.startswith("tls://") for u in settings.servers):
+        return None
+    context = ssl.create_default_context(cafile=str(settings.tls_ca) if settings.tls_ca else None)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
 async def connect(settings: NatsSettings, *, name: str) -> Client:
+    """A connection that reconnects for ever, to any of the servers (a cluster's nodes and the ones
+    they announce)."""
     outages = BrokerOutages(name)
     return await nats.connect(
-        settings.url,
+        settings.servers,
         user=settings.user,
         password=settings.password.get_secret_value() if settings.password else None,
+        user_credentials=str(settings.credentials_file) if settings.credentials_file else None,
+        tls=tls_context(settings),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -102,6 +117,7 @@ def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str,
         duplicate_window=settings.duplicate_window_seconds,
         discard=js_api.DiscardPolicy.OLD,
         allow_direct=True,
+        num_replicas=settings.stream_replicas,
         description=f"Standby plan {plan_namespace}/{plan_name}",
     )
 

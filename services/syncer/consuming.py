@@ -73,6 +73,7 @@ class PlanConsumer:
             deliver_policy=js_api.DeliverPolicy.ALL, ack_wait=c.ack_wait_seconds,
             max_ack_pending=c.max_ack_pending, max_deliver=c.max_deliver,
             filter_subject=subjects.plan_filter(self.settings.nats.subject_prefix, self.plan.namespace, self.plan.name),
+            num_replicas=self.settings.nats.consumer_replicas or None,
         )
 
     async def start(self) -> None:
