@@ -118,6 +118,8 @@ class ResourceWatch:
     # Set to cut a retry pause short: the source is back, or a CRD changed in it.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _publish_failed: BaseException | None = None
+    # Set with _publish_failed: a watch with no more events to come must not wait for one to notice.
+    publish_failure: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.filters = selection.compile_filters(self.selector.filters)
@@ -157,6 +159,7 @@ class ResourceWatch:
     # -- publishing -------------------------------------------------------------------------
     def _failed(self, exc: BaseException) -> None:
         self._publish_failed = exc
+        self.publish_failure.set()
 
     async def _publish(self, type_: EventType, obj: Obj, *, resource_version: str | None = None,
                        uid: str | None = None, subject: str | None = None) -> None:
@@ -262,10 +265,13 @@ class ResourceWatch:
         """:meth:`watch_from`, ended by :class:`RelistNeeded` when a namespace relabelling may have
         changed what this watch selects, (sealed kinds) when the active stream key changed: the
         LIST seals again, under the new key, what the stream holds under the old one, or every
-        ``relist_seconds``: an event the watch missed is found by the LIST."""
+        ``relist_seconds``: an event the watch missed is found by the LIST. A publish that failed
+        (its acknowledgement lost or refused, after the call returned) re-lists at once: the LIST
+        publishes that object again (the stream drops what it already holds by message id)."""
         watching = asyncio.create_task(self.watch_from(resource_version), name=f"watch {self.name}")
         wanted = asyncio.create_task(self.relist_wanted.wait(), name=f"relist wanted {self.name}")
-        waits: list[asyncio.Task[Any]] = [watching, wanted]
+        failed = asyncio.create_task(self.publish_failure.wait(), name=f"publish failed {self.name}")
+        waits: list[asyncio.Task[Any]] = [watching, wanted, failed]
         if self.sealed:
             rotated = asyncio.create_task(self._active_key_changed(), name=f"key rotation {self.name}")
             waits.append(rotated)
@@ -281,6 +287,10 @@ class ResourceWatch:
         failure = None if watching.cancelled() else watching.exception()
         if failure is not None:
             raise failure
+        if failed in done:
+            exc, self._publish_failed = self._publish_failed, None
+            self.publish_failure.clear()
+            raise RelistNeeded(f"publish failed: {exc!r}")
         if wanted in done:
             raise RelistNeeded("namespace labels changed", kind="namespace_labels")
         if self.settings.relist_seconds and scheduled in done:
@@ -297,6 +307,7 @@ class ResourceWatch:
                                                  timeout_seconds=self.settings.watch_timeout_seconds):
                 if self._publish_failed is not None:
                     exc, self._publish_failed = self._publish_failed, None
+                    self.publish_failure.clear()
                     raise RelistNeeded(f"publish failed: {exc!r}")
                 type_, obj = event["type"], event["object"]
                 rv = str(obj.get("metadata", {}).get("resourceVersion", rv))

@@ -274,6 +274,43 @@ async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kub
     await nc.close()
 
 
+async def test_a_lost_acknowledgement_is_published_again_without_waiting_for_another_change(
+        kube: Any, js: Any, settings: WatcherSettings) -> None:
+    """The broker never acknowledged a change (a cluster in the middle of an election, a route not
+    up yet): the watch re-lists at once and publishes it again, instead of waiting for the next
+    event of that resource, which may never come."""
+    src, dst = kube
+    await h.namespace(src, "w-lost")
+    await h.configmap(src, "w-lost", "quiet")
+    await h.apply_plan(dst, h.plan_body("lost", [{"version": "v1", "resource": "configmaps",
+                                                  "filters": {"namespaces": ["w-lost"]}}]))
+    plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/lost"))
+    nc = await streams.connect(settings.nats, name="test")
+    jsc = nc.jetstream()
+    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "lost", api.History())
+    publisher = Publisher(jsc, stream=info.config.name or "", window=100,
+                          keys=StreamKeys(dst, h.SYSTEM, settings.nats.stream_keys_secret),
+                          max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
+    real_publish, calls = publisher.publish, []
+
+    async def first_one_lost(env: Any, *, subject: str, on_failure: Any, on_ack: Any = None) -> bool:
+        calls.append(subject)
+        if len(calls) == 1:  # sent, and no acknowledgement ever came
+            asyncio.get_running_loop().call_later(0.2, on_failure, TimeoutError("no acknowledgement"))
+            return True
+        return await real_publish(env, subject=subject, on_failure=on_failure, on_ack=on_ack)
+
+    publisher.publish = first_one_lost  # type: ignore[method-assign]
+    watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
+    async with h.running(watch.run(), "watch"):
+        async def published() -> None:
+            names = {s.rsplit(".", 1)[1] for _, s, _ in await messages(js, info.config.name or "")}
+            assert names == {"quiet"}
+        await h.eventually(published, timeout=10)
+    assert len(calls) == 2
+    await nc.close()
+
+
 async def _assert(ok: bool) -> None:
     assert ok
 
