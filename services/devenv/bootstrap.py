@@ -106,6 +106,8 @@ def service_env(env: DevEnvironment, service: str) -> dict[str, str]:
         prefix + "NATS__URL": env.nats.url,
         prefix + "NATS__USER": env.nats.user,
         prefix + "NATS__PASSWORD": env.nats.password,
+        **({prefix + "NATS__TLS_CA": str(env.nats.pki.ca_cert)} if env.nats.pki else {}),
+        prefix + "NATS__STREAM_REPLICAS": str(min(3, len(env.nats.servers))),
         prefix + "KUBE__KUBECONFIG": str(own.kubeconfig),
         prefix + "SERVE__PORT": "0",
         prefix + "SERVE__LOG_FORMAT": "json",

@@ -4,14 +4,18 @@ fixtures see it. ``up`` leaves the processes running and records them in ``DIR/s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from services.devenv import natsd
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process, pid_alive, terminate_group
@@ -34,6 +38,8 @@ class DevEnvironment:
     root: Path
     topology: Topology = "two"
     full: bool = False
+    nats_nodes: int = 1  # more: a JetStream cluster
+    nats_tls: bool = False
     clusters: dict[str, LocalCluster] = field(default_factory=dict)
     nats: LocalNats | None = None
     services: dict[str, Process] = field(default_factory=dict)
@@ -44,7 +50,7 @@ class DevEnvironment:
             raise RuntimeError(f"an environment is already running in {self.root}")
         clear(self.root)
         try:
-            self.nats = LocalNats(self.root).start()
+            self.nats = LocalNats(self.root, nodes=self.nats_nodes, tls=self.nats_tls).start()
             for name in cluster_names(self.topology):
                 self.clusters[name] = LocalCluster(
                     name, self.root, full=self.full,
@@ -76,6 +82,7 @@ class DevEnvironment:
             "STANDBY_NATS_URL": self.nats.url,
             "STANDBY_NATS_USER": self.nats.user,
             "STANDBY_NATS_PASSWORD": self.nats.password,
+            **({"STANDBY_NATS_CA": str(self.nats.pki.ca_cert)} if self.nats.pki else {}),
             "STANDBY_TOPOLOGY": self.topology,
             "STANDBY_SYNC_KUBECONFIG": str(self.sync_cluster.kubeconfig),
             "STANDBY_DESTINATION_KUBECONFIG": str(self.clusters["destination"].kubeconfig),
@@ -106,8 +113,9 @@ class DevEnvironment:
         for cluster in self.clusters.values():
             for proc in cluster.processes.values():
                 proc.detach()
-        if self.nats and self.nats.process:
-            self.nats.process.detach()
+        for node in self.nats.servers if self.nats else []:
+            if node.process is not None:
+                node.process.detach()
         for proc in self.services.values():
             proc.detach()
 
@@ -129,8 +137,9 @@ def recorded_pids(state: dict[str, Any]) -> dict[str, int]:
     for cname, cluster in state.get("clusters", {}).items():
         for proc, pid in reversed(list(cluster.get("pids", {}).items())):
             pids[f"{cname}/{proc}"] = pid
-    if state.get("nats", {}).get("pid"):
-        pids["nats-server"] = state["nats"]["pid"]
+    for name, node in (state.get("nats", {}).get("nodes") or {}).items():
+        if node.get("pid"):
+            pids[f"nats/{name}"] = node["pid"]
     return pids
 
 
@@ -163,5 +172,49 @@ def status(root: Path) -> dict[str, Any]:
     if state is None:
         return {"running": False, "processes": {}}
     procs = {name: pid_alive(pid) for name, pid in recorded_pids(state).items()}
+    for name in state.get("nats", {}).get("nodes") or {}:
+        procs.setdefault(f"nats/{name}", False)  # stopped or killed by `standby dev nats`
     return {"running": any(procs.values()), "topology": state["topology"], "full": state["full"],
             "processes": procs}
+
+
+NatsAction = Literal["stop", "kill", "wipe", "start", "restart"]
+
+
+def nats_node(root: Path, name: str, action: NatsAction, *, timeout: float = 30.0) -> str:
+    """Stop, kill (SIGKILL), wipe (delete the store of a stopped node), start or restart one NATS
+    node of a running environment, as the fault tests do it; what happened, in a line."""
+    state = read_state(root)
+    if state is None:
+        raise RuntimeError(f"no environment in {root}")
+    nodes = state["nats"].get("nodes") or {}
+    if name not in nodes:
+        raise RuntimeError(f"no NATS node {name!r} in {root} (nodes: {', '.join(nodes) or '-'})")
+    node = natsd.node_of_state(name, nodes[name])
+    pid = nodes[name].get("pid")
+    running = bool(pid) and pid_alive(pid)
+    if action in ("stop", "restart") and running:
+        terminate_group(pid)
+    elif action == "kill" and running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.02)
+    elif action == "wipe":
+        if running:
+            raise RuntimeError(f"nats {name} is running; stop or kill it first")
+        shutil.rmtree(node.store_dir, ignore_errors=True)
+    if action in ("start", "restart"):
+        if action == "start" and running:
+            return f"nats {name} already running (pid {pid})"
+        natsd.launch(node)
+        natsd.wait_ready(node, timeout)
+        assert node.process is not None
+        node.process.detach()
+        nodes[name]["pid"] = node.process.pid
+    elif action != "wipe":
+        nodes[name]["pid"] = None
+    (root / STATE_FILE).write_text(json.dumps(state, indent=2))
+    return {"stop": f"nats {name} stopped", "kill": f"nats {name} killed (SIGKILL)",
+            "wipe": f"nats {name}: store {node.store_dir} deleted", "start": f"nats {name} started, ready",
+            "restart": f"nats {name} restarted, ready"}[action]

@@ -50,6 +50,42 @@ class NatsNode:
         return self.process is not None and self.process.alive()
 
 
+def launch(node: NatsNode) -> None:
+    """Start ``node``'s server from its configuration file."""
+    node.process = Process(f"nats-server {node.name}", [str(binaries.nats_server()), "-c", str(node.config_path)],
+                           node.log).start()
+
+
+def wait_ready(node: NatsNode, timeout: float) -> None:
+    """Until the node accepts clients and its /healthz says JetStream is ready (in a cluster: a meta
+    leader elected and the node current with it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node.process is None or not node.process.alive():
+            tail = node.process.tail() if node.process else ""
+            raise NatsStartError(f"nats-server {node.name} exited:\n{tail}")
+        if _accepts(node) and healthy(node):
+            return
+        time.sleep(0.05)
+    raise NatsStartError(f"nats-server {node.name} not ready on port {node.client_port} after {timeout}s")
+
+
+def _accepts(node: NatsNode) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", node.client_port), timeout=0.5) as sock:
+            return sock.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+def healthy(node: NatsNode) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 @dataclass
 class LocalNats:
     root: Path
@@ -147,37 +183,10 @@ class LocalNats:
         node.dir.mkdir(parents=True, exist_ok=True)
         node.config_path.write_text(self._config(node))
         node.config_path.chmod(0o600)
-        node.process = Process(f"nats-server {node.name}", [str(binaries.nats_server()), "-c", str(node.config_path)],
-                               node.log).start()
+        launch(node)
 
     def _wait_ready(self, node: NatsNode, timeout: float) -> None:
-        """Until the node accepts clients and its /healthz says JetStream is ready (in a cluster:
-        a meta leader elected and the node current with it)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if node.process is None or not node.process.alive():
-                tail = node.process.tail() if node.process else ""
-                raise NatsStartError(f"nats-server {node.name} exited:\n{tail}")
-            if self._accepts(node) and self.healthy(node):
-                return
-            time.sleep(0.05)
-        raise NatsStartError(f"nats-server {node.name} not ready on port {node.client_port} after {timeout}s")
-
-    @staticmethod
-    def _accepts(node: NatsNode) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", node.client_port), timeout=0.5) as sock:
-                return sock.recv(4).startswith(b"INFO")
-        except OSError:
-            return False
-
-    @staticmethod
-    def healthy(node: NatsNode) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/healthz", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        wait_ready(node, timeout)
 
     def stop(self) -> None:
         for n in self.servers:
@@ -246,6 +255,15 @@ class LocalNats:
         return {"port": self.port, "user": self.user, "password": self.password, "tls": self.tls,
                 "ca": str(self.pki.ca_cert) if self.pki else None,
                 "pid": self.process.pid if self.process else None,
-                "nodes": {n.name: {"pid": n.process.pid if n.process else None, "config": str(n.config_path),
-                                   "log": str(n.log), "store": str(n.store_dir), "client_port": n.client_port,
-                                   "monitor_port": n.monitor_port} for n in self.servers}}
+                "nodes": {n.name: node_state(n) for n in self.servers}}
+
+
+def node_state(node: NatsNode) -> dict[str, Any]:
+    return {"pid": node.process.pid if node.process else None, "dir": str(node.dir), "log": str(node.log),
+            "client_port": node.client_port, "cluster_port": node.cluster_port, "monitor_port": node.monitor_port}
+
+
+def node_of_state(name: str, state: dict[str, Any]) -> NatsNode:
+    """A node recorded by an environment (its process is not ours: see :mod:`services.devenv.environment`)."""
+    return NatsNode(name, Path(state["dir"]), Path(state["log"]), client_port=state["client_port"],
+                    cluster_port=state["cluster_port"], monitor_port=state["monitor_port"])

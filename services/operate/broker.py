@@ -1,6 +1,7 @@
 """The operator commands' way to the broker, for what only the stream holds (an object's history,
 a rebuild's dry run): ``--nats-url`` (or ``$STANDBY_NATS_URL``; default ``nats://127.0.0.1:4222``,
-where ``kubectl port-forward -n standby-system svc/nats 4222`` puts it), the user and password from
+where ``kubectl port-forward -n standby-system svc/nats 4222`` puts it; several comma-separated;
+with TLS, the CA from ``$STANDBY_NATS_CA``), the user and password from
 ``$STANDBY_NATS_USER``/``$STANDBY_NATS_PASSWORD`` or else from the ``standby-nats`` Secret the
 services read them from."""
 
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 
-from services.common import settings
+from services.common import settings, streams
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.settings import NatsSettings
 from services.operate import output
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -41,11 +44,14 @@ async def credentials(client: KubeClient, namespace: str) -> tuple[str | None, s
 
 
 async def connect(client: KubeClient, namespace: str, url: str | None) -> Client:
+    """``url``: one or several (comma-separated); a CA for TLS from ``$STANDBY_NATS_CA``."""
     url = url or os.environ.get("STANDBY_NATS_URL") or DEFAULT_URL
     user, password = await credentials(client, namespace)
+    ca = os.environ.get("STANDBY_NATS_CA")
+    wanted = NatsSettings(url=url, tls_ca=Path(ca) if ca else None)
     try:
-        return await nats.connect(url, user=user, password=password, name="standby-cli", connect_timeout=5,
-                                  allow_reconnect=False, max_reconnect_attempts=0)
+        return await nats.connect(wanted.servers, user=user, password=password, name="standby-cli", connect_timeout=5,
+                                  allow_reconnect=False, max_reconnect_attempts=0, tls=streams.tls_context(wanted))
     except (nats.errors.Error, OSError) as exc:
         raise output.CommandError(f"the broker at {url} cannot be reached ({exc!r}); give --nats-url, or run "
                                   f"`{PORT_FORWARD}`") from exc
