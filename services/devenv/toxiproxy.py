@@ -79,3 +79,7 @@ class LocalToxiproxy:
 
     def remove_toxic(self, proxy: str, name: str) -> None:
         self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+
+    def set_enabled(self, proxy: str, enabled: bool) -> None:
+        """Disabled, a proxy closes every connection through it and refuses new ones (a cut link)."""
+        self._call("POST", f"/proxies/{proxy}", {"enabled": enabled})

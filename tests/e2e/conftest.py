@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from services.common import streams
@@ -34,14 +33,15 @@ class Pipeline:
 
 
 def watcher_settings(nats_server: LocalNats, **kwargs: Any) -> WatcherSettings:
-    kwargs = {"backoff_initial_seconds": 0.1, "backoff_max_seconds": 1.0} | kwargs
-    return WatcherSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3, **kwargs)
+    """``nats`` may be given (the broker through a proxy); else ``nats_server``'s."""
+    kwargs = {"backoff_initial_seconds": 0.1, "backoff_max_seconds": 1.0, "nats": h.nats_settings(nats_server)} | kwargs
+    return WatcherSettings(plan_resync_seconds=0.3, **kwargs)
 
 
 def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
     kwargs.setdefault("deletes", DeleteSettings(breaker_min_deletes=1000))  # churn tests delete a lot on purpose
-    return SyncerSettings(nats=h.nats_settings(nats_server), plan_resync_seconds=0.3, status_interval_seconds=0.5,
-                          fence_refresh_seconds=0.2, **kwargs)
+    kwargs.setdefault("nats", h.nats_settings(nats_server))
+    return SyncerSettings(plan_resync_seconds=0.3, status_interval_seconds=0.5, fence_refresh_seconds=0.2, **kwargs)
 
 
 @contextlib.asynccontextmanager
@@ -53,11 +53,13 @@ async def pipeline(source: LocalCluster, destination: LocalCluster, nats_server:
             KubeClient.from_kubeconfig(destination.kubeconfig) as dst:
         if not keep_plans:
             await dst.request("DELETE", f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans")
-        wnc = await streams.connect(h.nats_settings(nats_server), name="e2e-watcher")
-        snc = await streams.connect(h.nats_settings(nats_server), name="e2e-syncer")
-        nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
-        watching = WatchSupervisor(dst, wnc, watcher_settings(nats_server, **(watcher or {})))
-        syncing = SyncSupervisor(dst, snc, syncer_settings(nats_server, **(syncer or {}))) if with_syncer else None
+        watching_settings = watcher_settings(nats_server, **(watcher or {}))
+        syncing_settings = syncer_settings(nats_server, **(syncer or {}))
+        wnc = await streams.connect(watching_settings.nats, name="e2e-watcher")
+        snc = await streams.connect(syncing_settings.nats, name="e2e-syncer")
+        nc = await streams.connect(h.nats_settings(nats_server), name="e2e-test")
+        watching = WatchSupervisor(dst, wnc, watching_settings)
+        syncing = SyncSupervisor(dst, snc, syncing_settings) if with_syncer else None
         tasks = [asyncio.create_task(watching.run(), name="watcher")]
         if syncing is not None:
             tasks.append(asyncio.create_task(syncing.run(), name="syncer"))

@@ -17,7 +17,11 @@ SYSTEM = "standby-system"
 
 
 def nats_settings(server: LocalNats, **kwargs: Any) -> NatsSettings:
-    return NatsSettings(url=server.url, user=server.user, password=server.password, **kwargs)  # type: ignore[arg-type]
+    """The services' settings for ``server``: one node, or a cluster (every URL, its CA, R3 streams)."""
+    cluster = {"tls_ca": server.pki.ca_cert if server.pki else None,
+               "stream_replicas": min(3, len(server.servers))}
+    return NatsSettings.model_validate({"url": server.url, "user": server.user, "password": server.password,
+                                        **cluster, **kwargs})
 
 
 def plan_body(name: str, resources: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
