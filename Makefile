@@ -41,6 +41,7 @@ bench: setup
 	cd benchmarks && ../$(PY) clients.py
 	cd benchmarks && ../$(PY) history.py
 	cd benchmarks && ../$(PY) rebuild.py
+	cd benchmarks && ../$(PY) replication.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds

@@ -26,6 +26,7 @@ from schemas import API_VERSION, codec, subjects
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import streams
 from services.common.kube import METADATA_ONLY, KubeClient
+from services.common.settings import NatsSettings
 from services.devenv import bootstrap, environment
 from services.devenv.natsd import LocalNats
 
@@ -164,9 +165,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_env(full: bool = False, services: tuple[str, ...] = ("watcher", "syncer"),
-              extra_env: dict[str, str] | None = None) -> environment.DevEnvironment:
+              extra_env: dict[str, str] | None = None, nats_nodes: int = 1) -> environment.DevEnvironment:
+    """``nats_nodes`` > 1: NATS as a TLS JetStream cluster, the services' streams with 3 replicas."""
     root = Path(tempfile.mkdtemp(prefix="standby-bench-"))
-    env = environment.DevEnvironment(root, topology="two", full=full)
+    env = environment.DevEnvironment(root, topology="two", full=full, nats_nodes=nats_nodes,
+                                     nats_tls=nats_nodes > 1)
     env.start()
     bootstrap.install(env)
     if services:
@@ -229,9 +232,16 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
     return finished_at
 
 
+async def connect_broker(server: LocalNats) -> Any:
+    """A connection to ``server``, one node or a TLS cluster, as the services make it."""
+    return await streams.connect(NatsSettings.model_validate({
+        "url": server.url, "user": server.user, "password": server.password,
+        "tls_ca": server.pki.ca_cert if server.pki else None}), name="benchmark")
+
+
 async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeout: float = 600) -> float:
     """The monotonic time at which the plan's stream first holds ``target`` messages (polled)."""
-    nc = await nats.connect(server.url, user=server.user, password=server.password)
+    nc = await connect_broker(server)
     try:
         js, stream = nc.jetstream(), subjects.stream_name(SYSTEM, plan_name)
         deadline = time.monotonic() + timeout

@@ -26,12 +26,12 @@ import statistics
 import time
 from typing import Any
 
-import nats
 from common import (
     SYSTEM,
     KubeClient,
     apply_all,
     configmap,
+    connect_broker,
     count_until,
     cpu_seconds,
     deployment,
@@ -211,7 +211,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
     # Where the time goes: when each source version reached the stream (a plain subscription on the
     # plan's subjects sees what the watcher publishes).
     in_stream: dict[str, float] = {}
-    nc = await nats.connect(server.url, user=server.user, password=server.password)
+    nc = await connect_broker(server)
 
     async def on_message(msg: Any) -> None:
         in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
@@ -274,6 +274,32 @@ async def memory(src: KubeClient, dst: KubeClient, total: int, already: int, pid
             "target_mib": 300}
 
 
+def services_env(nats_nodes: int = 1) -> tuple[Any, dict[str, str]]:
+    """Two light clusters, NATS (one server, or a TLS cluster of ``nats_nodes`` with R3 streams) and
+    the watcher and syncer as processes; the services' metrics URLs."""
+    syncer_port, watcher_port = ports.free_ports(2)
+    metrics = {"syncer": f"http://127.0.0.1:{syncer_port}/metrics",
+               "watcher": f"http://127.0.0.1:{watcher_port}/metrics"}
+    env = start_env(nats_nodes=nats_nodes, extra_env={
+        "STANDBY_SYNCER_STATUS_INTERVAL_SECONDS": "1", "STANDBY_SYNCER_SERVE__PORT": str(syncer_port),
+        "STANDBY_WATCHER_SERVE__PORT": str(watcher_port), "STANDBY_WATCHER_PLAN_RESYNC_SECONDS": "0.5",
+        "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5",
+        "STANDBY_SYNCER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
+        "STANDBY_WATCHER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")})
+    return env, metrics
+
+
+def service_pids(env: Any) -> dict[str, int]:
+    """The processes whose CPU and memory the phases report."""
+    pids = {name: proc.pid for name, proc in env.services.items()}
+    for c in ("source", "destination"):
+        pids[f"{c}-apiserver"] = env.clusters[c].processes["kube-apiserver"].pid
+        pids[f"{c}-etcd"] = env.clusters[c].processes["etcd"].pid
+    pids.update({f"nats-{n.name}" if len(env.nats.servers) > 1 else "nats-server": n.process.pid
+                 for n in env.nats.servers if n.process is not None})
+    return pids | {"benchmark": os.getpid()}
+
+
 async def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=5000)
@@ -282,29 +308,16 @@ async def main() -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--memory-objects", type=int, default=10000)
     parser.add_argument("--phases", default="bulk,steady,memory", help="comma-separated subset to run")
+    parser.add_argument("--nats-cluster", type=int, default=1, help="NATS nodes (more: TLS cluster, R3 streams)")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
-    syncer_port, watcher_port = ports.free_ports(2)
-    metrics = {"syncer": f"http://127.0.0.1:{syncer_port}/metrics",
-               "watcher": f"http://127.0.0.1:{watcher_port}/metrics"}
-    env = start_env(extra_env={"STANDBY_SYNCER_STATUS_INTERVAL_SECONDS": "1",
-                               "STANDBY_SYNCER_SERVE__PORT": str(syncer_port),
-                               "STANDBY_WATCHER_SERVE__PORT": str(watcher_port),
-                               "STANDBY_WATCHER_PLAN_RESYNC_SECONDS": "0.5",
-                               "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5",
-                               "STANDBY_SYNCER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
-                               "STANDBY_WATCHER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")})
+    env, metrics = services_env(args.nats_cluster)
     try:
         async with KubeClient.from_kubeconfig(env.clusters["source"].kubeconfig, connections=64) as src, \
                 KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig,
                                            connections=SyncerSettings().destination_connections) as dst:
-            result: dict[str, Any] = {"benchmark": "sync"}
-            pids = {name: proc.pid for name, proc in env.services.items()}
-            pids.update({f"{c}-apiserver": env.clusters[c].processes["kube-apiserver"].pid
-                         for c in ("source", "destination")})
-            assert env.nats is not None and env.nats.process is not None
-            pids.update({f"{c}-etcd": env.clusters[c].processes["etcd"].pid for c in ("source", "destination")})
-            pids.update({"nats-server": env.nats.process.pid, "benchmark": os.getpid()})
+            result: dict[str, Any] = {"benchmark": "sync", "nats_nodes": args.nats_cluster}
+            pids = service_pids(env)
             already = 0
             meets: dict[str, bool] = {}
             if "bulk" in phases:

@@ -22,6 +22,7 @@ SMALL = {
     "clients.py": ["--objects", "50", "--rounds", "1"],
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
     "rebuild.py": ["--objects", "100", "--rounds", "1"],
+    "replication.py": ["--objects", "100", "--rate", "10", "--seconds", "3"],
 }
 
 
