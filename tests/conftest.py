@@ -126,3 +126,13 @@ async def no_leftover_tasks() -> AsyncIterator[None]:
         t.cancel()
     gc.collect()  # an unclosed socket warns here, in the test that left it, not in a later one
     assert not leaked, f"test left asyncio tasks running: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[LocalNats]:
+    """A 3-node JetStream cluster of its own, with TLS on client connections and routes."""
+    server = LocalNats(tmp_path / "nats-cluster", nodes=3, tls=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,8 +9,6 @@ import asyncio
 import socket
 import ssl
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import nats.errors
@@ -21,15 +19,6 @@ from schemas import api, subjects
 from services.common import settings, streams
 from services.devenv.natsd import LocalNats
 from tests.support import env as h
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalNats]:
-    server = LocalNats(tmp_path, nodes=3, tls=True).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def nats_settings(cluster: LocalNats, **kwargs: object) -> settings.NatsSettings:
@@ -55,7 +44,8 @@ async def values(js: JetStreamContext, stream: str, subject: str) -> list[int]:
     return [int(m.data) async for m in streams.scan(js, stream, subject)]
 
 
-async def test_plan_streams_are_replicated_and_survive_their_leader_and_a_lost_store(cluster: LocalNats) -> None:
+async def test_plan_streams_are_replicated_and_survive_their_leader_and_a_lost_store(nats_cluster: LocalNats) -> None:
+    cluster = nats_cluster
     nc = await streams.connect(nats_settings(cluster), name="test-cluster")
     try:
         js = nc.jetstream()
@@ -106,7 +96,8 @@ async def test_plan_streams_are_replicated_and_survive_their_leader_and_a_lost_s
         await nc.close()
 
 
-async def test_the_cluster_speaks_only_tls_with_its_own_ca(cluster: LocalNats) -> None:
+async def test_the_cluster_speaks_only_tls_with_its_own_ca(nats_cluster: LocalNats) -> None:
+    cluster = nats_cluster
     plain = [u.replace("tls://", "nats://") for u in cluster.urls]
     with pytest.raises((nats.errors.Error, OSError, ssl.SSLError)):
         await nats.connect(plain, user=cluster.user, password=cluster.password, allow_reconnect=False,

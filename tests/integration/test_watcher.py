@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgpack
@@ -236,20 +236,31 @@ async def test_restart_publishes_exactly_the_missed_changes(kube: Any, js: Any, 
     assert upserts == sorted(f"new-{i}" for i in range(50))
 
 
-async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kube: Any, js: Any,
-                                                       settings: WatcherSettings) -> None:
+async def one_watch(kube: Any, settings: WatcherSettings, plan_name: str,
+                    ns: str) -> tuple[Any, Any, Publisher, Callable[[], ResourceWatch]]:
+    """A plan of ``ns``'s ConfigMaps, its stream and publisher, and a way to make its watch (after
+    the test has changed what it needs to): (connection, stream info, publisher, make the watch)."""
     src, dst = kube
-    await h.namespace(src, "w-gone")
-    await h.apply_plan(dst, h.plan_body("gone", [{"version": "v1", "resource": "configmaps",
-                                                  "filters": {"namespaces": ["w-gone"]}}]))
-    plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/gone"))
+    await h.apply_plan(dst, h.plan_body(plan_name, [{"version": "v1", "resource": "configmaps",
+                                                     "filters": {"namespaces": [ns]}}]))
+    plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/"
+                                          f"{plan_name}"))
     nc = await streams.connect(settings.nats, name="test")
     jsc = nc.jetstream()
-    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "gone", api.History())
+    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, plan_name, api.History())
     publisher = Publisher(jsc, stream=info.config.name or "", window=100,
                           keys=StreamKeys(dst, h.SYSTEM, settings.nats.stream_keys_secret),
                           max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
-    watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
+    return nc, info, publisher, lambda: ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings,
+                                                      NamespaceLabels(src))
+
+
+async def test_gone_leads_to_relist_and_no_lost_change(source: LocalCluster, kube: Any, js: Any,
+                                                       settings: WatcherSettings) -> None:
+    src, _ = kube
+    await h.namespace(src, "w-gone")
+    nc, info, _, make_watch = await one_watch(kube, settings, "gone", "w-gone")
+    watch = make_watch()
     stale_rv = (await src.get("/api/v1/namespaces/w-gone/configmaps"))["metadata"]["resourceVersion"]
     for i in range(5):
         await h.configmap(src, "w-gone", f"c{i}")
@@ -279,18 +290,10 @@ async def test_a_lost_acknowledgement_is_published_again_without_waiting_for_ano
     """The broker never acknowledged a change (a cluster in the middle of an election, a route not
     up yet): the watch re-lists at once and publishes it again, instead of waiting for the next
     event of that resource, which may never come."""
-    src, dst = kube
+    src, _ = kube
     await h.namespace(src, "w-lost")
     await h.configmap(src, "w-lost", "quiet")
-    await h.apply_plan(dst, h.plan_body("lost", [{"version": "v1", "resource": "configmaps",
-                                                  "filters": {"namespaces": ["w-lost"]}}]))
-    plan = plans.parse_plan(await dst.get(f"/apis/dr.standby.dev/v1alpha1/namespaces/{h.SYSTEM}/recoveryplans/lost"))
-    nc = await streams.connect(settings.nats, name="test")
-    jsc = nc.jetstream()
-    info = await streams.ensure_stream(jsc, settings.nats, h.SYSTEM, "lost", api.History())
-    publisher = Publisher(jsc, stream=info.config.name or "", window=100,
-                          keys=StreamKeys(dst, h.SYSTEM, settings.nats.stream_keys_secret),
-                          max_payload_bytes=1 << 20, compress_over_bytes=1 << 16)
+    nc, info, publisher, make_watch = await one_watch(kube, settings, "lost", "w-lost")
     real_publish, calls = publisher.publish, []
 
     async def first_one_lost(env: Any, *, subject: str, on_failure: Any, on_ack: Any = None) -> bool:
@@ -301,7 +304,7 @@ async def test_a_lost_acknowledgement_is_published_again_without_waiting_for_ano
         return await real_publish(env, subject=subject, on_failure=on_failure, on_ack=on_ack)
 
     publisher.publish = first_one_lost  # type: ignore[method-assign]
-    watch = ResourceWatch(plan, plan.spec.resources[0], src, jsc, publisher, settings, NamespaceLabels(src))
+    watch = make_watch()
     async with h.running(watch.run(), "watch"):
         async def published() -> None:
             names = {s.rsplit(".", 1)[1] for _, s, _ in await messages(js, info.config.name or "")}
