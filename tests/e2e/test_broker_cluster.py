@@ -44,9 +44,7 @@ async def test_the_pipeline_on_a_tls_nats_cluster_loses_nothing_to_a_node_lost_w
                                                 "password": nats_state["password"], "tls_ca": nats_state["ca"]})
         async with KubeClient.from_kubeconfig(tmp_path / "source.kubeconfig") as src, \
                 KubeClient.from_kubeconfig(tmp_path / "destination.kubeconfig") as dst:
-            await h.namespace(src, NS)
-            await h.apply_plan(dst, h.plan_body(NS, [{"version": "v1", "resource": "configmaps",
-                                                      "filters": {"namespaces": [NS]}}], forceNamespaceCreation=True))
+            await h.protect_configmaps(src, dst, NS)
 
             async def copy_holds(value: str) -> None:
                 try:

@@ -77,9 +77,7 @@ async def under_churn(source: LocalCluster, registered: LocalCluster, broker: Lo
     broker through a proxy) with ``ns`` protected and written to; yields it and a function that
     stops the churn and returns how long the stand-by then took to equal the source."""
     async with pipeline(source, registered, broker, **services) as pipe:
-        await h.namespace(pipe.src, ns)
-        await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
-                                                       "filters": {"namespaces": [ns]}}], forceNamespaceCreation=True))
+        await h.protect_configmaps(pipe.src, pipe.dst, ns)
         for i in range(OBJECTS):
             await h.configmap(pipe.src, ns, f"c{i}", {"v": "start"})
         await h.eventually(lambda: in_step(pipe, ns), timeout=60, interval=0.5)

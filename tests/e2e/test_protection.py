@@ -180,10 +180,7 @@ async def test_a_broker_outage_is_shown_while_it_lasts_and_nothing_is_lost(
     ns = "brokerdown"
     try:
         async with pipeline(source, registered, broker) as p:
-            await h.namespace(p.src, ns)
-            await h.apply_plan(p.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
-                                                        "filters": {"namespaces": [ns]}}],
-                                                  forceNamespaceCreation=True))
+            await h.protect_configmaps(p.src, p.dst, ns)
             await h.configmap(p.src, ns, "before")
             await h.eventually(lambda: p.dst.get(f"/api/v1/namespaces/{ns}/configmaps/before"))
             broker.kill()

@@ -235,10 +235,7 @@ async def test_a_rebuild_interrupted_halfway_says_how_far_it_got_and_is_resumed_
         async with KubeClient.from_kubeconfig(target.kubeconfig) as fresh:
             try:
                 async with pipeline(source, registered, nats_server) as pipe:
-                    await h.namespace(pipe.src, ns)
-                    await h.apply_plan(pipe.dst, h.plan_body(ns, [{"version": "v1", "resource": "configmaps",
-                                                                   "filters": {"namespaces": [ns]}}],
-                                                             forceNamespaceCreation=True))
+                    await h.protect_configmaps(pipe.src, pipe.dst, ns)
                     await asyncio.gather(*(create(i) for i in range(count)))
                     await h.eventually(lambda: has_all(pipe.dst), timeout=120, interval=1)
                     made = await pipe.dst.request("POST", rebuilds, body=rebuild.resource(

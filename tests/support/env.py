@@ -40,6 +40,14 @@ async def namespace(kube: KubeClient, name: str, labels: dict[str, str] | None =
                      field_manager="test")
 
 
+async def protect_configmaps(src: KubeClient, dst: KubeClient, ns: str) -> None:
+    """Namespace ``ns`` in the source, and a plan named after it protecting its ConfigMaps (the
+    stand-by's namespace created by the syncer)."""
+    await namespace(src, ns)
+    await apply_plan(dst, plan_body(ns, [{"version": "v1", "resource": "configmaps", "filters": {"namespaces": [ns]}}],
+                                    forceNamespaceCreation=True))
+
+
 async def configmap(kube: KubeClient, ns: str, name: str, data: dict[str, str] | None = None,
                     labels: dict[str, str] | None = None) -> dict[str, Any]:
     return await kube.apply(f"/api/v1/namespaces/{ns}/configmaps/{name}", {
