@@ -393,6 +393,16 @@ def _streaming(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-prefix", default="standby", help=argparse.SUPPRESS)
 
 
+def _moment(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--at``; without a default, required. argparse takes a value that starts with "-" for an
+    option unless it looks like a negative number; these parsers have no option that does, so a
+    negative duration (``--at -15m``) is one too."""
+    parser._negative_number_matcher = NEGATIVE_DURATION
+    parser.add_argument("--at", required=default is None,
+                        help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration (-15m)"
+                             + (f"; default: {default}" if default else ""))
+
+
 def _selecting(parser: argparse.ArgumentParser) -> None:
     """A part of a plan (every part given must match)."""
     parser.add_argument("--namespaces", help="only these namespaces (comma-separated)")
@@ -470,11 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "rebuilt state does not hold are removed only with --prune, and only the "
                                     "plan's copies.")
     rb.add_argument("plan")
-    # `--at -15m`: argparse takes a value that starts with "-" for an option unless it looks like a
-    # negative number; this parser has no option that does, so a negative duration is one too.
-    rb._negative_number_matcher = NEGATIVE_DURATION
-    rb.add_argument("--at", help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration (-15m); "
-                                 "default: now")
+    _moment(rb, default="now")
     rb.add_argument("--target-cluster", help="a ManagedCluster (default: the plan's stand-by)")
     rb.add_argument("--active", action="store_true", help="write the objects active (a restore), not deactivated")
     _selecting(rb)
@@ -496,9 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Prints what it would create and change first and asks for confirmation "
                                     "unless --yes; objects created since are left alone.")
     rs.add_argument("plan")
-    rs._negative_number_matcher = NEGATIVE_DURATION  # `--at -15m`, as rebuild
-    rs.add_argument("--at", required=True, help="RFC 3339 (2026-11-29T10:15:00Z, inclusive) or a negative duration "
-                                                "(-15m)")
+    _moment(rs)
     rs.add_argument("--source-kubeconfig", required=True, help="credentials that can write to the source cluster")
     rs.add_argument("--source-context", help="its context (default: the current one)")
     _selecting(rs)
