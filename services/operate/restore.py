@@ -12,7 +12,6 @@ are left alone. The watcher sees the writes as any other change, so the stand-by
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TextIO
 
 from nats.js import JetStreamContext
@@ -31,8 +30,7 @@ def confirmed(question: str, answers: TextIO, asking: TextIO) -> bool:
 
 
 async def restore(own: KubeClient, source: KubeClient, js: JetStreamContext, keys: StreamKeys,
-                  req: rebuilding.Request, *, fmt: str, yes: bool, dry_run: bool, stages: output.Stages,
-                  ask: Callable[[str], bool] | None = None) -> int:
+                  req: rebuilding.Request, *, fmt: str, yes: bool, dry_run: bool, stages: output.Stages) -> int:
     """The whole command once its clients are made; its exit code."""
     plan = req.plan
     await rebuilding.refuse_foreign_source(own, plan, source)
@@ -45,8 +43,8 @@ async def restore(own: KubeClient, source: KubeClient, js: JetStreamContext, key
     writes = [s for s in prepared.steps if s.action in ("create", "update")]
     if not writes or dry_run:
         return output.OK
-    ask = ask or (lambda question: confirmed(question, sys.stdin, sys.stderr))
-    if not yes and not ask(f"Write these {len(writes)} objects into the source cluster as of {moment}?"):
+    question = f"Write these {len(writes)} objects into the source cluster as of {moment}?"
+    if not yes and not confirmed(question, sys.stdin, sys.stderr):
         stages.line("nothing written")
         return output.NOT_MET
 
