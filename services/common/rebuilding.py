@@ -398,19 +398,9 @@ async def target(own: KubeClient, plan: plans.Plan, cluster: str | None) -> Targ
 async def refuse_unsafe(own: KubeClient, plan: plans.Plan, where: Target, mode: str) -> None:
     if mode != "Deactivated":
         return
-    try:
-        source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace, user_agent="standby-cli")
-    except plans.PlanError:
-        source = None
-    if source is not None:
-        try:
-            if await cluster_uid(source) == await cluster_uid(where.client):
-                raise RebuildError(f"{where.name} is the plan's source cluster: a deactivated rebuild there "
-                                          f"would switch the application off (--active restores into a source)")
-        except ApiError:
-            pass  # the source is gone: it cannot be the target either
-        finally:
-            await source.close()
+    if await is_source(own, plan, where.client):  # None: the source is gone, so it cannot be the target either
+        raise RebuildError(f"{where.name} is the plan's source cluster: a deactivated rebuild there "
+                           f"would switch the application off (--active restores into a source)")
     fence = f"/api/v1/namespaces/{settings.NAMESPACE}/configmaps/{ann.fence_name(plan.namespace, plan.name)}"
     try:
         await where.client.get(fence)
@@ -422,26 +412,34 @@ async def refuse_unsafe(own: KubeClient, plan: plans.Plan, where: Target, mode: 
                               f"would switch them off; rebuild into another cluster, or --active")
 
 
-async def refuse_foreign_source(own: KubeClient, plan: plans.Plan, client: KubeClient) -> None:
-    """A restore writes into the plan's source and nowhere else: the cluster ``client`` reaches (the
-    caller's own write credentials) must be the one the plan's source ManagedCluster names, by its
-    kube-system namespace's uid. Written into the stand-by, the originals would run beside the
-    copies (a failover does that, in order); into any other cluster, ``rebuild --active``."""
+async def is_source(own: KubeClient, plan: plans.Plan, client: KubeClient) -> bool | None:
+    """Whether ``client`` reaches the plan's source cluster (the same kube-system namespace uid,
+    whatever the ManagedCluster is called); None when the source cannot be reached to tell."""
     try:
         source = await plans.cluster_client(own, plan.spec.source_cluster_ref, plan.namespace, user_agent="standby-cli")
-    except plans.PlanError as exc:
-        raise RebuildError(f"the source of {plan.key} cannot be confirmed: {exc.message}") from exc
+    except plans.PlanError:
+        return None
     try:
-        theirs, given = await cluster_uid(source), await cluster_uid(client)
-    except (ApiError, UnreachableError) as exc:
-        raise RebuildError(f"the source of {plan.key} cannot be confirmed ({exc}): a restore writes only into the "
-                           f"plan's source, reachable through managedcluster {plan.spec.source_cluster_ref.name}"
-                           ) from exc
+        return await cluster_uid(source) == await cluster_uid(client)
+    except (ApiError, UnreachableError):
+        return None
     finally:
         await source.close()
-    if theirs != given:
+
+
+async def refuse_foreign_source(own: KubeClient, plan: plans.Plan, client: KubeClient) -> None:
+    """A restore writes into the plan's source and nowhere else: the cluster ``client`` reaches (the
+    caller's own write credentials) must be the one the plan's source ManagedCluster names. Written
+    into the stand-by, the originals would run beside the copies (a failover does that, in order);
+    into any other cluster, ``rebuild --active``."""
+    same = await is_source(own, plan, client)
+    ref = plan.spec.source_cluster_ref.name
+    if same is None:
+        raise RebuildError(f"the source of {plan.key} cannot be confirmed: a restore writes only into the plan's "
+                           f"source, reachable through managedcluster {ref} (and by the given kubeconfig)")
+    if not same:
         raise RebuildError(f"the given kubeconfig reaches another cluster than the source of {plan.key} "
-                           f"(managedcluster {plan.spec.source_cluster_ref.name}); into another cluster: "
+                           f"(managedcluster {ref}); into another cluster: "
                            f"standby rebuild {plan.name} --active --target-cluster NAME")
 
 
