@@ -240,14 +240,15 @@ async def connect_broker(server: LocalNats) -> Any:
 
 
 async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeout: float = 600) -> float:
-    """The monotonic time at which the plan's stream first holds ``target`` messages (polled)."""
+    """The monotonic time at which the plan's stream first holds ``target`` objects' messages (polled;
+    the watcher records the plan itself in the stream first)."""
     nc = await connect_broker(server)
     try:
         js, stream = nc.jetstream(), subjects.stream_name(SYSTEM, plan_name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                if (await js.stream_info(stream)).state.messages >= target:
+                if (await js.stream_info(stream)).state.messages >= target + 1:  # and the plan's record
                     return time.monotonic()
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{stream} did not reach {target} messages")

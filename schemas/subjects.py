@@ -164,6 +164,12 @@ def horizon_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
     return f"{prefix}-horizon.{plan_token(plan_namespace, plan_name)}"
 
 
+def plan_record_subject(prefix: str, plan_namespace: str, plan_name: str) -> str:
+    """Where the watcher records the plan itself: the stream then describes itself, and a rebuild
+    from it (or from a mirror of it) needs nothing of the cluster the plan lived in."""
+    return f"{prefix}-plan.{plan_token(plan_namespace, plan_name)}"
+
+
 def parse_subject(subject: str, *, prefix: str) -> SubjectParts:
     tokens = subject.split(".")
     if len(tokens) != 7 or tokens[0] != prefix:

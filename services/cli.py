@@ -278,9 +278,19 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _client(args) as client:
-            plan = await requests.parsed_plan(client, args.namespace, args.plan)
-            req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix)
             nc = await broker.connect(client, args.namespace, args.nats_url)
+            try:
+                plan, record = await requests.plan_or_record(client, nc.jetstream(), args.namespace, args.plan,
+                                                             args.subject_prefix)
+            except output.CommandError:
+                await nc.close()
+                raise
+            if record is not None:
+                when = f"{record.recorded_at:%Y-%m-%dT%H:%M:%SZ}"
+                stages.line(f"recoveryplan {args.namespace}/{args.plan} is not in this cluster: the plan as its "
+                            f"stream recorded it (generation {plan.generation}, {when}), rebuilt into this cluster")
+            req = rebuilding.Request(plan, req_at, mode, selection, args.prune, args.subject_prefix,
+                                     plan_in_cluster=record is None)
             keys = stream_keys.StreamKeys(client, args.namespace, settings.STREAM_KEYS_SECRET)
 
             async def say(text: str) -> None:

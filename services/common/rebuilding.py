@@ -61,6 +61,7 @@ class Request:
     selection: rebuilds.Selection = field(default_factory=rebuilds.Selection)
     prune: bool = False
     prefix: str = "standby"
+    plan_in_cluster: bool = True  # False: read from the stream's record (its cluster is gone): nothing to pause
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,8 @@ async def rebuild(own: KubeClient, js: JetStreamContext, keys: StreamKeys, req: 
                    f"{len(state.changes)} objects into {where.name}, {req.mode.lower()}")
         if dry_run:
             return Done(state, prepared, where.name)
-        pause = where.live_standby and req.mode == "Deactivated" and (was_paused or not req.plan.spec.suspend)
+        pause = (where.live_standby and req.plan_in_cluster and req.mode == "Deactivated"
+                 and (was_paused or not req.plan.spec.suspend))
         if pause and not req.plan.spec.suspend:
             await set_suspended(own, req.plan, True)
             await wait_suspended(own, req.plan)

@@ -1,6 +1,9 @@
 """Real nats-servers with JetStream and authentication on free loopback ports: one server, or a
 JetStream cluster of ``nodes`` servers (routes on loopback, a store per node), optionally with TLS
 on client connections and routes (certificates from :func:`services.devenv.certs.generate_nats`).
+A server can name its JetStream ``domain`` and accept leaf node connections (``leafnodes``), or join
+another environment as a leaf node with a JetStream domain of its own (``leaf_of``): the stand-by's
+server that mirrors the streams of the sync side's (:mod:`services.recovery.mirroring`).
 
 Each node can be stopped, killed, wiped and started again on its own ports and store: restarting
 on the same store keeps the streams (fault tests rely on it)."""
@@ -36,6 +39,7 @@ class NatsNode:
     client_port: int = 0
     cluster_port: int = 0
     monitor_port: int = 0
+    leaf_port: int = 0  # leaf node connections (a hub's)
     process: Process | None = field(default=None, repr=False)
 
     @property
@@ -97,6 +101,9 @@ class LocalNats:
     tls: bool = False
     servers: list[NatsNode] = field(default_factory=list)
     pki: certs.NatsPki | None = None
+    domain: str | None = None  # the JetStream domain (required on both ends of a leaf connection)
+    leafnodes: bool = False  # accept leaf node connections (with the same user and password)
+    leaf_of: LocalNats | None = None  # connect to this environment as a leaf node
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -146,15 +153,31 @@ class LocalNats:
             "listen": f"127.0.0.1:{node.client_port}",
             "http": f"127.0.0.1:{node.monitor_port}",
             "max_payload": self.max_payload_bytes,
-            "jetstream": {"store_dir": str(node.store_dir), "max_memory_store": 268435456},
+            "jetstream": {"store_dir": str(node.store_dir), "max_memory_store": 268435456,
+                          **({"domain": self.domain} if self.domain else {})},
             "authorization": {"users": [{"user": self.user, "password": self.password}]},
         }
+        leafnodes: dict[str, Any] = {}
+        if self.leafnodes:
+            leafnodes |= {"listen": f"127.0.0.1:{node.leaf_port}",
+                          "authorization": {"user": self.user, "password": self.password}}
+        if self.leaf_of is not None:
+            hub = self.leaf_of
+            remote: dict[str, Any] = {"urls": [f"nats-leaf://{hub.user}:{hub.password}@127.0.0.1:{n.leaf_port}"
+                                               for n in hub.servers]}
+            if hub.pki is not None:
+                remote["tls"] = {"ca_file": str(hub.pki.ca_cert)}
+            leafnodes["remotes"] = [remote]
+        if leafnodes:
+            config["leafnodes"] = leafnodes
         tls = None
         if self.tls:
             assert self.pki is not None
             tls = {"cert_file": str(self.pki.server_cert), "key_file": str(self.pki.server_key),
                    "ca_file": str(self.pki.ca_cert), "timeout": 2}
             config["tls"] = tls
+        if tls and self.leafnodes:
+            config["leafnodes"]["tls"] = tls
         if len(self.servers) > 1:
             routes = [f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.servers if n is not node]
             config["cluster"] = {"name": CLUSTER_NAME, "listen": f"127.0.0.1:{node.cluster_port}", "routes": routes,
@@ -167,11 +190,12 @@ class LocalNats:
         self.password = self.password or secrets.token_hex(16)
         if self.tls:
             self.pki = certs.generate_nats(self.dir / "pki")
-        free = iter(ports.free_ports(3 * len(self.servers)))
+        free = iter(ports.free_ports(4 * len(self.servers)))
         for n in self.servers:
             n.client_port = n.client_port or next(free)
             n.cluster_port = n.cluster_port or next(free)
             n.monitor_port = n.monitor_port or next(free)
+            n.leaf_port = n.leaf_port or next(free)
         self.port = self.servers[0].client_port
         for n in self.servers:
             self._launch(n)
@@ -260,10 +284,12 @@ class LocalNats:
 
 def node_state(node: NatsNode) -> dict[str, Any]:
     return {"pid": node.process.pid if node.process else None, "dir": str(node.dir), "log": str(node.log),
-            "client_port": node.client_port, "cluster_port": node.cluster_port, "monitor_port": node.monitor_port}
+            "client_port": node.client_port, "cluster_port": node.cluster_port, "monitor_port": node.monitor_port,
+            "leaf_port": node.leaf_port}
 
 
 def node_of_state(name: str, state: dict[str, Any]) -> NatsNode:
     """A node recorded by an environment (its process is not ours: see :mod:`services.devenv.environment`)."""
     return NatsNode(name, Path(state["dir"]), Path(state["log"]), client_port=state["client_port"],
-                    cluster_port=state["cluster_port"], monitor_port=state["monitor_port"])
+                    cluster_port=state["cluster_port"], monitor_port=state["monitor_port"],
+                    leaf_port=state.get("leaf_port", 0))

@@ -8,13 +8,17 @@ access is needed: the `nats` CLI is in no runbook step."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import nats.errors
+from nats.js import JetStreamContext
+
 from schemas import API_VERSION
 from schemas import annotations as ann
-from services.common import plans
+from services.common import plans, records
 from services.common.kube import ApiError, KubeClient
 from services.operate import output
 
@@ -40,6 +44,28 @@ async def parsed_plan(client: KubeClient, namespace: str, plan: str) -> plans.Pl
         return plans.parse_plan(await get_plan(client, namespace, plan))
     except plans.PlanError as exc:
         raise output.CommandError(f"recoveryplan {namespace}/{plan}: {exc.message}") from exc
+
+
+async def plan_or_record(client: KubeClient, js: JetStreamContext, namespace: str, plan: str,
+                         prefix: str) -> tuple[plans.Plan, records.Recorded | None]:
+    """The plan from the cluster; when the cluster has none (the stand-by of a three-cluster
+    topology, the management cluster gone), the plan as its stream recorded it, to be rebuilt into
+    the cluster the command talks to (its destination reference is dropped). The record, if used."""
+    try:
+        return await parsed_plan(client, namespace, plan), None
+    except output.CommandError:
+        try:
+            found = await records.recorded(js, prefix, namespace, plan)
+        except plans.PlanError as exc:
+            raise output.CommandError(f"recoveryplan {namespace}/{plan}: {exc.message}") from exc
+        except nats.errors.Error as exc:
+            raise output.CommandError(f"recoveryplan {namespace}/{plan} is not in this cluster, and its stream "
+                                      f"cannot be read ({exc!r})") from exc
+        if found is None:
+            raise output.CommandError(f"recoveryplan {namespace}/{plan} not found, neither in this cluster nor "
+                                      f"recorded in the stream") from None
+    spec = found.plan.spec.model_copy(update={"destination_cluster_ref": None})
+    return dataclasses.replace(found.plan, spec=spec), found
 
 
 def dead_letters(plan: Mapping[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -106,7 +106,8 @@ class StreamReader:
 
     async def last_change(self, target: Target) -> Envelope:
         if self.js is None:
-            raise LookupError("fromOriginal needs the stream, and no NATS connection is configured")
+            raise LookupError("fromOriginal needs the stream, and recovery has no broker connection (none is "
+                              "configured, or it cannot be reached)")
         plan_ns, plan_name = target.plan.split("/", 1)
         meta = target.obj["metadata"]
         subject = subjects.object_subject(prefix=self.prefix, plan_namespace=plan_ns, plan_name=plan_name,

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from schemas import selection
-from services.common import looping, plans, streams
+from services.common import looping, plans, records, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
@@ -64,6 +64,7 @@ class PlanRunner:
                                             phase="Degraded")
             raise
         info = await streams.ensure_stream(self.js, self.settings.nats, plan.namespace, plan.name, plan.spec.history)
+        await records.publish(self.js, self.settings.nats.subject_prefix, plan)
         publisher = Publisher(self.js, stream=info.config.name or "", keys=self.keys,
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,

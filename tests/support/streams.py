@@ -29,7 +29,7 @@ async def raw_messages(js: JetStreamContext, stream: str, filter_subject: str = 
             except TimeoutError:
                 return out
             for msg in batch:
-                if "-dlq." not in msg.subject:
+                if not any(f"-{kind}." in msg.subject for kind in ("dlq", "plan", "horizon")):  # objects only
                     out.append((msg.metadata.sequence.stream, msg.subject, msg.data))
                 if msg.metadata.num_pending == 0:
                     return out
