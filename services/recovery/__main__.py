@@ -46,7 +46,7 @@ async def use_broker(settings: RecoverySettings, stream: activating.StreamReader
                 log.warning("stream unreachable (%r); fromOriginal reports it per object until it is back", exc)
                 said = True
             await asyncio.sleep(BROKER_RETRY_SECONDS)
-    stream.js = nc.jetstream()
+    stream.use(nc.jetstream())
     try:
         if settings.mirror.domain:
             keeper = mirroring.MirrorKeeper(nc, settings.mirror.domain, settings.mirror.replicas)
@@ -54,7 +54,7 @@ async def use_broker(settings: RecoverySettings, stream: activating.StreamReader
         else:
             await asyncio.Event().wait()  # hold the connection until stopped
     finally:
-        stream.js = None
+        stream.use(None)
         await nc.close()
 
 
@@ -62,7 +62,7 @@ async def main(settings: RecoverySettings) -> None:
     client = kube.own_client(settings.kube.kubeconfig, user_agent="standby-recovery")
     nats_settings = settings.nats or NatsSettings()
     keys = StreamKeys.of_service(client, settings.kube.namespace, nats_settings)
-    stream = activating.StreamReader(None, nats_settings.subject_prefix, keys)
+    stream = activating.StreamReader(None, nats_settings.subject_prefix, keys, configured=settings.nats is not None)
     guard = Guard("recovery", settings.tasks)
     tasks = [] if settings.nats is None else [
         guard.start("broker", lambda: use_broker(settings, stream), kind="broker")]

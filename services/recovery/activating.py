@@ -9,6 +9,7 @@ finds nothing left to do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -97,17 +98,36 @@ def _changes(before: Obj, after: Obj) -> tuple[str, ...]:
 
 
 class StreamReader:
-    """Reads originals for ``fromOriginal``; says clearly when the stream cannot be reached."""
+    """Reads originals for ``fromOriginal``; says clearly when the stream cannot be reached.
+    ``configured``: a broker is configured, whose connection :meth:`use` gives once it is made (a
+    read waits up to ``connect_wait_seconds`` for it)."""
 
-    def __init__(self, js: Any | None, prefix: str, keys: StreamKeys) -> None:
+    def __init__(self, js: Any | None, prefix: str, keys: StreamKeys, *, configured: bool = False,
+                 connect_wait_seconds: float = 5.0) -> None:
         self.js = js
         self.prefix = prefix
         self.keys = keys
+        self.configured = configured
+        self.connect_wait_seconds = connect_wait_seconds
+        self._connected = asyncio.Event()
+        if js is not None:
+            self._connected.set()
+
+    def use(self, js: Any | None) -> None:
+        """The broker connection from now on (None: lost)."""
+        self.js = js
+        if js is None:
+            self._connected.clear()
+        else:
+            self._connected.set()
 
     async def last_change(self, target: Target) -> Envelope:
+        if self.js is None and self.configured:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self.connect_wait_seconds)
         if self.js is None:
-            raise LookupError("fromOriginal needs the stream, and recovery has no broker connection (none is "
-                              "configured, or it cannot be reached)")
+            raise LookupError("fromOriginal needs the stream, and recovery has no broker connection ("
+                              + ("it cannot be reached" if self.configured else "none is configured") + ")")
         plan_ns, plan_name = target.plan.split("/", 1)
         meta = target.obj["metadata"]
         subject = subjects.object_subject(prefix=self.prefix, plan_namespace=plan_ns, plan_name=plan_name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,12 +36,14 @@ class Ran:
     err: str
 
 
-async def standby(cluster: LocalCluster, *args: str, timeout: float = 180, answer: str = "") -> Ran:
+async def standby(cluster: LocalCluster, *args: str, timeout: float = 180, answer: str = "",
+                  env: dict[str, str] | None = None) -> Ran:
     """The `standby` command as an operator runs it (off the event loop the pipeline runs on);
-    ``answer``: what is typed on its stdin."""
+    ``answer``: what is typed on its stdin; ``env``: more environment variables."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", *args, "--kubeconfig", str(cluster.kubeconfig),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})})
     out, err = await asyncio.wait_for(proc.communicate(answer.encode()), timeout)
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())

@@ -20,10 +20,11 @@ from tests.support import env as h
 JOBS = f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryexecutionjobs"
 
 
-def recovery_process(destination: LocalCluster, nats_server: LocalNats | None, name: str) -> Process:
+def recovery_process(destination: LocalCluster, nats_server: LocalNats | None, name: str, **settings: str) -> Process:
+    """``settings``: more of its settings, by their names after ``STANDBY_RECOVERY_``."""
     p = "STANDBY_RECOVERY_"
     env = {p + "KUBE__KUBECONFIG": str(destination.kubeconfig), p + "SERVE__PORT": "0",
-           p + "SERVE__LOG_FORMAT": "json", p + "FENCE_SETTLE_SECONDS": "2"}
+           p + "SERVE__LOG_FORMAT": "json", p + "FENCE_SETTLE_SECONDS": "2"} | {p + k: v for k, v in settings.items()}
     if nats_server is not None:
         env.update({p + "NATS__URL": nats_server.url, p + "NATS__USER": nats_server.user,
                     p + "NATS__PASSWORD": nats_server.password})

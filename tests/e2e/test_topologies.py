@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js import JetStreamContext
 
-from schemas import API_VERSION
+from schemas import API_VERSION, subjects
 from schemas import annotations as ann
 from services.common import streams
 from services.common.kube import KubeClient
@@ -22,8 +24,10 @@ from services.syncer.settings import DeleteSettings
 from services.syncer.supervisor import Supervisor as SyncSupervisor
 from services.watcher.supervisor import Supervisor as WatchSupervisor
 from tests.e2e.conftest import Pipeline, syncer_settings, watcher_settings
-from tests.e2e.test_recovery import execution_plan, run_job
+from tests.e2e.test_operate import standby
+from tests.e2e.test_recovery import execution_plan, finished, recovery_process, run_job, start_job
 from tests.support import env as h
+from tests.support.mirrors import HUB, hub_and_leaf
 
 DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/{name}"
 
@@ -247,3 +251,88 @@ async def test_delete_breaker_holds_mass_deletion_until_an_operator_resets_it(
             await h.eventually(released, timeout=30)
         finally:
             await stop()
+
+
+async def mirror_lag(hub: JetStreamContext, leaf: JetStreamContext, stream: str, change: Callable[[], Awaitable[None]],
+                     *, timeout: float = 30) -> float:
+    """Seconds from a change's message stored in the hub's stream to the same in the stand-by's
+    mirror (both polled every 5 ms)."""
+    before = (await hub.stream_info(stream)).state.last_seq
+    await change()
+    deadline = time.monotonic() + timeout
+    stored = None
+    while time.monotonic() < deadline:
+        if stored is None and (await hub.stream_info(stream)).state.last_seq > before:
+            stored = time.monotonic()
+            target = (await hub.stream_info(stream)).state.last_seq
+        if stored is not None and (await leaf.stream_info(stream)).state.last_seq >= target:
+            return time.monotonic() - stored
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the change did not reach the {'mirror' if stored else 'stream'} within {timeout}s")
+
+
+async def test_the_stand_by_keeps_its_own_record_and_rebuilds_and_restores_originals_from_it(
+        source: LocalCluster, registered: LocalCluster, management: LocalCluster, tmp_path: Path) -> None:
+    """Three clusters; the stand-by's NATS joined to the management's as a leaf node, recovery
+    keeping the mirrors. The management cluster and its NATS gone: a lost copy is rebuilt from the
+    mirror (the plan as the stream recorded it), and a failover restores originals from it."""
+    with hub_and_leaf(tmp_path) as (hub, leaf):
+        recovery = recovery_process(registered, leaf, "recovery-mirror", MIRROR__DOMAIN=HUB,
+                                    MIRROR__INTERVAL_SECONDS="0.5").start()
+        async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
+                KubeClient.from_kubeconfig(registered.kubeconfig) as dst, \
+                KubeClient.from_kubeconfig(management.kubeconfig) as mgmt:
+            try:
+                await h.namespace(src, "mir")
+                await deploy(src, "mir", "web", 3)
+                body = deployments_plan("mir", "mir")
+                body["spec"]["destinationClusterRef"] = {"name": "destination", "namespace": h.SYSTEM}
+                body["spec"]["resources"][0] |= {"recoveryProcess": {"fromOriginal": {"enabled": True}, "fromPatch": [
+                    {"op": "add", "path": "/metadata/labels/recovered", "value": "from-the-mirror"}]}}
+                await h.apply_plan(mgmt, body)
+                hub_nc = await streams.connect(h.nats_settings(hub), name="test-hub")
+                leaf_nc = await streams.connect(h.nats_settings(leaf), name="test-leaf")
+                _, stop = await run_sync_side(mgmt, hub)
+                stream = subjects.stream_name(h.SYSTEM, "mir")
+                try:
+                    await h.eventually(lambda: _replicas(dst, "mir", "web", 0), timeout=30)
+                    await h.eventually(lambda: leaf_nc.jetstream().stream_info(stream), timeout=30)
+                    lags = []
+                    for i in range(10):
+                        lags.append(await mirror_lag(hub_nc.jetstream(), leaf_nc.jetstream(), stream,
+                                                     lambda i=i: deploy(src, "mir", "web", 4 + i % 2)))
+                    lags.sort()
+                    print(f"mirror lag (hub stored -> mirror stored), 10 changes: p50 {lags[4] * 1000:.0f} ms, "
+                          f"max {lags[-1] * 1000:.0f} ms")
+                    assert lags[-1] < 5
+                    await deploy(src, "mir", "web", 3)
+                    hub_last = (await hub_nc.jetstream().stream_info(stream)).state.last_seq
+
+                    async def mirrored() -> None:
+                        assert (await leaf_nc.jetstream().stream_info(stream)).state.last_seq >= hub_last
+                    await h.eventually(mirrored, timeout=30)
+                finally:
+                    await stop()
+                    await hub_nc.close()
+                management.stop()
+                hub.stop()  # the management region is gone, with its broker
+
+                # A lost copy, rebuilt in the stand-by from its own record.
+                await dst.request("DELETE", DEPLOY.format(ns="mir", name="web"))
+                await h.absent(dst, DEPLOY.format(ns="mir", name="web"))
+                ran = await standby(registered, "rebuild", "mir", "--direct", "--nats-url", leaf.url,
+                                    env={"STANDBY_NATS_USER": leaf.user, "STANDBY_NATS_PASSWORD": leaf.password})
+                assert ran.code == 0, ran
+                assert "the plan as its stream recorded it" in ran.out + ran.err
+                await _replicas(dst, "mir", "web", 0)
+
+                # A failover restores the original from the mirror (fromOriginal).
+                pipe = Pipeline(src, dst, None, None, None)  # type: ignore[arg-type]
+                await execution_plan(pipe, "mir", "mir", wait=False)
+                status = await finished(pipe, await start_job(pipe, "mir"))
+                assert status["phase"] == "Completed", status
+                web = await dst.get(DEPLOY.format(ns="mir", name="web"))
+                assert web["spec"]["replicas"] == 3 and web["metadata"]["labels"]["recovered"] == "from-the-mirror"
+                await leaf_nc.close()
+            finally:
+                recovery.stop()
