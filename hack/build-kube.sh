@@ -4,7 +4,8 @@
 # graph; it brings kustomize) for applying the shipped manifests; and Toxiproxy, the
 # fault-injection proxy the fault tests put between a service and what it talks to; and the
 # Prometheus Operator's CRDs the monitoring component is installed against, and promtool, which
-# checks and unit-tests the alert rules.
+# checks and unit-tests the alert rules; and cert-manager's CRDs (Certificate, Issuer) the broker's
+# certificate component is installed against.
 #
 # Everything is built from the upstream Go modules through the Go module proxy (no prebuilt
 # downloads) into a cache outside the checkout, so only the first run on a machine pays for it:
@@ -20,6 +21,7 @@ KWOK_VERSION="${STANDBY_KWOK_VERSION:-v0.8.0}"
 TOXIPROXY_VERSION="${STANDBY_TOXIPROXY_VERSION:-v2.12.0}"
 PROMETHEUS_OPERATOR_VERSION="${STANDBY_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 PROMETHEUS_VERSION="${STANDBY_PROMETHEUS_VERSION:-v0.316.0}"  # Prometheus 3.16's module tag
+CERT_MANAGER_VERSION="${STANDBY_CERT_MANAGER_VERSION:-v1.16.2}"
 CACHE_ROOT="${STANDBY_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/standby}"
 OUT="$CACHE_ROOT/kube-$KUBE_VERSION"
 BIN="$OUT/bin"
@@ -193,6 +195,22 @@ monitoring_crds() {
   log "monitoring CRDs: copied"
 }
 
+certmanager_crds() {
+  # cert-manager's Certificate and Issuer CRDs as its module ships them (deploy/crds), less the
+  # Helm chart's templated label lines (values in {{ }} are not valid label values).
+  local out="$OUT/crds/cert-manager.io"
+  [[ -s "$out/crd-issuers.yaml" ]] && { log "cert-manager CRDs: cached"; return 0; }
+  local dir
+  dir=$(cd "$WORK" && go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
+        | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || die "could not locate the cert-manager module to read its CRDs"
+  mkdir -p "$out"
+  for kind in certificates issuers; do
+    grep -v "'{{" "$dir/deploy/crds/crd-$kind.yaml" > "$out/crd-$kind.yaml" || die "cert-manager CRD $kind missing"
+  done
+  log "cert-manager CRDs: copied"
+}
+
 start=$(date +%s)
 build_etcd
 build_kubernetes
@@ -201,6 +219,7 @@ build_toxiproxy
 build_promtool
 kwok_stages
 monitoring_crds
+certmanager_crds
 echo "$KUBE_VERSION" >"$OUT/VERSION"
 log "all binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

@@ -45,6 +45,14 @@ def monitoring_crds() -> list[Path]:
     return found
 
 
+def certmanager_crds() -> list[Path]:
+    """cert-manager's CRDs (Certificate, Issuer) from its module."""
+    found = sorted((kube_bin_dir().parent / "crds" / "cert-manager.io").glob("*.yaml"))
+    if len(found) < 2:
+        raise MissingBinaryError("the cert-manager CRDs are not cached; run `bash hack/build-kube.sh`")
+    return found
+
+
 def kwok_stages() -> Path:
     path = kube_bin_dir().parent / "kwok-stages.yaml"
     if not path.exists():

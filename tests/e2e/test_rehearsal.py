@@ -9,6 +9,8 @@ audited: a refused one fails the test with the ServiceAccount, verb and resource
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import re
@@ -23,8 +25,13 @@ from typing import Any
 import pytest
 import yaml
 
+from schemas import api, subjects
+from services.common import streams
+from services.common.settings import NatsSettings
 from services.devenv import binaries
 from services.devenv.clusters import LocalCluster
+from services.devenv.natsd import LocalNats
+from tests.support import env as h
 from tests.support import monitoring, pods
 from tests.support.kubectl import kubectl
 
@@ -43,12 +50,12 @@ def doc_blocks() -> dict[str, str]:
 
 def test_every_shell_block_of_the_install_guide_is_rehearsed() -> None:
     text = (REPO / "docs" / "install.md").read_text()
-    assert text.count("```sh") == len(doc_blocks()) == 7
+    assert text.count("```sh") == len(doc_blocks()) == 8
     assert set(doc_blocks()) <= set(REHEARSED)
 
 
 REHEARSED = {"two-cluster", "two-cluster-source", "three-cluster", "three-cluster-clusters", "first-plan",
-             "upgrade", "uninstall"}
+             "upgrade", "uninstall", "record-mirror"}
 
 
 class Rehearsal:
@@ -71,13 +78,14 @@ class Rehearsal:
         for part in ("k8s", "examples"):
             (self.checkout / part).symlink_to(REPO / part)
 
-    def run(self, block: str) -> str:
-        """A shell block of docs/install.md, as a user runs it from a checkout."""
+    def run(self, block: str, **env: str) -> str:
+        """A shell block of docs/install.md, as a user runs it from a checkout (``env``: the
+        variables the text asks the user to set)."""
         path = os.pathsep.join([str(binaries.kube_binary("kubectl").parent), str(Path(sys.executable).parent),
                                 "/usr/local/bin", "/usr/bin", "/bin"])
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", doc_blocks()[block]], cwd=self.checkout, text=True,
                               capture_output=True, timeout=300, check=False,
-                              env={"PATH": path, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.root)})
+                              env={"PATH": path, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.root), **env})
         assert done.returncode == 0, f"docs/install.md block {block!r} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -88,9 +96,11 @@ class Rehearsal:
         assert done.returncode == 0, f"kubectl --context {context} {' '.join(args)}: {done.stderr.strip()}"
         return done.stdout
 
-    def start_pods(self, overlay: str, context: str) -> None:
-        """Every workload of the rendered overlay, as the kubelet of ``context`` would run it."""
-        rendered = [d for d in yaml.safe_load_all(kubectl("kustomize", str(REPO / "k8s" / "overlays" / overlay))) if d]
+    def start_pods(self, overlay: str | Path, context: str) -> None:
+        """Every workload of the rendered overlay (a name under k8s/overlays, or a kustomization's
+        folder), as the kubelet of ``context`` would run it."""
+        folder = overlay if isinstance(overlay, Path) else REPO / "k8s" / "overlays" / overlay
+        rendered = [d for d in yaml.safe_load_all(kubectl("kustomize", str(folder))) if d]
         workloads = sorted((d for d in rendered if d["kind"] in WORKLOADS), key=lambda d: d["kind"] != "StatefulSet")
         started = []
         for workload in workloads:  # the broker first: the others connect to it when they start
@@ -149,8 +159,8 @@ def rehearsal(request: pytest.FixtureRequest, env_root: Path, app_source: LocalC
               tmp_path: Path) -> Iterator[Rehearsal]:
     topology = request.param
     clusters = {"source": app_source, "standby": new_cluster(f"rehearsal-standby-{topology}", env_root, full=True)}
-    if topology == "three":
-        clusters["management"] = new_cluster("rehearsal-management", env_root, full=False)
+    if topology.startswith("three"):  # each its own clusters: a cluster's store is kept under its name
+        clusters["management"] = new_cluster(f"rehearsal-management-{topology}", env_root, full=False)
     play = Rehearsal(tmp_path, clusters)
     try:
         yield play
@@ -255,3 +265,56 @@ def test_three_clusters_install_protect_and_fail_over(rehearsal: Rehearsal) -> N
                  "--timeout=120s")
     protect_fail_over_and_fence(play, plans="management")
     assert not play.refused(), play.refused()
+
+
+def secret_value(play: Rehearsal, context: str, name: str, key: str) -> str:
+    return base64.b64decode(get(play, context, "secret", name, "-n", SYSTEM)["data"][key]).decode()
+
+
+async def mirrored(sync: LocalNats, standby_user: str, standby_password: str) -> None:
+    """A plan's stream on the sync side is mirrored, whole, in the stand-by's own server (the pod's)."""
+    hub = await streams.connect(h.nats_settings(sync), name="rehearsal-sync")
+    own = await streams.connect(NatsSettings.model_validate({"url": "nats://127.0.0.1:4222", "user": standby_user,
+                                                             "password": standby_password}), name="rehearsal-own")
+    try:
+        stream = await streams.ensure_stream(hub.jetstream(), NatsSettings(), SYSTEM, "shop", api.History())
+        for i in range(10):
+            await hub.jetstream().publish(f"standby.{subjects.plan_token(SYSTEM, 'shop')}.core.v1.configmaps.shop.c{i}",
+                                          b"state", stream=stream.config.name)
+        last = (await hub.jetstream().stream_info(stream.config.name or "")).state.last_seq
+
+        async def caught_up() -> None:
+            info = await own.jetstream().stream_info(stream.config.name or "")
+            assert info.mirror is not None and info.state.last_seq == last, info
+        await h.eventually(caught_up, timeout=60, interval=0.5)
+    finally:
+        await hub.close()
+        await own.close()
+
+
+@pytest.mark.parametrize("rehearsal", ["three-mirror"], indirect=True)
+def test_the_stand_bys_copy_of_the_record_installs_and_mirrors(rehearsal: Rehearsal, tmp_path: Path) -> None:
+    """docs/install.md "The stand-by's copy of the record", as written, on the 3-cluster install;
+    the stand-by's NATS and recovery then run as rendered. The management cluster's broker is a
+    local server configured as k8s/nats-cluster configures it (TLS, JetStream domain sync, leaf
+    nodes): three broker pods cannot share this machine's loopback ports."""
+    play = rehearsal
+    play.run("three-cluster")
+    sync = LocalNats(tmp_path / "sync", user=secret_value(play, "management", "standby-nats", "NATS_USER"),
+                     password=secret_value(play, "management", "standby-nats", "NATS_PASSWORD"), tls=True,
+                     domain="sync", leafnodes=True).start()
+    try:
+        assert sync.pki is not None
+        play.kubectl("management", "create", "secret", "generic", "standby-nats-tls", "-n", SYSTEM,
+                     f"--from-file=tls.crt={sync.pki.server_cert}", f"--from-file=tls.key={sync.pki.server_key}",
+                     f"--from-file=ca.crt={sync.pki.ca_cert}")
+        play.run("record-mirror", SYNC_LEAFNODES=f"127.0.0.1:{sync.servers[0].leaf_port}")
+        play.start_pods(play.checkout / "standby-with-mirror", "standby")
+        asyncio.run(mirrored(sync, secret_value(play, "standby", "standby-nats", "NATS_USER"),
+                             secret_value(play, "standby", "standby-nats", "NATS_PASSWORD")))
+        with urllib.request.urlopen("http://127.0.0.1:9103/metrics", timeout=5) as answer:
+            assert 'standby_mirror_lag_messages{stream="STANDBY_standby-system_shop"}' in answer.read().decode()
+        assert not play.refused(), play.refused()
+    finally:
+        play.stop_pods()
+        sync.stop()

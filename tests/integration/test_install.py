@@ -225,3 +225,94 @@ def test_the_monitoring_component_installs_and_selects_every_component(
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["standby.json"])["panels"]
     assert any(d["kind"] == "PrometheusRule" for d in docs)
+
+
+def compose(folder: Path, overlay: str, *components: str) -> Path:
+    """A kustomization of a user's own: the overlay with the components, as docs/install.md shows."""
+    folder.mkdir(parents=True)
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [os.path.relpath(K8S / "overlays" / overlay, folder)],
+        "components": [os.path.relpath(K8S / c, folder) for c in components]}))
+    return folder
+
+
+def nats_config_is_valid(config: str, env: dict[str, str], files: dict[str, Path], tmp_path: Path) -> None:
+    """The real nats-server parses ``config`` (``-t``) with the pod's environment and the files it
+    names moved to where they are here."""
+    for mounted, here in files.items():
+        config = config.replace(mounted, str(here))
+    path = tmp_path / "nats.conf"
+    path.write_text(config)
+    done = subprocess.run([str(binaries.nats_server()), "-c", str(path), "-t"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("overlay", ["two-cluster", "three-cluster/management"])
+def test_the_broker_cluster_components_install_on_the_overlays_that_run_the_broker(
+        overlay: str, env_root: Path, tmp_path: Path) -> None:
+    """docs/install.md "The broker as a cluster": k8s/nats-cluster and k8s/nats-cert-manager on an
+    overlay, server-side applied into a real API server with cert-manager's CRDs. Three nodes whose
+    routes name each node through the headless Service, a PDB keeping the quorum, spread, TLS from
+    the Secret the Certificate makes (its names cover the routes and the Service the services use),
+    the services on R3 streams over TLS; the configuration accepted by the real nats-server."""
+    from services.devenv import certs
+
+    mine = compose(tmp_path / "mine", overlay, "nats-cluster", "nats-cert-manager")
+    cluster = LocalCluster(f"install-nats-{overlay.replace('/', '-')}", env_root).start()
+    try:
+        for crd in binaries.certmanager_crds():
+            kubectl("apply", "--server-side", "-f", str(crd), kubeconfig=cluster.kubeconfig)
+        kubectl("wait", "--for=condition=Established", "crd/certificates.cert-manager.io",
+                "crd/issuers.cert-manager.io", kubeconfig=cluster.kubeconfig)
+        kubectl("apply", "--server-side", "-k", str(mine), kubeconfig=cluster.kubeconfig)
+    finally:
+        cluster.stop()
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(mine))) if d]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+    nats = by[("StatefulSet", "nats")]["spec"]
+    assert nats["replicas"] == 3 and nats["podManagementPolicy"] == "Parallel"
+    headless = by[("Service", nats["serviceName"])]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"]
+    assert headless["selector"].items() <= nats["template"]["metadata"]["labels"].items()
+    pdb = by[("PodDisruptionBudget", "nats")]["spec"]
+    assert pdb["minAvailable"] == 2 and pdb["selector"]["matchLabels"].items() <= nats["template"]["metadata"][
+        "labels"].items()
+    assert {c["topologyKey"] for c in nats["template"]["spec"]["topologySpreadConstraints"]} == {
+        "kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+
+    config = by[("ConfigMap", "nats-config")]["data"]["nats.conf"]
+    routes = re.findall(r"nats-route://([\w.-]+):6222", config)
+    assert routes == [f"nats-{i}.{nats['serviceName']}.{SYSTEM}.svc" for i in range(3)]
+    certificate = by[("Certificate", "standby-nats-tls")]["spec"]
+    tls = next(v for v in nats["template"]["spec"]["volumes"] if v["name"] == "tls")
+    assert tls["secret"]["secretName"] == certificate["secretName"]
+    names = certificate["dnsNames"]
+    assert all(any(re.fullmatch(n.replace(".", r"\.").replace("*", r"[\w-]+"), r) for n in names) for r in routes)
+    assert "client auth" in certificate["usages"]  # the routes' mutual TLS
+
+    for name, prefix in (("standby-watcher", "STANDBY_WATCHER"), ("standby-syncer", "STANDBY_SYNCER")):
+        pod = by[("Deployment", name)]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env[f"{prefix}_NATS__STREAM_REPLICAS"] == "3"
+        host = re.fullmatch(r"tls://([\w.-]+):4222", env[f"{prefix}_NATS__URL"])
+        assert host and host.group(1) in names
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-ca"]
+        assert volume["secret"]["secretName"] == certificate["secretName"]
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "nats-ca"]
+        assert env[f"{prefix}_NATS__TLS_CA"] == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+
+    pki = certs.generate_nats(tmp_path / "pki")
+    mounts = nats["template"]["spec"]["containers"][0]["volumeMounts"]
+    mount = next(m["mountPath"] for m in mounts if m["name"] == "tls")
+    nats_config_is_valid(config, {"POD_NAME": "nats-0", "NATS_USER": "u", "NATS_PASSWORD": "p"},
+                         {f"{mount}/tls.crt": pki.server_cert, f"{mount}/tls.key": pki.server_key,
+                          f"{mount}/ca.crt": pki.ca_cert, "/data": tmp_path / "data"}, tmp_path)
+
+
+def test_the_broker_cluster_component_is_refused_where_no_broker_runs(tmp_path: Path) -> None:
+    """The stand-by of three clusters has no broker: the component says so when rendered."""
+    mine = compose(tmp_path / "mine", "three-cluster/destination", "nats-cluster")
+    with pytest.raises(AssertionError, match=re.escape("StatefulSet.v1.apps/nats")):
+        kubectl("kustomize", str(mine))

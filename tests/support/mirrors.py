@@ -10,7 +10,7 @@ from pathlib import Path
 
 from services.devenv.natsd import LocalNats
 
-HUB = "hub"
+HUB = "sync"
 STANDBY = "standby"
 
 

@@ -11,7 +11,8 @@ with the machine's own tools (``unshare`` for a private mount namespace, ``mount
   and nothing of this machine's environment;
 - the ServiceAccount token (TokenRequest for the pod's own ServiceAccount, unless
   ``automountServiceAccountToken`` is false), ``ca.crt`` and ``namespace``, read-only at
-  ``/var/run/secrets/kubernetes.io/serviceaccount``; configMap volumes as files, other volumes
+  ``/var/run/secrets/kubernetes.io/serviceaccount``; configMap and secret volumes as files (their
+  ``items`` only, if listed), other volumes
   (emptyDir, claim templates) as empty directories, at their ``mountPath``;
 - Service names resolved to loopback through the pod's own ``/etc/hosts`` (the cluster DNS);
 - ``securityContext``: ``runAsUser``/``runAsGroup``/``fsGroup``, ``readOnlyRootFilesystem``, no new
@@ -194,13 +195,19 @@ def start(workload: dict[str, Any], cluster: LocalCluster, root: Path, *,
         here = pod_dir / "volumes" / mount["name"]
         here.mkdir(parents=True)
         volume = volumes.get(mount["name"], {})
-        if "configMap" in volume:
-            data = _get(cluster, "configmaps", namespace, volume["configMap"]["name"], False) or {}
-            for key, value in data.items():
-                (here / key).write_text(value)
+        if "configMap" in volume or "secret" in volume:
+            kind, ref = ("configmaps", volume["configMap"]) if "configMap" in volume else ("secrets", volume["secret"])
+            data = _get(cluster, kind, namespace, ref.get("name") or ref.get("secretName"),
+                        ref.get("optional", False)) or {}
+            items = {i["key"]: i["path"] for i in ref.get("items") or []} or {k: k for k in data}
+            for key, path in items.items():
+                if key not in data:
+                    raise PodError(f"{kind}/{ref.get('name') or ref.get('secretName')} in {namespace} has no key {key}")
+                (here / path).write_text(data[key])
         elif "fsGroup" in pod_security:
             os.chown(here, user, pod_security["fsGroup"])
-        mounts.append((here, mount["mountPath"], bool(mount.get("readOnly")) or "configMap" in volume))
+        mounts.append((here, mount["mountPath"], bool(mount.get("readOnly")) or "configMap" in volume
+                       or "secret" in volume))
     hosts = pod_dir / "hosts"
     hosts.write_text("127.0.0.1 localhost " + " ".join(
         f"{s} {s}.svc {s}.svc.cluster.local" for s in services or {}) + "\n")
