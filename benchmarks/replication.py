@@ -41,7 +41,8 @@ async def one(nodes: int, objects: int, rate: float, seconds: float) -> dict[str
             "raw_ceiling_objects_per_s": round(b["raw_ceiling_objects_per_s"], 1),
             "lag_p50_ms": s["lag_p50_ms"], "lag_p99_ms": s["lag_p99_ms"], "missing": s["missing"],
             "source_to_stream_p50_p99_ms": s["source_to_stream_p50_p99_ms"],
-            "stream_to_copy_p50_p99_ms": s["stream_to_copy_p50_p99_ms"]}
+            "stream_to_copy_p50_p99_ms": s["stream_to_copy_p50_p99_ms"],
+            "stages": s["stages"], "cpu_seconds": s["cpu_seconds"]}
 
 
 async def main() -> dict[str, Any]:

@@ -163,7 +163,9 @@ async def bulk(src: KubeClient, dst: KubeClient, server: LocalNats, n: int, roun
 # Where a slow change spent its time, from the services' own histograms over the steady phase.
 STAGES = {"syncer": ("standby_syncer_delivery_seconds", "standby_syncer_queue_seconds",
                      "standby_syncer_apply_seconds", "standby_event_loop_lag_seconds"),
-          "watcher": ("standby_watcher_publish_seconds", "standby_event_loop_lag_seconds")}
+          "watcher": ("standby_watcher_publish_seconds", "standby_event_loop_lag_seconds"),
+          # The stand-by's etcd: its disk, which it shares with everything else on this machine.
+          "destination-etcd": ("etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds")}
 
 
 async def destination_alone(dst: KubeClient, keys: int, rate: float, seconds: float,
@@ -286,6 +288,7 @@ def services_env(nats_nodes: int = 1) -> tuple[Any, dict[str, str]]:
         "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5",
         "STANDBY_SYNCER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
         "STANDBY_WATCHER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")})
+    metrics["destination-etcd"] = f"{env.clusters['destination'].etcd_url}/metrics"
     return env, metrics
 
 

@@ -129,10 +129,26 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings, plan_names
     ``spec.history`` updates it; states beyond a lowered ``statesPerObject`` are dropped then)."""
     config = stream_config(settings, plan_namespace, plan_name, history)
     try:
-        await js.stream_info(config.name)  # type: ignore[arg-type]
+        info = await js.stream_info(config.name)  # type: ignore[arg-type]
     except NotFoundError:
         return await js.add_stream(config)
+    if not differs(info.config, config):
+        return info
     return await js.update_stream(config)
+
+
+# What ensure_stream sets (the rest is the server's defaults).
+_ENSURED = ("retention", "storage", "max_msgs_per_subject", "max_msg_size", "max_age", "duplicate_window",
+            "discard", "allow_direct", "num_replicas")
+
+
+def differs(have: js_api.StreamConfig, want: js_api.StreamConfig) -> bool:
+    """Whether the stream must be updated to ``want``. Updated only then: the watcher and the syncer
+    both ensure a plan's stream when they start it, and on a JetStream cluster an update goes
+    through the meta leader (an update racing the stream's creation by the other waited out its
+    whole request timeout: every new plan started 5 s late)."""
+    return set(have.subjects or []) != set(want.subjects or []) or any(
+        getattr(have, f) != getattr(want, f) for f in _ENSURED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pydantic
 import pytest
+from nats.js import api as js_api
 
 from schemas import api
 from services.common import streams
@@ -45,3 +46,17 @@ def test_tls_is_used_when_a_ca_is_given_or_a_url_asks_for_it() -> None:
 def test_the_replicas_setting_reaches_each_plans_stream() -> None:
     config = streams.stream_config(NatsSettings(stream_replicas=3), "standby-system", "shop", api.History())
     assert config.num_replicas == 3
+
+
+def test_a_stream_is_updated_only_when_its_configuration_differs() -> None:
+    want = streams.stream_config(NatsSettings(), "standby-system", "shop", api.History())
+    # As the server answers: enums as strings, durations in nanoseconds, subjects in another order.
+    have = js_api.StreamConfig.from_response({**want.as_dict(), "retention": "limits", "storage": "file",
+                                              "discard": "old", "subjects": list(reversed(want.subjects or []))})
+    assert not streams.differs(have, want)
+    assert streams.differs(have, streams.stream_config(NatsSettings(stream_replicas=3), "standby-system", "shop",
+                                                       api.History()))
+    assert streams.differs(have, streams.stream_config(NatsSettings(), "standby-system", "shop",
+                                                       api.History(states_per_object=5)))
+    assert streams.differs(have, streams.stream_config(NatsSettings(subject_prefix="other"), "standby-system",
+                                                       "shop", api.History()))
