@@ -86,6 +86,7 @@ def destination(env_root: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster("destination", env_root, full=True, nodes=3).start()
     bootstrap.install_crds(cluster)
     bootstrap.ensure_namespace(cluster, bootstrap.SYSTEM_NAMESPACE)
+    bootstrap.install_fence_policy(cluster)
     bootstrap.install_stream_keys([cluster], sealing.Keyring("test-1", {"test-1": sealing.new_key()}))
     yield cluster
     cluster.stop()

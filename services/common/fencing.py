@@ -1,9 +1,15 @@
-"""The epoch fence, as the syncer sees it: which plans' copies were activated in a destination.
+"""The epoch fence: which plans' copies were activated in a destination.
 
-Recovery writes a fence ConfigMap in the destination before it changes anything; the syncer
-keeps this cache fresh (a LIST every ``refresh_seconds``), checks it before every write and
-writes nothing while it is stale, and recovery waits longer than the staleness bound before
-activating, so a late message can never deactivate an activated workload again."""
+Recovery writes a fence ConfigMap in the destination before it changes anything. Two guards keep a
+late message from ever deactivating an activated workload again:
+
+- the syncer's own (:class:`FenceCache`): it keeps a view of the fences fresh (a LIST every
+  ``refresh_seconds``), checks it before every write and writes nothing while it is stale, and
+  recovery waits longer than the staleness bound before activating;
+- the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy whose
+  parameters are the fences): no copy of a fenced plan is created, no object turned back into one,
+  whoever writes and however late. Where it is installed, recovery proves it in force for each
+  fenced plan (:func:`enforced`) and activates at once instead of waiting."""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ from typing import Any
 
 from schemas import annotations as ann
 from services.common.kube import ApiError, KubeClient, UnreachableError
+
+POLICY = "standby-fence"  # the ValidatingAdmissionPolicy and its binding
+BINDING_PATH = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{POLICY}"
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +124,41 @@ class FenceCache:
             # At once when the LIST itself took the interval (a loaded API server): the view ages from
             # when the LIST was sent.
             await asyncio.sleep(max(0.0, self.refresh_seconds - (self.clock() - started)))
+
+
+async def enforced(client: KubeClient, namespace: str, plans: set[str], *, timeout: float,
+                   poll_seconds: float = 0.02) -> bool:
+    """Whether the API server refuses copies of every plan in ``plans`` within ``timeout``: the fence
+    policy is bound, and a dry-run copy of each plan (a ConfigMap labelled as a copy, annotated with
+    the plan) is refused by it. False at once where the policy is not bound (it needs Kubernetes
+    1.30 and the shipped manifests); False at ``timeout`` if it does not see a fence yet."""
+    try:
+        await client.get(BINDING_PATH)
+    except (ApiError, UnreachableError):
+        return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = set(plans)
+    while pending:
+        refused = await asyncio.gather(*(_refused(client, namespace, plan) for plan in sorted(pending)))
+        pending -= {plan for plan, no in zip(sorted(pending), refused, strict=True) if no}
+        if not pending:
+            return True
+        if loop.time() + poll_seconds > deadline:
+            return False
+        await asyncio.sleep(poll_seconds)
+    return True
+
+
+async def _refused(client: KubeClient, namespace: str, plan: str) -> bool:
+    probe = {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"generateName": "standby-fence-probe-", "namespace": namespace,
+                          "labels": {ann.MANAGED: ann.MANAGED_VALUE}, "annotations": {ann.PLAN: plan}}}
+    try:
+        await client.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", params={"dryRun": "All"},
+                             body=probe, parse=False)
+    except ApiError as exc:
+        return POLICY in exc.message
+    except UnreachableError:
+        return False
+    return False

@@ -13,9 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from schemas import API_VERSION, crdgen, sealing
 from services.common import keys, settings
-from services.devenv import ports
+from services.devenv import binaries, ports
 from services.devenv.clusters import LocalCluster
 from services.devenv.environment import DevEnvironment
 from services.devenv.processes import Process
@@ -47,6 +49,18 @@ def install_crds(cluster: LocalCluster, *, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{crd['metadata']['name']} not Established after {timeout}s")
             time.sleep(0.1)
+
+
+FENCE_POLICY = binaries.REPO_ROOT / "k8s" / "base" / "fence" / "policy.yaml"
+
+
+def install_fence_policy(cluster: LocalCluster) -> None:
+    """The fence the API server enforces (the shipped ValidatingAdmissionPolicy and its binding),
+    in a cluster copies are written to."""
+    for doc in yaml.safe_load_all(FENCE_POLICY.read_text()):
+        plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+                  "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings"}[doc["kind"]]
+        apply(cluster, f"/apis/admissionregistration.k8s.io/v1/{plural}/{doc['metadata']['name']}", doc)
 
 
 def ensure_namespace(cluster: LocalCluster, name: str) -> None:
@@ -87,6 +101,7 @@ def install(env: DevEnvironment) -> None:
             continue  # the source needs nothing installed
         install_crds(cluster)
         ensure_namespace(cluster, SYSTEM_NAMESPACE)
+    install_fence_policy(env.clusters["destination"])
     install_stream_keys([c for n, c in env.clusters.items() if n != "source"],
                         sealing.Keyring("dev-1", {"dev-1": sealing.new_key()}))
     source = env.clusters["source"]

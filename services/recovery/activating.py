@@ -20,7 +20,7 @@ from schemas import annotations as ann
 from schemas import api, codec, kinds, ordering, restoring, sanitizing, sealing, subjects, transforms
 from schemas.envelope import Envelope
 from services.common.keys import StreamKeys
-from services.common.kube import METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
+from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -76,12 +76,17 @@ async def listable_resources(client: KubeClient) -> list[ResourceInfo]:
     return out
 
 
-async def find_copies(client: KubeClient, plans: set[str], resources: list[ResourceInfo]) -> list[Target]:
-    """Every copy of ``plans`` among ``resources`` (see :func:`listable_resources`), in priority order."""
+async def find_copies(client: KubeClient, plans: set[str], resources: list[ResourceInfo], *,
+                      metadata_only: bool = False) -> list[Target]:
+    """Every copy of ``plans`` among ``resources`` (see :func:`listable_resources`), in priority order.
+    ``metadata_only``: the copies' metadata, which is all an activation reads (the inverse, the
+    plan's fromPatch and fromOriginal are annotations): less for the server to encode and for us
+    to decode than whole objects (a dry run compares whole objects)."""
     async def one(info: ResourceInfo) -> list[Target]:
         try:
             items, _ = await client.list_all(info.collection(), label_selector=ann.MANAGED_SELECTOR,
-                                            page_size=LIST_PAGE_SIZE)
+                                            page_size=LIST_PAGE_SIZE,
+                                            accept=METADATA_LIST if metadata_only else None)
         except ApiError:
             return []
         return [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in items

@@ -131,14 +131,27 @@ class JobRun:
         self.timed("fence", started)
         await self.save(epoch=epoch)
         self.notify("Normal", "Fenced", f"sync fenced for {len(plan_keys)} plans at epoch {epoch}")
-        if wrote:  # let every syncer see the fence before anything changes
-            await asyncio.sleep(self.settings.fence_settle_seconds)
+        if wrote:
+            await self.in_force(plan_keys)
+
+    async def in_force(self, plan_keys: set[str]) -> None:
+        """Until no late change of the sync side can deactivate what is activated: the API server's
+        fence policy refuses copies of every fenced plan (proven at once where it is installed), or
+        else every syncer has seen the fence (``fence_settle_seconds``, longer than its staleness
+        bound)."""
+        started = time.monotonic()
+        settle = self.settings.fence_settle_seconds
+        if await fencing.enforced(self.client, self.settings.kube.namespace, plan_keys, timeout=settle):
+            self.timed("fenceEnforced", started)
+            return
+        await asyncio.sleep(max(0.0, settle - (time.monotonic() - started)))
+        self.timed("fenceSettled", started)
 
     async def activate(self, rep: api.RecoveryExecutionPlanSpec, plan_keys: list[list[str]],
                        resources: list[ResourceInfo], *, dry_run: bool) -> None:
         all_keys = {k for keys in plan_keys for k in keys}
         started = time.monotonic()
-        targets = await activating.find_copies(self.client, all_keys, resources)
+        targets = await activating.find_copies(self.client, all_keys, resources, metadata_only=not dry_run)
         self.timed("findCopies", started)
         resumed = self.status.phase == "Activating"  # activated objects are no longer copies: not found again
         done_before = self.status.progress.done if resumed else 0

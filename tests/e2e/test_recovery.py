@@ -7,8 +7,11 @@ import json
 import sys
 from typing import Any
 
+import pytest
+
 from schemas import API_VERSION
 from schemas import annotations as ann
+from services.common.kube import ApiError
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process
@@ -122,6 +125,11 @@ async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registere
                                body={"spec": {"replicas": 7}}, content_type="application/merge-patch+json")
         await asyncio.sleep(3)
         assert (await deployment(pipe, ns, "web"))["spec"]["replicas"] == 3
+        # ... and the API server itself refuses to turn it back into a copy, whoever writes it.
+        with pytest.raises(ApiError, match="has failed over"):
+            await pipe.dst.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/web", body={"metadata": {
+                "labels": {ann.MANAGED: ann.MANAGED_VALUE}, "annotations": {ann.PLAN: f"{h.SYSTEM}/rec"}},
+                "spec": {"replicas": 0}}, content_type="application/merge-patch+json")
 
         # 4. Running the job again is harmless.
         again = await finished(pipe, await start_job(pipe, "rec"))

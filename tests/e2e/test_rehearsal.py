@@ -118,14 +118,16 @@ class Rehearsal:
         self.pods.clear()
 
     def refused(self) -> list[str]:
-        """Every request of Standby's ServiceAccounts the authorizer refused, in every cluster."""
+        """Every request of Standby's ServiceAccounts the authorizer (RBAC) refused, in every cluster."""
         found = []
         for context, cluster in self.clusters.items():
             if not cluster.audit_log.exists():
                 continue
             for line in cluster.audit_log.read_text().splitlines():
                 event = json.loads(line)
-                if event.get("responseStatus", {}).get("code") != 403:
+                # The authorizer's refusals, not an admission policy's (the fence's, which recovery
+                # asks for on purpose to prove the fence in force).
+                if (event.get("annotations") or {}).get("authorization.k8s.io/decision") != "forbid":
                     continue
                 ref = event.get("objectRef") or {}
                 resource = ".".join(filter(None, [ref.get("resource"), ref.get("apiGroup")]))
@@ -208,6 +210,8 @@ def protect_fail_over_and_fence(play: Rehearsal, *, plans: str) -> None:
                      "--timeout=180s")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{play.kubectl('standby', 'get', job, '-n', SYSTEM, '-o', 'yaml')}") from exc
+    # The shipped fence policy took the fence over at once (recovery may ask for its proof).
+    assert "fenceEnforced" in get(play, "standby", job, "-n", SYSTEM)["status"]["timings"]
     replicas = get(play, "source", "deployment", "web", "-n", "shop")["spec"]["replicas"]
     web = get(play, "standby", "deployment", "web", "-n", "shop")
     assert web["spec"]["replicas"] == replicas and web["metadata"]["labels"]["recovered"] == "true"
