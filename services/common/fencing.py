@@ -126,6 +126,11 @@ class FenceCache:
             await asyncio.sleep(max(0.0, self.refresh_seconds - (self.clock() - started)))
 
 
+def refused_by_fence(exc: ApiError) -> bool:
+    """Whether the API server refused a write because the fence policy forbids it."""
+    return exc.status in (403, 422) and f"ValidatingAdmissionPolicy '{POLICY}'" in exc.message
+
+
 async def enforced(client: KubeClient, namespace: str, plans: set[str], *, timeout: float,
                    poll_seconds: float = 0.02) -> bool:
     """Whether the API server refuses copies of every plan in ``plans`` within ``timeout``: the fence
@@ -158,7 +163,7 @@ async def _refused(client: KubeClient, namespace: str, plan: str) -> bool:
         await client.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", params={"dryRun": "All"},
                              body=probe, parse=False)
     except ApiError as exc:
-        return POLICY in exc.message
+        return refused_by_fence(exc)
     except UnreachableError:
         return False
     return False

@@ -20,6 +20,7 @@ from schemas import restoring, transforms
 from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
 from schemas.subjects import ObjectKey
+from services.common import fencing
 from services.common.fencing import FenceCache
 from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
@@ -76,9 +77,11 @@ def _immutable(exc: ApiError) -> bool:
     return exc.status == 422 and "immutable" in exc.message
 
 
-def classify(exc: ApiError | UnreachableError, ref: str) -> TemporaryError | PermanentError:
+def classify(exc: ApiError | UnreachableError, ref: str) -> TemporaryError | PermanentError | Fenced:
     if isinstance(exc, UnreachableError):
         return TemporaryError(f"destination unreachable: {exc}")
+    if fencing.refused_by_fence(exc):  # the API server enforces a fence the view has not shown yet
+        return Fenced(exc.message)
     if exc.status == 429:
         return TemporaryError("throttled (429)", delay=exc.retry_after or 1.0)
     if exc.status >= 500 or exc.status in (408, 409):

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from schemas import annotations as ann
 from schemas.envelope import Envelope, EventType, ObjectReference
-from services.common import plans
+from services.common import fencing, plans
 from services.common.fencing import FenceCache
 from services.common.kube import ApiError, KubeClient
 from services.devenv.clusters import LocalCluster
@@ -79,3 +80,24 @@ async def test_nothing_is_written_while_the_fences_are_not_known(kube: KubeClien
     assert absent.value.not_found
     clock[0] = 0.5
     assert (await stale.handle(change("a", "10"), 1)).outcome == "applied"
+
+
+async def test_a_write_the_api_server_refuses_for_a_fence_the_view_has_not_shown_is_skipped(
+        kube: KubeClient) -> None:
+    """The fence policy refuses a copy of a fenced plan before the syncer's own view of the fences
+    shows the fence: the message is skipped as fenced, not retried or dead-lettered."""
+    first = await applier(kube)  # its view: read before the fence
+    assert (await first.handle(change("a", "10"), 1)).outcome == "applied"
+    fence = f"/api/v1/namespaces/{h.SYSTEM}/configmaps/{ann.fence_name(h.SYSTEM, 'applier')}"
+    await kube.apply(fence, fencing.fence_body(h.SYSTEM, h.SYSTEM, "applier", epoch=1, job="j"),
+                     field_manager="test")
+    try:
+        assert await fencing.enforced(kube, h.SYSTEM, {PLAN.key}, timeout=5)
+        assert (await first.handle(change("a", "11", value="late"), 2)).outcome == "skipped_fenced"
+        assert (await kube.get(f"/api/v1/namespaces/{NS}/configmaps/a"))["data"] == {"v": "1"}
+    finally:
+        await kube.request("DELETE", fence, parse=False)
+
+        async def lifted() -> None:  # the fixture deletes the copies
+            assert not await fencing.enforced(kube, h.SYSTEM, {PLAN.key}, timeout=0)
+        await h.eventually(lifted, timeout=10)

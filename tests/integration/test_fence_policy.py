@@ -1,8 +1,8 @@
 """The fence the API server enforces (k8s/base/fence/policy.yaml, a ValidatingAdmissionPolicy whose
 parameters are the fence ConfigMaps), on a real API server: once a plan is fenced, no copy of it is
-created and no object is turned back into one, whoever writes; copies not yet activated, other
-plans' copies and everything else pass. Recovery's proof that it is in force (fencing.enforced)
-answers at once, and says no where the policy is not installed."""
+written or deleted and no object is turned back into one, whoever writes; activation, other plans'
+copies and everything else pass. Recovery's proof that it is in force (fencing.enforced) answers
+at once, and says no where the policy is not installed."""
 
 from __future__ import annotations
 
@@ -50,9 +50,13 @@ async def test_a_fenced_plans_copies_are_refused_by_the_api_server(destination: 
             assert await fencing.enforced(client, h.SYSTEM, {plan}, timeout=5)
             print(f"fence in force {1000 * (time.monotonic() - started):.0f} ms after it was written")
 
-            with pytest.raises(ApiError, match=f"plan {plan} has failed over \\(fence epoch 7\\)"):
+            with pytest.raises(ApiError, match=f"plan {plan} has failed over \\(fence epoch 7\\)") as refused:
                 await write(client, "new", plan)  # a copy created late
-            await write(client, "waiting", plan)  # a copy not activated yet: activation follows it
+            assert fencing.refused_by_fence(refused.value)
+            with pytest.raises(ApiError, match="standby-fence"):
+                await write(client, "waiting", plan)  # a copy changed between reading and activating it
+            with pytest.raises(ApiError, match="standby-fence"):
+                await client.request("DELETE", path("waiting"), parse=False)  # or deleted
             await client.request("PATCH", path("activated"), content_type="application/json-patch+json",
                                  body=[{"op": "remove", "path": "/metadata/labels/dr.standby.dev~1managed"}])
             with pytest.raises(ApiError, match="standby-fence"):
