@@ -129,7 +129,8 @@ async def main() -> dict[str, Any]:
                 "ratio_available_vs_baseline": round(act_available / base_available, 2),
                 "target_specs_seconds": 10, "meets_target": specs <= 10,
                 "job_timings_seconds": status.get("timings"),
-                "note": "job time includes the fence settle wait (fence_settle_seconds, default 1 s)",
+                "note": "job timings: fenceEnforced (the API server enforces the fence) or fenceSettled (waited "
+                        "fence_settle_seconds)",
             }
             print(result, flush=True)
             return result

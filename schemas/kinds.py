@@ -32,6 +32,7 @@ class KindRules:
     keep_status: bool = False
     # After activation, a wave with waitForReady waits until this says the live object is ready.
     ready: Readiness | None = None
+    never_copied: bool = False  # skipped whatever the object: no copy of the kind exists anywhere
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -291,8 +292,10 @@ def skip_apiservice(obj: Obj) -> str | None:
     return None
 
 
-def _always(reason: str) -> Skipper:
-    return lambda obj: reason
+def _never(reason: str) -> KindRules:
+    """A kind never copied: every object of it is skipped for ``reason`` (and recovery need not look
+    for copies of it)."""
+    return KindRules(skip=lambda obj: reason, never_copied=True)
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -314,17 +317,21 @@ RULES: dict[tuple[str, str], KindRules] = {
     ("", "ServiceAccount"): KindRules(sanitize_service_account),
     ("", "Secret"): KindRules(sanitize_secret, skip=skip_secret),
     ("", "ConfigMap"): KindRules(skip=skip_configmap),
-    ("", "Pod"): KindRules(skip=_always("pods are created by their controllers")),
-    ("", "Event"): KindRules(skip=_always("events are per-cluster history")),
-    ("events.k8s.io", "Event"): KindRules(skip=_always("events are per-cluster history")),
-    ("", "Node"): KindRules(skip=_always("nodes belong to their cluster")),
-    ("", "Endpoints"): KindRules(skip=_always("endpoints are derived from Services")),
-    ("discovery.k8s.io", "EndpointSlice"): KindRules(skip=_always("endpoint slices are derived from Services")),
-    ("apps", "ControllerRevision"): KindRules(skip=_always("controller revisions are controller history")),
-    ("coordination.k8s.io", "Lease"): KindRules(skip=_always("leases are per-cluster leadership")),
+    ("", "Pod"): _never("pods are created by their controllers"),
+    ("", "Event"): _never("events are per-cluster history"),
+    ("events.k8s.io", "Event"): _never("events are per-cluster history"),
+    ("", "Node"): _never("nodes belong to their cluster"),
+    ("", "Endpoints"): _never("endpoints are derived from Services"),
+    ("discovery.k8s.io", "EndpointSlice"): _never("endpoint slices are derived from Services"),
+    ("apps", "ControllerRevision"): _never("controller revisions are controller history"),
+    ("coordination.k8s.io", "Lease"): _never("leases are per-cluster leadership"),
 }
 
 GENERIC = KindRules()
+
+
+def never_copied(group: str, kind: str) -> bool:
+    return RULES.get((group, kind), GENERIC).never_copied
 
 # The cluster's own namespaces; Standby's own namespace (a setting) is excluded beside them.
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})

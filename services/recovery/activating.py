@@ -57,7 +57,8 @@ class Result:
 
 
 async def listable_resources(client: KubeClient) -> list[ResourceInfo]:
-    """Every resource the destination serves that can be listed and patched (preferred versions)."""
+    """Every resource the destination serves that can be listed and patched (preferred versions),
+    but the kinds never copied (Pods, Events, Leases...: often the most numerous objects there)."""
     out: list[ResourceInfo] = []
     core = await client.get("/api/v1")
     groups = (await client.get("/apis")).get("groups") or []
@@ -70,7 +71,7 @@ async def listable_resources(client: KubeClient) -> list[ResourceInfo]:
     for group, version, doc in docs:
         for r in doc.get("resources") or []:
             verbs = set(r.get("verbs") or [])
-            if "/" in r["name"] or not {"list", "patch"} <= verbs:
+            if "/" in r["name"] or not {"list", "patch"} <= verbs or kinds.never_copied(group, r["kind"]):
                 continue
             out.append(ResourceInfo(group, version, r["name"], r["kind"], bool(r.get("namespaced"))))
     return out
