@@ -178,15 +178,20 @@ build_promtool() {
   log "promtool: built"
 }
 
+module_dir() {
+  # The folder of a Go module version (fetched through the module proxy into the module cache).
+  local dir
+  dir=$(cd "$WORK" && go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || die "could not locate the module $1"
+  echo "$dir"
+}
+
 monitoring_crds() {
   # The Prometheus Operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule), as its module
   # ships them, so the tests install the optional monitoring component into a real API server.
-  local out="$OUT/crds/monitoring.coreos.com"
+  local out="$OUT/crds/monitoring.coreos.com" dir kind
   [[ -s "$out/monitoring.coreos.com_prometheusrules.yaml" ]] && { log "monitoring CRDs: cached"; return 0; }
-  local dir
-  dir=$(cd "$WORK" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
-        | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [[ -d "$dir" ]] || die "could not locate the prometheus-operator module to read its CRDs"
+  dir=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
   mkdir -p "$out"
   for kind in servicemonitors podmonitors prometheusrules; do
     cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$out/" \
@@ -198,12 +203,9 @@ monitoring_crds() {
 certmanager_crds() {
   # cert-manager's Certificate and Issuer CRDs as its module ships them (deploy/crds), less the
   # Helm chart's templated label lines (values in {{ }} are not valid label values).
-  local out="$OUT/crds/cert-manager.io"
+  local out="$OUT/crds/cert-manager.io" dir kind
   [[ -s "$out/crd-issuers.yaml" ]] && { log "cert-manager CRDs: cached"; return 0; }
-  local dir
-  dir=$(cd "$WORK" && go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" \
-        | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [[ -d "$dir" ]] || die "could not locate the cert-manager module to read its CRDs"
+  dir=$(module_dir "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION")
   mkdir -p "$out"
   for kind in certificates issuers; do
     grep -v "'{{" "$dir/deploy/crds/crd-$kind.yaml" > "$out/crd-$kind.yaml" || die "cert-manager CRD $kind missing"
