@@ -52,18 +52,25 @@ async def plan_or_record(client: KubeClient, js: JetStreamContext, namespace: st
     topology, the management cluster gone), the plan as its stream recorded it, to be rebuilt into
     the cluster the command talks to (its destination reference is dropped). The record, if used."""
     try:
-        return await parsed_plan(client, namespace, plan), None
-    except output.CommandError:
+        obj = await client.get(plan_path(namespace, plan))
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+    else:  # the plan is there: used as it is, or refused (never the record instead)
         try:
-            found = await records.recorded(js, prefix, namespace, plan)
+            return plans.parse_plan(obj), None
         except plans.PlanError as exc:
             raise output.CommandError(f"recoveryplan {namespace}/{plan}: {exc.message}") from exc
-        except nats.errors.Error as exc:
-            raise output.CommandError(f"recoveryplan {namespace}/{plan} is not in this cluster, and its stream "
-                                      f"cannot be read ({exc!r})") from exc
-        if found is None:
-            raise output.CommandError(f"recoveryplan {namespace}/{plan} not found, neither in this cluster nor "
-                                      f"recorded in the stream") from None
+    try:
+        found = await records.recorded(js, prefix, namespace, plan)
+    except plans.PlanError as exc:
+        raise output.CommandError(f"recoveryplan {namespace}/{plan}: {exc.message}") from exc
+    except nats.errors.Error as exc:
+        raise output.CommandError(f"recoveryplan {namespace}/{plan} is not in this cluster, and its stream "
+                                  f"cannot be read ({exc!r})") from exc
+    if found is None:
+        raise output.CommandError(f"recoveryplan {namespace}/{plan} not found, neither in this cluster nor "
+                                  f"recorded in the stream")
     spec = found.plan.spec.model_copy(update={"destination_cluster_ref": None})
     return dataclasses.replace(found.plan, spec=spec), found
 

@@ -72,14 +72,24 @@ class MirrorState:
     error: str = ""
 
 
-async def origin_streams(origin: JetStreamContext) -> list[js_api.StreamInfo]:
-    """Every Standby stream of the origin domain (all pages of the list)."""
+async def all_streams(js: JetStreamContext) -> list[js_api.StreamInfo]:
+    """Every stream of ``js``'s domain, with its state and mirror (all pages of the list)."""
     found: list[js_api.StreamInfo] = []
     while True:
-        page = await origin.streams_info(offset=len(found))
-        found.extend(page)
+        page = await js.streams_info(offset=len(found))
         if not page:
-            return [s for s in found if (s.config.name or "").startswith(STREAM_PREFIX)]
+            return found
+        found.extend(page)
+
+
+def state_of(info: js_api.StreamInfo) -> MirrorState:
+    mirror = info.mirror
+    name = info.config.name or ""
+    if mirror is None:
+        return MirrorState(name, info.state.last_seq, None, None, "not a mirror")
+    error = str(mirror.error.get("description", "")) if mirror.error else ""
+    contact = mirror.active / 1e9 if mirror.active is not None and mirror.active >= 0 else None
+    return MirrorState(name, info.state.last_seq, mirror.lag, contact, error)
 
 
 @dataclass
@@ -95,20 +105,22 @@ class MirrorKeeper:
     async def once(self) -> dict[str, MirrorState]:
         local = self.nc.jetstream()
         try:
-            streams = await origin_streams(self.nc.jetstream(domain=self.domain))
+            origins = [s for s in await all_streams(self.nc.jetstream(domain=self.domain))
+                       if (s.config.name or "").startswith(STREAM_PREFIX)]
         except (NatsError, TimeoutError) as exc:
             if not self.origin_lost:
                 log.warning("the record's origin (JetStream domain %s) is unreachable (%r); the mirrors keep "
                             "what they hold", self.domain, exc)
             self.origin_lost = True
-            streams = []
+            origins = []
         else:
             if self.origin_lost:
                 log.warning("the record's origin (JetStream domain %s) is reachable again", self.domain)
             self.origin_lost = False
-        for origin in streams:
+        for origin in origins:
             await self._ensure(local, origin.config)
-        self.states = {s.stream: s for s in [await self._state(local, name) for name in await self._local(local)]}
+        mirrors = [s for s in await all_streams(local) if is_mirror_of(s.config, self.domain)]
+        self.states = {state.stream: state for state in map(state_of, mirrors)}
         for state in self.states.values():
             metrics.mirror_state(state.stream, state.lag, state.last_contact_seconds)
         return self.states
@@ -128,26 +140,6 @@ class MirrorKeeper:
         if (have.max_msgs_per_subject, have.max_msg_size, have.num_replicas) != (
                 wanted.max_msgs_per_subject, wanted.max_msg_size, wanted.num_replicas):
             await local.update_stream(wanted)
-
-    async def _local(self, local: JetStreamContext) -> list[str]:
-        names: list[str] = []
-        offset = 0
-        while True:
-            page = await local.streams_info(offset=offset)
-            if not page:
-                return names
-            offset += len(page)
-            names.extend(s.config.name or "" for s in page if is_mirror_of(s.config, self.domain))
-
-    @staticmethod
-    async def _state(local: JetStreamContext, name: str) -> MirrorState:
-        info = await local.stream_info(name)
-        mirror = info.mirror
-        if mirror is None:
-            return MirrorState(name, info.state.last_seq, None, None, "not a mirror")
-        error = str((mirror.error or {}).get("description", "")) if mirror.error else ""
-        contact = mirror.active / 1e9 if mirror.active is not None and mirror.active >= 0 else None
-        return MirrorState(name, info.state.last_seq, mirror.lag, contact, error)
 
     async def run(self, interval_seconds: float) -> None:
         """Until cancelled (a guarded task: a failure is logged and the keeper started again)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from schemas import API_VERSION, subjects
@@ -279,6 +280,7 @@ async def test_the_stand_by_keeps_its_own_record_and_rebuilds_and_restores_origi
     with hub_and_leaf(tmp_path) as (hub, leaf):
         recovery = recovery_process(registered, leaf, "recovery-mirror", MIRROR__DOMAIN=HUB,
                                     MIRROR__INTERVAL_SECONDS="0.5").start()
+        leaf_nc: Client | None = None
         async with KubeClient.from_kubeconfig(source.kubeconfig) as src, \
                 KubeClient.from_kubeconfig(registered.kubeconfig) as dst, \
                 KubeClient.from_kubeconfig(management.kubeconfig) as mgmt:
@@ -306,10 +308,13 @@ async def test_the_stand_by_keeps_its_own_record_and_rebuilds_and_restores_origi
                           f"max {lags[-1] * 1000:.0f} ms")
                     assert lags[-1] < 5
                     await deploy(src, "mir", "web", 3)
-                    hub_last = (await hub_nc.jetstream().stream_info(stream)).state.last_seq
+                    rv = (await src.get(DEPLOY.format(ns="mir", name="web")))["metadata"]["resourceVersion"]
 
-                    async def mirrored() -> None:
-                        assert (await leaf_nc.jetstream().stream_info(stream)).state.last_seq >= hub_last
+                    async def mirrored() -> None:  # the source's last state of web, in the mirror
+                        last = await streams.last_states(leaf_nc.jetstream(), stream,
+                                                         subjects.plan_filter("standby", h.SYSTEM, "mir"))
+                        assert [s.resource_version for subject, s in last.items()
+                                if subject.endswith(".deployments.mir.web")] == [rv]
                     await h.eventually(mirrored, timeout=30)
                 finally:
                     await stop()
@@ -333,6 +338,7 @@ async def test_the_stand_by_keeps_its_own_record_and_rebuilds_and_restores_origi
                 assert status["phase"] == "Completed", status
                 web = await dst.get(DEPLOY.format(ns="mir", name="web"))
                 assert web["spec"]["replicas"] == 3 and web["metadata"]["labels"]["recovered"] == "from-the-mirror"
-                await leaf_nc.close()
             finally:
                 recovery.stop()
+                if leaf_nc is not None:
+                    await leaf_nc.close()
