@@ -7,8 +7,8 @@ late message from ever deactivating an activated workload again:
   ``refresh_seconds``), checks it before every write and writes nothing while it is stale, and
   recovery waits longer than the staleness bound before activating;
 - the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy whose
-  parameters are the fences): no copy of a fenced plan is created, no object turned back into one,
-  whoever writes and however late. Where it is installed, recovery proves it in force for each
+  parameters are the fences): no copy of a fenced plan is written or deleted, and no object
+  turned back into one, whoever writes and however late. Where it is installed, recovery proves it in force for each
   fenced plan (:func:`enforced`) and activates at once instead of waiting."""
 
 from __future__ import annotations
