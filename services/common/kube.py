@@ -494,16 +494,17 @@ def _error(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
 
 async def follow(client: KubeClient, path: str, *, listed: Callable[[list[Obj]], None],
                  changed: Callable[[str, Obj], None], retry_seconds: float, what: str,
-                 level: int = logging.WARNING) -> None:
+                 level: int = logging.WARNING, label_selector: str = "") -> None:
     """LIST ``path`` and hand the items to ``listed``, then WATCH from the list's version and hand
     every event but bookmarks to ``changed`` (type, object); LIST again after 410 Gone, and after
     any other failure once ``retry_seconds`` have passed (logged at ``level``). Until cancelled."""
     while True:
         try:
-            items, resource_version = await client.list_all(path)
+            items, resource_version = await client.list_all(path, label_selector=label_selector)
             listed(items)
             while True:
-                async for event in client.watch(path, resource_version=resource_version):
+                async for event in client.watch(path, resource_version=resource_version,
+                                                label_selector=label_selector):
                     obj = event.get("object") or {}
                     resource_version = str((obj.get("metadata") or {}).get("resourceVersion", resource_version))
                     if event.get("type") != "BOOKMARK":

@@ -11,6 +11,7 @@ from typing import Protocol
 from services.common import plans
 from services.common.guarding import Guard
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.leasing import PlanLeases
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,18 @@ class Supervising(Protocol):
 
 
 async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_from: KubeClient | None = None,
-                    guard: Guard | None = None) -> None:
+                    guard: Guard | None = None, leases: PlanLeases | None = None) -> None:
     """Re-read the plans every ``interval_seconds`` until cancelled, then stop what runs; with
     ``plans_from`` (and the ``guard`` that runs it), also at once whenever a plan there changes
-    (:func:`plans.follow_changes`).
+    (:func:`plans.follow_changes`). With ``leases``, keep this replica's share of the plans in a
+    guarded task, pass again whenever the plans it holds change, and give them all back once what
+    runs has stopped.
 
     An unreadable cluster makes the supervisor unhealthy, not dead."""
-    changed = asyncio.Event()
+    changed = leases.changed if leases is not None else asyncio.Event()
     follower = None if plans_from is None or guard is None else guard.start(
         "plan changes", lambda: plans.follow_changes(plans_from, changed), kind="plans")
+    keeper = None if leases is None or guard is None else guard.start("plan leases", leases.run, kind="leases")
     try:
         while True:
             changed.clear()  # a change from here on is read by this pass or triggers the next
@@ -52,6 +56,10 @@ async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_f
         if follower is not None:
             await cancel_all([follower])
         await supervisor.stop()
+        if keeper is not None:
+            await cancel_all([keeper])
+        if leases is not None:
+            await leases.release_all()
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:

@@ -62,6 +62,28 @@ class TaskSettings(BaseModel):
         default=60.0, ge=0, description="/healthz fails while a task has been down longer than this grace.")
 
 
+class LeaseSettings(BaseModel):
+    """How the replicas of a service share the plans: one Lease per plan (coordination.k8s.io/v1) in
+    the service's namespace, held by one replica at a time (:mod:`services.common.leasing`)."""
+
+    identity: str = Field(
+        default="", description="This replica's name in the Leases, unique among the live replicas; empty: the "
+                                "pod's name (POD_NAME) or, outside a pod, the host, process id and a random suffix.")
+    duration_seconds: int = Field(
+        default=15, ge=1, description="A Lease not renewed for this long (as its observers see it) is taken over.")
+    renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="A replica that could not renew a plan's Lease for this long stops serving "
+                                        "the plan, before anyone may take it over.")
+    retry_seconds: float = Field(default=2.0, gt=0, description="Renew the Leases and look for free plans this often.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaseSettings:
+        if not self.retry_seconds < self.renew_deadline_seconds < self.duration_seconds:
+            raise ValueError("retry_seconds < renew_deadline_seconds < duration_seconds, or a replica could still be "
+                             "serving a plan its Lease has lost")
+        return self
+
+
 class KubeSettings(BaseModel):
     kubeconfig: Path | None = Field(
         default=None, description="Kubeconfig of the cluster the service lives in; None: in-cluster."

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,7 @@ class PlanApplier:
     warmed: set[tuple[str, str]] = field(default_factory=set)
     namespaces_made: dict[str, float] = field(default_factory=dict)  # name -> when created
     namespace_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    serving: Callable[[], bool] = lambda: True  # this replica holds the plan's Lease (services.common.leasing)
 
     def __post_init__(self) -> None:
         self.writing = restoring.writing(self.plan.spec)
@@ -196,6 +198,8 @@ class PlanApplier:
                                  delay=2 * self.fences.refresh_seconds)
         if self.fences.fenced(self.plan.key) is not None:
             raise Fenced
+        if not self.serving():  # another replica may take the plan over: it writes from now on
+            raise TemporaryError("this replica no longer holds the plan's lease", delay=1.0)
 
     async def _upsert(self, env: Envelope, info: ResourceInfo, path: str, current: Copy | None,
                       sequence: int) -> Done:

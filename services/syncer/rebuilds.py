@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,8 @@ class RebuildRunner:
     prefix: str
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
-    async def sync_once(self) -> None:
+    async def sync_once(self, serves: Callable[[str], bool]) -> None:
+        """Run the unfinished Rebuilds of the plans ``serves`` says this replica serves."""
         try:
             listed = (await self.own.get(f"/apis/{API_VERSION}/rebuilds"))["items"]
         except ApiError as exc:
@@ -73,7 +75,9 @@ class RebuildRunner:
             meta = obj["metadata"]
             key = f"{meta['namespace']}/{meta['name']}"
             phase = (obj.get("status") or {}).get("phase", "Pending")
-            if phase in api.TERMINAL_PHASES or key in self.running:
+            ref = (obj.get("spec") or {}).get("recoveryPlanRef") or {}
+            plan = f"{ref.get('namespace') or meta['namespace']}/{ref.get('name', '')}"
+            if phase in api.TERMINAL_PHASES or key in self.running or not serves(plan):
                 continue
             self.running[key] = self.guard.start(f"rebuild {key}", functools.partial(self._run_once, obj, key),
                                                  kind="rebuild", plan=key, until_done=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KubeSettings, NatsSettings, ServeSettings, TaskSettings
+from services.common.settings import KubeSettings, LeaseSettings, NatsSettings, ServeSettings, TaskSettings
 
 
 class ConsumerSettings(BaseModel):
@@ -44,6 +44,7 @@ class SyncerSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     deletes: DeleteSettings = Field(default_factory=DeleteSettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
+    leases: LeaseSettings = Field(default_factory=LeaseSettings)
     plan_resync_seconds: float = Field(default=5.0, gt=0, description="Re-read plans at least this often.")
     status_interval_seconds: float = Field(default=2.0, gt=0, description="Plan status update period.")
     fence_refresh_seconds: float = Field(default=0.25, gt=0, description="Fence cache refresh period.")

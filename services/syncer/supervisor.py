@@ -4,6 +4,7 @@ whose spec changed gets a fresh consumer with the new patches)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from services.common.fencing import FenceCache
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.leasing import PlanLeases
 from services.syncer.applying import PlanApplier
 from services.syncer.consuming import PlanConsumer
 from services.syncer.rebuilds import RebuildRunner
@@ -42,6 +44,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("syncer", self.settings.tasks)
+        self.leases = PlanLeases(self.own, self.settings.kube.namespace, "syncer", self.settings.leases)
         self.rebuilds = RebuildRunner(self.own, self.nc.jetstream(), self.keys, self.guard,
                                       self.settings.nats.subject_prefix)
 
@@ -64,7 +67,7 @@ class Supervisor:
 
     async def sync_once(self) -> None:
         seen = set()
-        for obj in await plans.list_plans(self.own):
+        for obj in self.leases.mine(await plans.list_plans(self.own)):
             try:
                 plan = plans.parse_plan(obj)
             except plans.PlanError:
@@ -85,7 +88,9 @@ class Supervisor:
             consumer: PlanConsumer | None = None
             try:
                 dest = await self.destination(plan)
-                consumer = PlanConsumer(plan, PlanApplier(plan, dest.client, dest.fences, self.settings),
+                applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
+                                      serving=functools.partial(self.leases.holds, plan.key))
+                consumer = PlanConsumer(plan, applier,
                                         self.nc, self.own, self.settings, self.keys, self.guard)
                 await consumer.start()
             except plans.PlanError as exc:
@@ -111,11 +116,12 @@ class Supervisor:
             _, gone = self.consumers.pop(key)
             if gone is not None:
                 await gone.stop()
-        await self.rebuilds.sync_once()
+        self.leases.serving(key for key, (_, consumer) in self.consumers.items() if consumer is not None)
+        await self.rebuilds.sync_once(self.leases.holds)
 
     async def run(self) -> None:
         await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
-                                guard=self.guard)
+                                guard=self.guard, leases=self.leases)
 
     async def stop(self) -> None:
         await self.rebuilds.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KubeSettings, NatsSettings, ServeSettings, TaskSettings
+from services.common.settings import KubeSettings, LeaseSettings, NatsSettings, ServeSettings, TaskSettings
 
 
 class WatcherSettings(BaseSettings):
@@ -15,6 +15,7 @@ class WatcherSettings(BaseSettings):
     kube: KubeSettings = Field(default_factory=KubeSettings)
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings(port=9101))
     tasks: TaskSettings = Field(default_factory=TaskSettings)
+    leases: LeaseSettings = Field(default_factory=LeaseSettings)
     page_size: int = Field(default=500, ge=1, description="LIST page size.")
     watch_timeout_seconds: int = Field(default=300, ge=5, description="Server-side watch timeout; then re-watch.")
     relist_seconds: float = Field(

@@ -18,6 +18,7 @@ from services.common import looping, plans, records, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.leasing import PlanLeases
 from services.watcher.clusters import ClusterProber
 from services.watcher.health import PlanHealth
 from services.watcher.history import HistoryKeeper
@@ -108,11 +109,11 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("watcher", self.settings.tasks)
+        self.leases = PlanLeases(self.own, self.settings.kube.namespace, "watcher", self.settings.leases)
 
     async def sync_once(self) -> None:
-        raw = await plans.list_plans(self.own)
         seen = set()
-        for obj in raw:
+        for obj in self.leases.mine(await plans.list_plans(self.own)):
             try:
                 plan = plans.parse_plan(obj)
             except plans.PlanError as exc:
@@ -153,8 +154,9 @@ class Supervisor:
         for key in set(self.runners) - seen:
             _, gone = self.runners.pop(key)
             if gone is not None:
-                log.info("plan deleted; stopping its watches", extra={"plan": key})
+                log.info("plan deleted or served elsewhere; stopping its watches", extra={"plan": key})
                 await gone.stop()
+        self.leases.serving(key for key, (_, runner) in self.runners.items() if runner is not None)
 
     async def run(self) -> None:
         prober = ClusterProber(self.own, self.settings.kube.namespace,
@@ -162,7 +164,7 @@ class Supervisor:
         clusters = self.guard.start("managed clusters", prober.run, kind="clusters")
         try:
             await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,
-                                    guard=self.guard)
+                                    guard=self.guard, leases=self.leases)
         finally:
             await looping.cancel_all([clusters])
 

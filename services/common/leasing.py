@@ -1,0 +1,350 @@
+"""One Lease per plan: which replica of a service serves which plan, and until when it may.
+
+client-go's leader election, once per plan. The Leases (coordination.k8s.io/v1) live in the
+service's namespace, labelled with the component; each replica also renews a Lease of its own, its
+membership, from which every replica counts the live ones and so its fair share of the plans
+(:mod:`services.common.sharing` decides which to take and which to give back).
+
+Time, as in client-go: a Lease has expired when its record has not changed for its
+``leaseDurationSeconds`` *as this replica saw it* (from the moment it saw the last change, on its
+own monotonic clock), never by comparing ``renewTime`` with this replica's wall clock, so the
+replicas' clocks need not agree. The holder stops serving a plan when its last successful renewal
+was *sent* more than ``renew_deadline_seconds`` ago: :meth:`PlanLeases.holds` turns False before
+any other replica can see the Lease expire, and the syncer checks it before every write. A plan
+given back (above the fair share, or deleted) is released only after the supervisor has stopped
+its work (:meth:`PlanLeases.serving`): its Lease is deleted, and the replica that takes it over
+does so at once.
+
+The Leases are followed with a watch, and the keeper wakes when one is deleted or changes hands
+and when the first one it waits for expires: a dead replica's plans are taken over within the
+Lease duration of its last renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import prometheus_client
+
+from schemas import annotations as ann
+from services.common import kube, sharing
+from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.settings import LeaseSettings
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+LEASE_OF = ann.PREFIX + "lease-of"  # label: the component whose replicas share the plans
+LEASE_ROLE = ann.PREFIX + "lease-role"  # label: MEMBER (a replica's own) or PLAN
+MEMBER, PLAN = "member", "plan"
+
+SERVED = prometheus_client.Gauge("standby_plans_served", "Plans whose Lease this replica holds", ["component"])
+MOVES = prometheus_client.Counter("standby_plan_lease_moves_total",
+                                  "Plans this replica took (acquired) or gave back (released)",
+                                  ["component", "move"])
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def micro_time() -> str:
+    """A Lease's MicroTime: RFC 3339 with microseconds, UTC."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _record(obj: Obj) -> tuple[Any, ...]:
+    spec = obj.get("spec") or {}
+    return spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions")
+
+
+@dataclass
+class _Seen:
+    obj: Obj
+    at: float  # when this replica saw the record change (its monotonic clock)
+
+
+@dataclass
+class PlanLeases:
+    client: KubeClient
+    namespace: str
+    component: str
+    settings: LeaseSettings = field(default_factory=LeaseSettings)
+    clock: Callable[[], float] = time.monotonic
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # the plans held changed: a supervisor pass
+
+    def __post_init__(self) -> None:
+        self.identity = self.settings.identity or default_identity()
+        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+        self.selector = f"{LEASE_OF}={self.component}"
+        self._seen: dict[str, _Seen] = {}
+        self._synced = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._wanted: dict[str, str] = {}  # plan key -> uid
+        self._known = False  # _wanted was set by a pass over the plans
+        self._serving: set[str] = set()  # plans whose work runs here (the supervisor says)
+        self._held: dict[str, float] = {}  # plan key -> until when it may be served (monotonic)
+        self._renewed: dict[str, float] = {}  # lease name -> when its last renewal was sent
+        self._releasing: set[str] = set()
+
+    # -- what the supervisor asks and tells ----------------------------------------------------
+    def holds(self, plan: str) -> bool:
+        """Whether this replica may serve ``plan`` now (checked before each write)."""
+        until = self._held.get(plan)
+        return until is not None and self.clock() < until and plan not in self._releasing
+
+    def held(self) -> frozenset[str]:
+        return frozenset(plan for plan in self._held if self.holds(plan))
+
+    def want(self, plans: Mapping[str, str]) -> None:
+        """The plans that exist (key -> uid), from the supervisor's last pass."""
+        if not self._known or plans != self._wanted:
+            for plan in [p for p in self._held if self._wanted.get(p) != plans.get(p)]:
+                del self._held[plan]  # deleted, or deleted and created again (a Lease of its own)
+            self._wanted, self._known = dict(plans), True
+            self._wake.set()
+
+    def mine(self, listed: list[Obj]) -> list[Obj]:
+        """Of the RecoveryPlans a supervisor listed (all of them: they are wanted), the ones this
+        replica serves."""
+        keys = {f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o for o in listed}
+        self.want({key: str(o["metadata"].get("uid", "")) for key, o in keys.items()})
+        held = self.held()
+        return [o for key, o in keys.items() if key in held]
+
+    def serving(self, plans: Iterable[str]) -> None:
+        """The plans whose work runs here now: a plan given back is released once it is not."""
+        self._serving = set(plans)
+        if self._releasing - self._serving:
+            self._wake.set()
+
+    # -- names -------------------------------------------------------------------------------
+    def plan_lease(self, uid: str) -> str:
+        return f"standby-{self.component}-{uid}"  # the uid, not the name: a re-created plan starts afresh
+
+    @property
+    def member_lease(self) -> str:
+        return f"standby-{self.component}-member-{hashlib.sha256(self.identity.encode()).hexdigest()[:16]}"
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Follow the Leases and keep this replica's share, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(kube.follow(self.client, self.path, label_selector=self.selector, listed=self._listed,
+                                          changed=self._event, retry_seconds=self.settings.retry_seconds,
+                                          what=f"{self.component} leases"))
+            await self._synced.wait()
+            while True:
+                self._wake.clear()
+                try:
+                    await self.tick()
+                except (ApiError, UnreachableError) as exc:
+                    log.warning("cannot keep the %s leases: %s", self.component, exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._next_wake()):
+                        await self._wake.wait()
+
+    def _next_wake(self) -> float:
+        """Seconds until the next renewal is due or the first Lease of another replica expires."""
+        now = self.clock()
+        soonest = now + self.settings.retry_seconds
+        for seen in self._seen.values():
+            holder = (seen.obj.get("spec") or {}).get("holderIdentity")
+            expiry = seen.at + self.settings.duration_seconds + 0.01
+            if holder and holder != self.identity and expiry > now:
+                soonest = min(soonest, expiry)
+        return max(0.01, soonest - now)
+
+    def _listed(self, items: list[Obj]) -> None:
+        now = self.clock()
+        before, self._seen = self._seen, {}
+        for obj in items:
+            name = obj["metadata"]["name"]
+            old = before.get(name)
+            self._seen[name] = _Seen(obj, old.at if old is not None and _record(old.obj) == _record(obj) else now)
+        self._synced.set()
+        self._wake.set()
+
+    def _event(self, type_: str, obj: Obj) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if type_ == "DELETED":
+            if self._seen.pop(name, None) is not None:
+                self._wake.set()
+            return
+        old = self._seen.get(name)
+        self._observe(obj)
+        if old is None or (old.obj.get("spec") or {}).get("holderIdentity") != (obj.get("spec") or {}).get(
+                "holderIdentity"):
+            self._wake.set()
+
+    def _observe(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        old = self._seen.get(name)
+        changed = old is None or _record(old.obj) != _record(obj)
+        self._seen[name] = _Seen(obj, self.clock() if changed else old.at)  # type: ignore[union-attr]
+
+    # -- one round ---------------------------------------------------------------------------
+    async def tick(self) -> None:
+        now = self.clock()
+        await self._keep_membership(now)
+        for plan, until in list(self._held.items()):
+            if now >= until:  # not renewed in time: stop before anyone may take it over
+                del self._held[plan]
+                self.changed.set()
+                log.warning("stopped serving the plan: its lease could not be renewed for %.0fs",
+                            self.settings.renew_deadline_seconds, extra={"plan": plan})
+        live, holders, leases = {self.identity}, {}, {}
+        for name, seen in list(self._seen.items()):
+            meta, spec = seen.obj["metadata"], seen.obj.get("spec") or {}
+            holder = spec.get("holderIdentity") or ""
+            expired = now - seen.at > self.settings.duration_seconds
+            if (meta.get("labels") or {}).get(LEASE_ROLE) == MEMBER:
+                if holder and not expired:
+                    live.add(holder)
+                elif name != self.member_lease and now - seen.at > 2 * self.settings.duration_seconds:
+                    await self._delete(seen.obj)  # a replica gone for good
+                continue
+            plan = (meta.get("annotations") or {}).get(ann.PLAN, "")
+            if plan in self._releasing:
+                leases[plan] = seen.obj
+                continue
+            if self._known and (plan not in self._wanted or name != self.plan_lease(self._wanted[plan])):
+                if self._held.pop(plan, None) is not None:
+                    self.changed.set()
+                if (holder == self.identity and plan not in self._serving) or (holder != self.identity and expired):
+                    await self._delete(seen.obj)  # the plan is gone (or was re-created)
+                continue
+            leases[plan] = seen.obj
+            if holder == self.identity or not expired:
+                holders[plan] = holder
+        if not self._known:
+            return  # nothing is taken before the plans are known
+        wanted = set(self._wanted) - self._releasing
+        decided = sharing.moves(self.identity, wanted, holders, len(live))
+        for plan in decided.release:
+            self._releasing.add(plan)
+            self._held.pop(plan, None)
+            self.changed.set()
+            MOVES.labels(self.component, "released").inc()
+            log.info("giving the plan back (%d replicas share %d plans)", len(live), len(wanted),
+                     extra={"plan": plan})
+        failed = await asyncio.gather(*(
+            self._renew(plan, leases[plan], now) for plan, holder in holders.items()
+            if holder == self.identity and plan not in self._releasing),
+            *(self._release(plan, leases.get(plan)) for plan in list(self._releasing - self._serving)),
+            *(self._acquire(plan, leases.get(plan)) for plan in decided.acquire), return_exceptions=True)
+        SERVED.labels(self.component).set(len(self.held()))
+        for exc in failed:
+            if isinstance(exc, BaseException):
+                if not isinstance(exc, (ApiError, UnreachableError)):
+                    raise exc
+                log.warning("cannot keep a %s lease: %s", self.component, exc)
+
+    async def _keep_membership(self, now: float) -> None:
+        seen = self._seen.get(self.member_lease)
+        if seen is not None and now - self._renewed.get(self.member_lease, -1e9) < 0.9 * self.settings.retry_seconds:
+            return
+        self._renewed[self.member_lease] = now
+        labels = {LEASE_OF: self.component, LEASE_ROLE: MEMBER}
+        await self._write(self.member_lease, seen.obj if seen else None, labels, {})
+
+    async def _renew(self, plan: str, lease: Obj, now: float) -> None:
+        name = lease["metadata"]["name"]
+        if plan in self._held and now - self._renewed.get(name, -1e9) < 0.9 * self.settings.retry_seconds:
+            return
+        self._renewed[name] = sent = self.clock()
+        if await self._write(name, lease, {}, {}):
+            fresh = plan not in self._held
+            self._held[plan] = sent + self.settings.renew_deadline_seconds
+            if fresh:  # held by this identity before (a restart): served again at once
+                self.changed.set()
+            return
+        now_seen = self._seen.get(name)
+        if plan in self._held and (now_seen is None or (now_seen.obj.get("spec") or {}).get(
+                "holderIdentity") != self.identity):
+            del self._held[plan]
+            self.changed.set()
+            log.warning("stopped serving the plan: its lease is gone or another replica holds it", extra={"plan": plan})
+
+    async def _acquire(self, plan: str, lease: Obj | None) -> None:
+        name = self.plan_lease(self._wanted[plan])
+        sent = self.clock()
+        labels = {LEASE_OF: self.component, LEASE_ROLE: PLAN}
+        if await self._write(name, lease, labels, {ann.PLAN: plan}, acquire=True):
+            self._renewed[name] = sent
+            self._held[plan] = sent + self.settings.renew_deadline_seconds
+            self.changed.set()
+            MOVES.labels(self.component, "acquired").inc()
+            log.info("serving the plan (lease acquired)", extra={"plan": plan})
+
+    async def _release(self, plan: str, lease: Obj | None) -> None:
+        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            await self._delete(lease)
+        self._releasing.discard(plan)
+
+    async def _write(self, name: str, lease: Obj | None, labels: Mapping[str, str], annotations: Mapping[str, str],
+                     *, acquire: bool = False) -> bool:
+        """Create or update the Lease ``name`` as held by this replica, renewed now; False when
+        another replica got there first (a conflict: the next round sees who)."""
+        stamp = micro_time()
+        timeout = self.settings.retry_seconds
+        if lease is None:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": self.namespace, "labels": dict(labels),
+                                 "annotations": dict(annotations)},
+                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.settings.duration_seconds,
+                             "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
+            method, path = "POST", self.path
+        else:
+            spec = dict(lease.get("spec") or {})
+            if acquire or spec.get("holderIdentity") != self.identity:
+                taken = spec.get("holderIdentity") not in (None, "", self.identity)
+                spec.update(acquireTime=stamp, leaseTransitions=int(spec.get("leaseTransitions") or 0) + taken)
+            spec.update(holderIdentity=self.identity, renewTime=stamp,
+                        leaseDurationSeconds=self.settings.duration_seconds)
+            body, method, path = {**lease, "spec": spec}, "PUT", f"{self.path}/{name}"
+        try:
+            self._observe(await self.client.request(method, path, body=body, timeout=timeout))
+            return True
+        except ApiError as exc:
+            if exc.status == 409:  # taken, or our view of it is behind: read it for the next round
+                with contextlib.suppress(ApiError, UnreachableError):
+                    self._observe(await self.client.get(f"{self.path}/{name}"))
+                return False
+            if exc.not_found:
+                self._seen.pop(name, None)
+                return False
+            raise
+
+    async def _delete(self, lease: Obj) -> None:
+        meta = lease["metadata"]
+        try:
+            await self.client.request("DELETE", f"{self.path}/{meta['name']}", timeout=self.settings.retry_seconds,
+                                      body={"preconditions": {"resourceVersion": meta.get("resourceVersion")}})
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+        self._seen.pop(meta["name"], None)
+
+    async def release_all(self) -> None:
+        """On a clean stop, after the plans' work stopped: give every Lease back at once (the
+        other replicas take the plans over without waiting for them to expire)."""
+        self._held.clear()
+        SERVED.labels(self.component).set(0)
+        mine = [seen.obj for seen in self._seen.values()
+                if (seen.obj.get("spec") or {}).get("holderIdentity") == self.identity]
+        for lease in mine:
+            try:
+                await self._delete(lease)
+            except (ApiError, UnreachableError) as exc:
+                log.warning("could not release lease %s: %s", lease["metadata"]["name"], exc)
