@@ -85,6 +85,9 @@ class PlanLeases:
 
     def __post_init__(self) -> None:
         self.identity = self.settings.identity or default_identity()
+        # Connections of their own: behind a burst of writes through the service's client, renewals
+        # would queue past the renew deadline (the watch holds one of them).
+        self.api = KubeClient(self.client.creds, connections=8, user_agent=f"standby-{self.component}-leases")
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         self.selector = f"{LEASE_OF}={self.component}"
         self._seen: dict[str, _Seen] = {}
@@ -128,6 +131,12 @@ class PlanLeases:
         if self._releasing - self._serving:
             self._wake.set()
 
+    @property
+    def renew_every(self) -> float:
+        """A third of the renew deadline (every Lease is a write to etcd: many plans, many writes),
+        tried again every ``retry_seconds`` when a renewal fails."""
+        return max(0.9 * self.settings.retry_seconds, self.settings.renew_deadline_seconds / 3)
+
     # -- names -------------------------------------------------------------------------------
     def plan_lease(self, uid: str) -> str:
         return f"standby-{self.component}-{uid}"  # the uid, not the name: a re-created plan starts afresh
@@ -140,7 +149,7 @@ class PlanLeases:
     async def run(self) -> None:
         """Follow the Leases and keep this replica's share, until cancelled."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(kube.follow(self.client, self.path, label_selector=self.selector, listed=self._listed,
+            group.create_task(kube.follow(self.api, self.path, label_selector=self.selector, listed=self._listed,
                                           changed=self._event, retry_seconds=self.settings.retry_seconds,
                                           what=f"{self.component} leases"))
             await self._synced.wait()
@@ -252,18 +261,21 @@ class PlanLeases:
 
     async def _keep_membership(self, now: float) -> None:
         seen = self._seen.get(self.member_lease)
-        if seen is not None and now - self._renewed.get(self.member_lease, -1e9) < 0.9 * self.settings.retry_seconds:
+        if seen is not None and now - self._renewed.get(self.member_lease, -1e9) < self.renew_every:
             return
-        self._renewed[self.member_lease] = now
         labels = {LEASE_OF: self.component, LEASE_ROLE: MEMBER}
-        await self._write(self.member_lease, seen.obj if seen else None, labels, {})
+        if await self._write(self.member_lease, seen.obj if seen else None, labels, {}):
+            self._renewed[self.member_lease] = now
 
     async def _renew(self, plan: str, lease: Obj, now: float) -> None:
+        """Renew a Lease this replica holds when a third of the renew deadline has passed since the
+        last renewal (and at every round after that until one succeeds)."""
         name = lease["metadata"]["name"]
-        if plan in self._held and now - self._renewed.get(name, -1e9) < 0.9 * self.settings.retry_seconds:
+        if plan in self._held and now - self._renewed.get(name, -1e9) < self.renew_every:
             return
-        self._renewed[name] = sent = self.clock()
+        sent = self.clock()
         if await self._write(name, lease, {}, {}):
+            self._renewed[name] = sent
             fresh = plan not in self._held
             self._held[plan] = sent + self.settings.renew_deadline_seconds
             if fresh:  # held by this identity before (a restart): served again at once
@@ -286,6 +298,8 @@ class PlanLeases:
             self.changed.set()
             MOVES.labels(self.component, "acquired").inc()
             log.info("serving the plan (lease acquired)", extra={"plan": plan})
+        else:  # another replica was faster: look again now, with the Lease as it is (its event may not wake us)
+            self._wake.set()
 
     async def _release(self, plan: str, lease: Obj | None) -> None:
         if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
@@ -297,7 +311,7 @@ class PlanLeases:
         """Create or update the Lease ``name`` as held by this replica, renewed now; False when
         another replica got there first (a conflict: the next round sees who)."""
         stamp = micro_time()
-        timeout = self.settings.retry_seconds
+        timeout = self.settings.renew_deadline_seconds  # a slow API server is no reason to give a plan up early
         if lease is None:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": name, "namespace": self.namespace, "labels": dict(labels),
@@ -314,12 +328,12 @@ class PlanLeases:
                         leaseDurationSeconds=self.settings.duration_seconds)
             body, method, path = {**lease, "spec": spec}, "PUT", f"{self.path}/{name}"
         try:
-            self._observe(await self.client.request(method, path, body=body, timeout=timeout))
+            self._observe(await self.api.request(method, path, body=body, timeout=timeout))
             return True
         except ApiError as exc:
             if exc.status == 409:  # taken, or our view of it is behind: read it for the next round
                 with contextlib.suppress(ApiError, UnreachableError):
-                    self._observe(await self.client.get(f"{self.path}/{name}"))
+                    self._observe(await self.api.get(f"{self.path}/{name}"))
                 return False
             if exc.not_found:
                 self._seen.pop(name, None)
@@ -329,8 +343,9 @@ class PlanLeases:
     async def _delete(self, lease: Obj) -> None:
         meta = lease["metadata"]
         try:
-            await self.client.request("DELETE", f"{self.path}/{meta['name']}", timeout=self.settings.retry_seconds,
-                                      body={"preconditions": {"resourceVersion": meta.get("resourceVersion")}})
+            await self.api.request("DELETE", f"{self.path}/{meta['name']}",
+                                   timeout=self.settings.renew_deadline_seconds,
+                                   body={"preconditions": {"resourceVersion": meta.get("resourceVersion")}})
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise
@@ -348,3 +363,7 @@ class PlanLeases:
                 await self._delete(lease)
             except (ApiError, UnreachableError) as exc:
                 log.warning("could not release lease %s: %s", lease["metadata"]["name"], exc)
+        await self.close()
+
+    async def close(self) -> None:
+        await self.api.close()

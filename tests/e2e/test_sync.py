@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import random
-import sys
 import time
 from typing import Any
 
@@ -329,11 +328,7 @@ async def test_apiservices_are_held_as_local_and_activation_restores_them(pipe: 
 
 
 def syncer_process(nats_server: LocalNats, destination: LocalCluster, name: str) -> Process:
-    prefix = "STANDBY_SYNCER_"
-    return Process(name, [sys.executable, "-m", "services.syncer"], destination.root / "logs" / f"{name}.log", env={
-        prefix + "NATS__URL": nats_server.url, prefix + "NATS__USER": nats_server.user,
-        prefix + "NATS__PASSWORD": nats_server.password, prefix + "KUBE__KUBECONFIG": str(destination.kubeconfig),
-        prefix + "SERVE__PORT": "0", prefix + "PLAN_RESYNC_SECONDS": "0.3", prefix + "SERVE__LOG_FORMAT": "json"})
+    return h.service_process("syncer", nats_server, destination, name)
 
 
 async def test_syncer_killed_mid_burst_converges(source: LocalCluster, registered: LocalCluster,

@@ -71,6 +71,8 @@ async def replicas(client: KubeClient, namespace: str, component: str) -> AsyncI
         for r in group.started:
             r.kill()
         await asyncio.gather(*(t for r in group.started for t in (r.task, r.supervisor)), return_exceptions=True)
+        for r in group.started:
+            await r.leases.close()
 
 
 def spread(replicas: list[Replica]) -> list[int]:
@@ -186,3 +188,4 @@ async def test_a_deleted_plans_lease_goes_and_a_recreated_plan_starts_afresh(des
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            await leases.close()

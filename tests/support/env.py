@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from schemas import API_VERSION
 from services.common.kube import ApiError, KubeClient
 from services.common.settings import NatsSettings
+from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
+from services.devenv.processes import Process
 
 T = TypeVar("T")
 SYSTEM = "standby-system"
@@ -106,3 +109,14 @@ async def plan_status(kube: KubeClient, name: str) -> dict[str, Any]:
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     """The condition ``type_`` of a status ({} when there is none)."""
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def service_process(service: str, nats_server: LocalNats, own: LocalCluster, name: str, **settings: str) -> Process:
+    """``python -m services.<service>`` as its own process against ``own`` (where the plans are),
+    with ``settings`` as its STANDBY_<SERVICE>_* variables (``PLAN_RESYNC_SECONDS="1"``)."""
+    prefix = f"STANDBY_{service.upper()}_"
+    env = {"NATS__URL": nats_server.url, "NATS__USER": nats_server.user, "NATS__PASSWORD": nats_server.password,
+           "KUBE__KUBECONFIG": str(own.kubeconfig), "SERVE__PORT": "0", "PLAN_RESYNC_SECONDS": "0.3",
+           "SERVE__LOG_FORMAT": "json"} | settings
+    return Process(name, [sys.executable, "-m", f"services.{service}"], own.root / "logs" / f"{name}.log",
+                   env={prefix + key: value for key, value in env.items()})
