@@ -43,15 +43,18 @@ RECOVERY = [("list", "deployments.apps", "", True), ("patch", "deployments.apps"
             ("delete", "deployments.apps", "default", False), ("delete", "secrets", "default", False),
             ("delete", "namespaces", "", False),
             ("create", "pods", "default", False), ("create", "configmaps", "default", False)]
-WATCHER = [("list", "recoveryplans.dr.standby.dev", "", True), ("create", "events", SYSTEM, True),
+LEASES = [("update", "leases.coordination.k8s.io", SYSTEM, True),  # the replicas share the plans
+          ("watch", "leases.coordination.k8s.io", SYSTEM, True),
+          ("update", "leases.coordination.k8s.io", "default", False)]
+WATCHER = [*LEASES, ("list", "recoveryplans.dr.standby.dev", "", True), ("create", "events", SYSTEM, True),
            ("patch", "managedclusters.dr.standby.dev/status", SYSTEM, True), ("get", "secrets", SYSTEM, True),
            ("create", "configmaps", "default", False), ("get", "secrets", "default", False),
            ("patch", "deployments.apps", "default", False)]
-SYNC_SIDE = [("watch", "recoveryplans.dr.standby.dev", "", True), ("patch", "recoveryplans.dr.standby.dev/status",
-                                                                  SYSTEM, True), ("get", "secrets", SYSTEM, True),
+SYNC_SIDE = [*LEASES, ("watch", "recoveryplans.dr.standby.dev", "", True),
+             ("patch", "recoveryplans.dr.standby.dev/status", SYSTEM, True), ("get", "secrets", SYSTEM, True),
              ("create", "events", SYSTEM, True), ("patch", "rebuilds.dr.standby.dev/status", SYSTEM, True),
-             ("patch", "recoveryplans.dr.standby.dev", SYSTEM, True), ("delete", "rebuilds.dr.standby.dev", SYSTEM,
-                                                                       False)]
+             ("patch", "recoveryplans.dr.standby.dev", SYSTEM, True),
+             ("delete", "rebuilds.dr.standby.dev", SYSTEM, False)]
 EXPECTED: dict[str, list[tuple[str, str, str, str, bool]]] = {
     "two-cluster": [("standby-syncer", *r) for r in SYNC_SIDE + WRITES_COPIES]
     + [("standby-watcher", *r) for r in WATCHER] + [("standby-recovery", *r) for r in RECOVERY],
@@ -137,6 +140,20 @@ def test_an_overlay_installs_into_an_empty_cluster(empty: LocalCluster, overlay:
              for account, verb, resource, ns, allowed in EXPECTED[overlay]
              if can_i(empty, account, verb, resource, ns) is not allowed]
     assert not wrong, wrong
+
+    # The services that share plans run as several replicas, each named in the Leases by its pod,
+    # rolled one at a time and drained one at a time.
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    for name in ("standby-watcher", "standby-syncer"):
+        if ("Deployment", name) not in by:
+            continue
+        spec = by[("Deployment", name)]["spec"]
+        assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate"
+        env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        budget = by[("PodDisruptionBudget", name)]["spec"]
+        assert budget["maxUnavailable"] == 1
+        assert budget["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
 
 def can_i(cluster: LocalCluster, account: str, verb: str, resource: str, namespace: str) -> bool:

@@ -102,7 +102,7 @@ def _get(cluster: LocalCluster, kind: str, namespace: str, name: str, optional: 
     return {k: base64.b64decode(v).decode() for k, v in data.items()} if kind == "secrets" else dict(data)
 
 
-def _environment(container: dict[str, Any], cluster: LocalCluster, namespace: str) -> dict[str, str]:
+def _environment(container: dict[str, Any], cluster: LocalCluster, namespace: str, pod: str) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         for ref, kind in (("secretRef", "secrets"), ("configMapRef", "configmaps")):
@@ -114,6 +114,10 @@ def _environment(container: dict[str, Any], cluster: LocalCluster, namespace: st
             env[item["name"]] = item["value"]
             continue
         source = item.get("valueFrom") or {}
+        field_path = (source.get("fieldRef") or {}).get("fieldPath")
+        if field_path in ("metadata.name", "metadata.namespace"):
+            env[item["name"]] = pod if field_path == "metadata.name" else namespace
+            continue
         for ref, kind in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
             if ref in source:
                 key = source[ref]
@@ -124,7 +128,8 @@ def _environment(container: dict[str, Any], cluster: LocalCluster, namespace: st
                     raise PodError(f"{kind}/{key['name']} in {namespace} has no key {key['key']}")
                 break
         else:
-            raise PodError(f"env {item['name']}: only value, secretKeyRef and configMapKeyRef are rehearsed")
+            raise PodError(f"env {item['name']}: only value, secretKeyRef, configMapKeyRef and the pod's name and "
+                           "namespace are rehearsed")
     return env
 
 
@@ -180,7 +185,7 @@ def start(workload: dict[str, Any], cluster: LocalCluster, root: Path, *,
     shutil.rmtree(pod_dir, ignore_errors=True)
     pod_dir.mkdir(parents=True)
 
-    env = {**image.env, **_environment(container, cluster, namespace),
+    env = {**image.env, **_environment(container, cluster, namespace, f"{name}-rehearsed"),
            "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(cluster.api_port)}
     pod_security = spec.get("securityContext") or {}
     security = {**pod_security, **(container.get("securityContext") or {})}
