@@ -276,9 +276,9 @@ class PlanLeases:
         sent = self.clock()
         if await self._write(name, lease, {}, {}):
             self._renewed[name] = sent
-            fresh = plan not in self._held
+            fresh = not self.holds(plan)
             self._held[plan] = sent + self.settings.renew_deadline_seconds
-            if fresh:  # held by this identity before (a restart): served again at once
+            if fresh:  # held by this identity before (a restart), or renewed after its deadline: served again
                 self.changed.set()
             return
         now_seen = self._seen.get(name)

@@ -56,6 +56,7 @@ class PlanConsumer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0
     pending: int = 0  # in the stream, not yet delivered (as the last delivery said)
+    unsettled: dict[int, Msg] = field(default_factory=dict)  # delivered, neither acked nor nakked yet
 
     def __post_init__(self) -> None:
         self.js: JetStreamContext = self.nc.jetstream()
@@ -97,8 +98,18 @@ class PlanConsumer:
                                                kind="drift", plan=key))
 
     async def stop(self) -> None:
+        """Stop, and hand back what was delivered and not settled: the replica that serves the plan
+        next gets it at once rather than after the ack wait (a cancelled write is done again)."""
         await looping.cancel_all(self.tasks)
         self.tasks.clear()
+        unsettled, self.unsettled = list(self.unsettled.values()), {}
+        try:
+            for msg in unsettled:
+                await msg.nak()
+            if unsettled:
+                await self.nc.flush(timeout=2)
+        except (nats.errors.Error, OSError) as exc:  # not connected: redelivered after the ack wait instead
+            log.warning("could not hand back %d messages: %r", len(unsettled), exc, extra={"plan": self.plan.key})
 
     async def _fetch(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
         """Pull continuously into ``queue``, never holding more than the window; a deleted consumer
@@ -117,6 +128,7 @@ class PlanConsumer:
             self.pending = msg.metadata.num_pending
             stored_at = msg.metadata.timestamp.timestamp()
             self.applier.progress.delivered(msg.metadata.sequence.stream, stored_at)
+            self.unsettled[msg.metadata.sequence.stream] = msg
             metrics.fetched(time.time() - stored_at)
             queue.put(msg.subject, Fetched(msg, time.monotonic()))
 
@@ -136,6 +148,7 @@ class PlanConsumer:
             metrics.queued(time.monotonic() - item.at)
             try:
                 await self.settle(item.msg)
+                self.unsettled.pop(item.msg.metadata.sequence.stream, None)
             finally:
                 queue.done(subject)
                 self.in_flight -= 1

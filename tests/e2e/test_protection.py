@@ -225,7 +225,7 @@ async def test_a_source_outage_is_shown_and_changes_resume_within_seconds_of_its
         await h.eventually(lambda: p.dst.get(f"/api/v1/namespaces/{ns}/configmaps/before"))
         loop = asyncio.get_running_loop()
         stopped = loop.time()
-        source.stop_apiserver()
+        await asyncio.to_thread(source.stop_apiserver)  # the services in this process go on meanwhile
         try:
             async def lost() -> dict[str, Any]:
                 s = await h.plan_status(p.dst, ns)

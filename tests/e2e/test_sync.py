@@ -377,7 +377,7 @@ async def test_destination_outage_converges(source: LocalCluster, registered: Lo
                                               forceNamespaceCreation=True))
         await h.configmap(p.src, "outage", "before")
         await h.eventually(lambda: p.dst.get("/api/v1/namespaces/outage/configmaps/before"))
-        registered.stop_apiserver()
+        await asyncio.to_thread(registered.stop_apiserver)
         try:
             for i in range(20):
                 await h.configmap(p.src, "outage", f"during-{i}")
