@@ -63,29 +63,43 @@ class Replicas:
 
 
 @contextlib.asynccontextmanager
-async def replicas(client: KubeClient, namespace: str, component: str) -> AsyncIterator[Replicas]:
-    group = Replicas(client, namespace, component, [])
-    try:
-        yield group
-    finally:
-        for r in group.started:
-            r.kill()
-        await asyncio.gather(*(t for r in group.started for t in (r.task, r.supervisor)), return_exceptions=True)
-        for r in group.started:
-            await r.leases.close()
+async def replicas(cluster: LocalCluster, component: str) -> AsyncIterator[Replicas]:
+    """Replicas of ``component`` to start, their Leases in a namespace of their own."""
+    namespace = f"leases-{uuid.uuid4().hex[:6]}"
+    async with KubeClient.from_kubeconfig(cluster.kubeconfig) as client:
+        await h.namespace(client, namespace)
+        group = Replicas(client, namespace, component, [])
+        try:
+            yield group
+        finally:
+            for r in group.started:
+                r.kill()
+            await asyncio.gather(*(t for r in group.started for t in (r.task, r.supervisor)), return_exceptions=True)
+            for r in group.started:
+                await r.leases.close()
 
 
 def spread(replicas: list[Replica]) -> list[int]:
     return sorted(len(r.leases.held()) for r in replicas)
 
 
-async def exclusive(client: KubeClient, namespace: str, component: str, alive: list[Replica]) -> None:
+async def spread_becomes(replicas: list[Replica], counts: list[int], *, timeout: float = 10) -> float:
+    """Wait until the replicas hold ``counts`` plans; the seconds it took."""
+    began = time.monotonic()
+
+    async def check() -> None:
+        assert spread(replicas) == counts
+    await h.eventually(check, timeout=timeout, interval=0.05)
+    return time.monotonic() - began
+
+
+async def exclusive(group: Replicas, alive: list[Replica]) -> None:
     """Every plan held by exactly one replica, in the Leases and in what the replicas think."""
     held = [r.leases.held() for r in alive]
     assert sum(len(s) for s in held) == len(PLANS), [len(s) for s in held]
     assert set().union(*held) == set(PLANS)
-    leases = (await client.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
-                               labelSelector=f"dr.standby.dev/lease-of={component}"))["items"]
+    leases = (await group.client.get(f"/apis/coordination.k8s.io/v1/namespaces/{group.namespace}/leases",
+                                     labelSelector=f"dr.standby.dev/lease-of={group.component}"))["items"]
     holders = {lease["metadata"]["annotations"]["dr.standby.dev/plan"]: lease["spec"]["holderIdentity"]
                for lease in leases if lease["metadata"]["labels"]["dr.standby.dev/lease-role"] == "plan"}
     for r, mine in zip(alive, held, strict=True):
@@ -93,22 +107,14 @@ async def exclusive(client: KubeClient, namespace: str, component: str, alive: l
 
 
 async def test_replicas_share_the_plans_evenly_and_take_over_a_dead_ones(destination: LocalCluster) -> None:
-    namespace, component = f"leases-{uuid.uuid4().hex[:6]}", "replicated"
-    async with KubeClient.from_kubeconfig(destination.kubeconfig) as client, \
-            replicas(client, namespace, component) as group:
-        await h.namespace(client, namespace)
-        start = group.start
-        a = start("replica-a")
-
-        async def alone() -> None:
-            assert spread([a]) == [30]
-        await h.eventually(alone, timeout=10)
-
-        b, c = start("replica-b"), start("replica-c")  # they join: a gives back 20, after stopping them
+    async with replicas(destination, "replicated") as group:
+        a = group.start("replica-a")
+        await spread_becomes([a], [30])
+        b, c = group.start("replica-b"), group.start("replica-c")  # they join: a gives back 20, after stopping them
 
         async def even() -> None:
             assert spread([a, b, c]) == [10, 10, 10]
-            await exclusive(client, namespace, component, [a, b, c])
+            await exclusive(group, [a, b, c])
         await h.eventually(even, timeout=15)
 
         c_plans = c.leases.held()
@@ -122,7 +128,7 @@ async def test_replicas_share_the_plans_evenly_and_take_over_a_dead_ones(destina
 
         async def taken_over() -> None:
             assert spread([a, b]) == [15, 15]
-            await exclusive(client, namespace, component, [a, b])
+            await exclusive(group, [a, b])
         await h.eventually(taken_over, timeout=15, interval=0.05)
         took = time.monotonic() - killed
         # The lease duration from the last renewal, which came at most a retry before the kill.
@@ -131,34 +137,17 @@ async def test_replicas_share_the_plans_evenly_and_take_over_a_dead_ones(destina
         a.kill()  # a clean stop: its work and its keeper stop, then it gives its Leases back
         await asyncio.gather(a.task, a.supervisor, return_exceptions=True)
         await a.leases.release_all()
-        stopped = time.monotonic()
-
-        async def handed_over() -> None:
-            assert spread([b]) == [30]
-        await h.eventually(handed_over, timeout=10, interval=0.05)
-        assert time.monotonic() - stopped < FAST["duration_seconds"] / 2
+        assert await spread_becomes([b], [30]) < FAST["duration_seconds"] / 2
 
 
 async def test_a_replica_restarted_under_its_name_serves_its_plans_again_at_once(destination: LocalCluster) -> None:
     """A pod's container restarted in place keeps the pod's name: its Leases are its own."""
-    namespace, component = f"leases-{uuid.uuid4().hex[:6]}", "restarted"
-    async with KubeClient.from_kubeconfig(destination.kubeconfig) as client, \
-            replicas(client, namespace, component) as group:
-        await h.namespace(client, namespace)
-        start = group.start
-        first = start("pod-0")
-
-        async def all_held() -> None:
-            assert spread([first]) == [30]
-        await h.eventually(all_held, timeout=10)
+    async with replicas(destination, "restarted") as group:
+        first = group.start("pod-0")
+        await spread_becomes([first], [30])
         first.kill()
-        again = start("pod-0")
-        restarted = time.monotonic()
-
-        async def held_again() -> None:
-            assert spread([again]) == [30]
-        await h.eventually(held_again, timeout=10, interval=0.05)
-        assert time.monotonic() - restarted < FAST["duration_seconds"] / 2
+        again = group.start("pod-0")
+        assert await spread_becomes([again], [30]) < FAST["duration_seconds"] / 2
 
 
 async def test_a_deleted_plans_lease_goes_and_a_recreated_plan_starts_afresh(destination: LocalCluster) -> None:
