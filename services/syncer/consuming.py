@@ -8,6 +8,7 @@ parallel. A message is acknowledged only after its write succeeded (:meth:`PlanC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -105,7 +106,8 @@ class PlanConsumer:
         unsettled, self.unsettled = list(self.unsettled.values()), {}
         try:
             for msg in unsettled:
-                await msg.nak()
+                with contextlib.suppress(nats.errors.MsgAlreadyAckdError):  # its ack was cut short by the stop
+                    await msg.nak()
             if unsettled:
                 await self.nc.flush(timeout=2)
         except (nats.errors.Error, OSError) as exc:  # not connected: redelivered after the ack wait instead
