@@ -63,6 +63,10 @@ def micro_time() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _holder(lease: Obj) -> str:
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
 def _record(obj: Obj) -> tuple[Any, ...]:
     spec = obj.get("spec") or {}
     return spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions")
@@ -168,7 +172,7 @@ class PlanLeases:
         now = self.clock()
         soonest = now + self.settings.retry_seconds
         for seen in self._seen.values():
-            holder = (seen.obj.get("spec") or {}).get("holderIdentity")
+            holder = _holder(seen.obj)
             expiry = seen.at + self.settings.duration_seconds + 0.01
             if holder and holder != self.identity and expiry > now:
                 soonest = min(soonest, expiry)
@@ -192,8 +196,7 @@ class PlanLeases:
             return
         old = self._seen.get(name)
         self._observe(obj)
-        if old is None or (old.obj.get("spec") or {}).get("holderIdentity") != (obj.get("spec") or {}).get(
-                "holderIdentity"):
+        if old is None or _holder(old.obj) != _holder(obj):
             self._wake.set()
 
     def _observe(self, obj: Obj) -> None:
@@ -212,30 +215,7 @@ class PlanLeases:
                 self.changed.set()
                 log.warning("stopped serving the plan: its lease could not be renewed for %.0fs",
                             self.settings.renew_deadline_seconds, extra={"plan": plan})
-        live, holders, leases = {self.identity}, {}, {}
-        for name, seen in list(self._seen.items()):
-            meta, spec = seen.obj["metadata"], seen.obj.get("spec") or {}
-            holder = spec.get("holderIdentity") or ""
-            expired = now - seen.at > self.settings.duration_seconds
-            if (meta.get("labels") or {}).get(LEASE_ROLE) == MEMBER:
-                if holder and not expired:
-                    live.add(holder)
-                elif name != self.member_lease and now - seen.at > 2 * self.settings.duration_seconds:
-                    await self._delete(seen.obj)  # a replica gone for good
-                continue
-            plan = (meta.get("annotations") or {}).get(ann.PLAN, "")
-            if plan in self._releasing:
-                leases[plan] = seen.obj
-                continue
-            if self._known and (plan not in self._wanted or name != self.plan_lease(self._wanted[plan])):
-                if self._held.pop(plan, None) is not None:
-                    self.changed.set()
-                if (holder == self.identity and plan not in self._serving) or (holder != self.identity and expired):
-                    await self._delete(seen.obj)  # the plan is gone (or was re-created)
-                continue
-            leases[plan] = seen.obj
-            if holder == self.identity or not expired:
-                holders[plan] = holder
+        live, holders, leases = await self._survey(now)
         if not self._known:
             return  # nothing is taken before the plans are known
         wanted = set(self._wanted) - self._releasing
@@ -258,6 +238,35 @@ class PlanLeases:
                 if not isinstance(exc, (ApiError, UnreachableError)):
                     raise exc
                 log.warning("cannot keep a %s lease: %s", self.component, exc)
+
+    async def _survey(self, now: float) -> tuple[set[str], dict[str, str], dict[str, Obj]]:
+        """From the Leases seen: the live replicas, each wanted plan's live holder (expired ones
+        left out: free) and each plan's Lease; Leases of replicas gone for good and of plans gone
+        (or re-created) are deleted on the way."""
+        live, holders, leases = {self.identity}, {}, {}
+        for name, seen in list(self._seen.items()):
+            meta, holder = seen.obj["metadata"], _holder(seen.obj)
+            expired = now - seen.at > self.settings.duration_seconds
+            if (meta.get("labels") or {}).get(LEASE_ROLE) == MEMBER:
+                if holder and not expired:
+                    live.add(holder)
+                elif name != self.member_lease and now - seen.at > 2 * self.settings.duration_seconds:
+                    await self._delete(seen.obj)  # a replica gone for good
+                continue
+            plan = (meta.get("annotations") or {}).get(ann.PLAN, "")
+            if plan in self._releasing:
+                leases[plan] = seen.obj
+                continue
+            if self._known and (plan not in self._wanted or name != self.plan_lease(self._wanted[plan])):
+                if self._held.pop(plan, None) is not None:
+                    self.changed.set()
+                if (holder == self.identity and plan not in self._serving) or (holder != self.identity and expired):
+                    await self._delete(seen.obj)  # the plan is gone (or was re-created)
+                continue
+            leases[plan] = seen.obj
+            if holder == self.identity or not expired:
+                holders[plan] = holder
+        return live, holders, leases
 
     async def _keep_membership(self, now: float) -> None:
         seen = self._seen.get(self.member_lease)
@@ -282,8 +291,7 @@ class PlanLeases:
                 self.changed.set()
             return
         now_seen = self._seen.get(name)
-        if plan in self._held and (now_seen is None or (now_seen.obj.get("spec") or {}).get(
-                "holderIdentity") != self.identity):
+        if plan in self._held and (now_seen is None or _holder(now_seen.obj) != self.identity):
             del self._held[plan]
             self.changed.set()
             log.warning("stopped serving the plan: its lease is gone or another replica holds it", extra={"plan": plan})
@@ -302,7 +310,7 @@ class PlanLeases:
             self._wake.set()
 
     async def _release(self, plan: str, lease: Obj | None) -> None:
-        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+        if lease is not None and _holder(lease) == self.identity:
             await self._delete(lease)
         self._releasing.discard(plan)
 
@@ -321,8 +329,8 @@ class PlanLeases:
             method, path = "POST", self.path
         else:
             spec = dict(lease.get("spec") or {})
-            if acquire or spec.get("holderIdentity") != self.identity:
-                taken = spec.get("holderIdentity") not in (None, "", self.identity)
+            if acquire or _holder(lease) != self.identity:
+                taken = _holder(lease) not in ("", self.identity)
                 spec.update(acquireTime=stamp, leaseTransitions=int(spec.get("leaseTransitions") or 0) + taken)
             spec.update(holderIdentity=self.identity, renewTime=stamp,
                         leaseDurationSeconds=self.settings.duration_seconds)
@@ -356,8 +364,7 @@ class PlanLeases:
         other replicas take the plans over without waiting for them to expire)."""
         self._held.clear()
         SERVED.labels(self.component).set(0)
-        mine = [seen.obj for seen in self._seen.values()
-                if (seen.obj.get("spec") or {}).get("holderIdentity") == self.identity]
+        mine = [seen.obj for seen in self._seen.values() if _holder(seen.obj) == self.identity]
         for lease in mine:
             try:
                 await self._delete(lease)

@@ -15,7 +15,9 @@ from typing import Any
 
 from schemas import API_VERSION
 from schemas import annotations as ann
+from services.common import kube
 from services.common.kube import KubeClient
+from services.common.leasing import LEASE_OF, LEASE_ROLE, PLAN
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
 from services.devenv.processes import Process
@@ -34,9 +36,9 @@ def namespace(i: int) -> str:
 
 
 async def holders(dst: KubeClient, component: str) -> collections.Counter[str]:
-    items = (await dst.get(LEASES_PATH, labelSelector=f"{ann.PREFIX}lease-of={component}"))["items"]
+    items = (await dst.get(LEASES_PATH, labelSelector=f"{LEASE_OF}={component}"))["items"]
     return collections.Counter(i["spec"].get("holderIdentity") for i in items
-                               if i["metadata"]["labels"].get(f"{ann.PREFIX}lease-role") == "plan")
+                               if i["metadata"]["labels"].get(LEASE_ROLE) == PLAN)
 
 
 class Versions:
@@ -59,16 +61,15 @@ class Versions:
         self.last[key] = max(version, self.last.get(key, 0))
 
     async def follow(self, dst: KubeClient) -> None:
-        path = "/api/v1/configmaps"
-        items, version = await dst.list_all(path, label_selector=ann.MANAGED_SELECTOR)
-        for obj in items:
-            self.see(obj)
-        while True:
-            async for event in dst.watch(path, resource_version=version, label_selector=ann.MANAGED_SELECTOR):
-                obj = event.get("object") or {}
-                version = obj.get("metadata", {}).get("resourceVersion", version)
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    self.see(obj)
+        def listed(items: list[dict[str, Any]]) -> None:
+            for obj in items:
+                self.see(obj)
+
+        def changed(type_: str, obj: dict[str, Any]) -> None:
+            if type_ in ("ADDED", "MODIFIED"):
+                self.see(obj)
+        await kube.follow(dst, "/api/v1/configmaps", listed=listed, changed=changed, retry_seconds=0.5,
+                          what="the copies", label_selector=ann.MANAGED_SELECTOR)
 
 
 async def churn(src: KubeClient, changed: list[int]) -> None:
