@@ -4,6 +4,8 @@ factories, concurrent writers, percentiles."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import contextlib
 import json
 import os
@@ -23,9 +25,10 @@ import nats.js.errors
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import API_VERSION, codec, subjects
+from schemas import annotations as ann
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import streams
-from services.common.kube import METADATA_ONLY, KubeClient
+from services.common.kube import METADATA_LIST, METADATA_ONLY, KubeClient
 from services.common.settings import NatsSettings
 from services.devenv import bootstrap, environment
 from services.devenv.natsd import LocalNats
@@ -37,6 +40,12 @@ def configmap(ns: str, name: str, value: str = "1") -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns,
                                                                   "labels": {"app": "bench"}},
             "data": {"value": value, "config.yaml": "key: value\n" * 20}}
+
+
+def secret(ns: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench"}},
+            "data": {"username": "YWRtaW4=", "password": base64.b64encode(name.encode() * 4).decode()}}
 
 
 def deployment(ns: str, name: str, replicas: int = 2) -> dict[str, Any]:
@@ -77,8 +86,8 @@ async def publish_changes(js: Any, stream: str, messages: list[tuple[str, bytes,
 
 def path_of(obj: dict[str, Any]) -> str:
     meta = obj["metadata"]
-    if obj["kind"] == "ConfigMap":
-        return f"/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}"
+    if obj["kind"] in ("ConfigMap", "Secret"):
+        return f"/api/v1/namespaces/{meta['namespace']}/{obj['kind'].lower()}s/{meta['name']}"
     return f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
 
 
@@ -111,17 +120,20 @@ async def plan(client: KubeClient, name: str, namespaces: list[str], resources: 
                                for g, v, r in resources]}}, field_manager="bench")
 
 
-async def paced_updates(client: KubeClient, ns: str, prefix: str, keys: int, *, rate: float,
+async def paced_updates(client: KubeClient, ns: str | list[str], prefix: str, keys: int, *, rate: float,
                         seconds: float, latencies: list[float] | None = None) -> tuple[dict[str, float], float]:
     """Update ConfigMaps ``<prefix>-<i % keys>`` at ``rate`` per second for ``seconds`` without
-    waiting for one write before starting the next. Returns {resourceVersion: time the write
-    returned} and the write rate achieved; ``latencies`` gets each write's duration."""
+    waiting for one write before starting the next (several namespaces: each in turn, the same
+    ``keys`` names in each). Returns {resourceVersion: time the write returned} and the write rate
+    achieved; ``latencies`` gets each write's duration."""
     written: dict[str, float] = {}
     interval, count = 1 / rate, int(rate * seconds)
     pending: set[asyncio.Task[None]] = set()
+    spaces = [ns] if isinstance(ns, str) else ns
 
     async def write(i: int) -> None:
-        name = f"{prefix}-{i % keys}"
+        ns = spaces[i % len(spaces)]
+        name = f"{prefix}-{i // len(spaces) % keys}"
         # Never the value the object was created with: a write that changes nothing is a no-op
         # (same resourceVersion), and its copy would be reported missing.
         started = time.monotonic()
@@ -195,9 +207,11 @@ def stop_env(env: environment.DevEnvironment) -> None:
 
 
 async def count_until(client: KubeClient, paths: list[str], target: int, *, timeout: float,
-                      predicate: Callable[[dict[str, Any]], bool], milestones: dict[int, float] | None = None) -> float:
+                      predicate: Callable[[dict[str, Any]], bool], milestones: dict[int, float] | None = None,
+                      metadata_only: bool = False) -> float:
     """Watch ``paths`` from now; returns the monotonic time when ``target`` distinct objects matching
-    ``predicate`` have been seen (ADDED/MODIFIED). ``milestones`` gets the time each tenth was reached."""
+    ``predicate`` have been seen (ADDED/MODIFIED). ``milestones`` gets the time each tenth was reached.
+    ``metadata_only``: the objects' metadata is all ``predicate`` reads (less for this process to decode)."""
     seen: set[str] = set()
     tenth = max(1, target // 10)
     done = asyncio.Event()
@@ -205,12 +219,13 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
 
     async def watch(path: str) -> None:
         nonlocal finished_at
-        items, rv = await client.list_all(path)
+        items, rv = await client.list_all(path, accept=METADATA_LIST if metadata_only else None)
         for obj in items:
             if predicate(obj):
                 seen.add(path + obj["metadata"]["name"])
         while not done.is_set():
-            async for event in client.watch(path, resource_version=rv, timeout_seconds=60):
+            async for event in client.watch(path, resource_version=rv, timeout_seconds=60,
+                                            accept=METADATA_ONLY if metadata_only else None):
                 obj = event["object"]
                 rv = obj["metadata"].get("resourceVersion", rv)
                 if event["type"] in ("ADDED", "MODIFIED") and predicate(obj):
@@ -230,6 +245,21 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return finished_at
+
+
+async def follow_copies(client: KubeClient, path: str, seen: dict[str, float]) -> None:
+    """Until cancelled: when each source resourceVersion was first seen on a copy under ``path``
+    (a watch on the copies, metadata only; ``seen``: source resourceVersion -> monotonic time)."""
+    managed = f"{ann.MANAGED}=true"
+    _, rv = await client.list_all(path, label_selector=managed, accept=METADATA_LIST)
+    while True:
+        async for event in client.watch(path, resource_version=rv, label_selector=managed, timeout_seconds=120,
+                                        accept=METADATA_ONLY):
+            obj = event["object"]
+            rv = obj["metadata"].get("resourceVersion", rv)
+            source_rv = (obj["metadata"].get("annotations") or {}).get(ann.SOURCE_RESOURCE_VERSION)
+            if source_rv:
+                seen.setdefault(source_rv, time.monotonic())
 
 
 async def connect_broker(server: LocalNats) -> Any:
@@ -256,15 +286,18 @@ async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeou
         await nc.close()
 
 
+async def _metrics_text(url: str | KubeClient) -> str:
+    if isinstance(url, KubeClient):
+        async with url.session.get("/metrics") as response:
+            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.text()
+
+
 async def histograms(url: str | KubeClient, **match: str) -> dict[str, list[tuple[float, float]]]:
     """Every histogram a service's /metrics (or an API server's) shows, the label sets that have the
     labels in ``match`` summed: name -> [(le, cumulative count)]."""
-    if isinstance(url, KubeClient):
-        async with url.session.get("/metrics") as response:
-            text = await response.text()
-    else:
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            text = await response.text()
+    text = await _metrics_text(url)
     out: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -290,6 +323,26 @@ def histogram_change(before: dict[str, list[tuple[float, float]]], after: dict[s
         return int(total - max((count for le, count in change if le <= limit), default=0.0))
     return {"count": int(total), "p50_le_s": bound(0.5), "p99_le_s": bound(0.99),
             "over_100ms": over(0.1), "over_250ms": over(0.25)}
+
+
+async def metric_sum(url: str | KubeClient, name: str, **match: str | tuple[str, ...]) -> float:
+    """The sum of one metric's samples (a counter's or gauge's, by its sample name) whose labels are
+    those in ``match`` (a tuple: any of its values), from a service's /metrics or an API server's."""
+    text = await _metrics_text(url)
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(
+                   sample.labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()))
+
+
+async def requests_by_kind(client: KubeClient) -> collections.Counter[str]:
+    """An API server's own count of the requests it served, by verb and resource."""
+    text = await _metrics_text(client)
+    out: collections.Counter[str] = collections.Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total":
+                out[f"{sample.labels.get('verb')} {sample.labels.get('resource')}"] += int(sample.value)
+    return out
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from common import (
     count_until,
     cpu_seconds,
     deployment,
+    follow_copies,
     histogram_change,
     histograms,
     namespace,
@@ -51,12 +52,10 @@ from common import (
 from schemas import annotations as ann
 from schemas import sanitizing, subjects, transforms
 from services.common import streams
-from services.common.kube import METADATA_ONLY
 from services.devenv import ports
 from services.devenv.natsd import LocalNats
 from services.syncer.settings import SyncerSettings
 
-MANAGED = f"{ann.MANAGED}=true"
 RESOURCES = [("", "v1", "configmaps"), ("apps", "v1", "deployments")]
 
 
@@ -199,17 +198,6 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
 
     seen: dict[str, float] = {}  # source resourceVersion -> time its copy was seen in the destination
 
-    async def observe() -> None:
-        _, rv = await dst.list_all("/api/v1/namespaces/steady/configmaps", label_selector=MANAGED)
-        while True:
-            async for event in dst.watch("/api/v1/namespaces/steady/configmaps", resource_version=rv,
-                                         label_selector=MANAGED, timeout_seconds=120, accept=METADATA_ONLY):
-                obj = event["object"]
-                rv = obj["metadata"].get("resourceVersion", rv)
-                source_rv = (obj["metadata"].get("annotations") or {}).get(ann.SOURCE_RESOURCE_VERSION)
-                if source_rv:
-                    seen.setdefault(source_rv, time.monotonic())
-
     # Where the time goes: when each source version reached the stream (a plain subscription on the
     # plan's subjects sees what the watcher publishes).
     in_stream: dict[str, float] = {}
@@ -219,7 +207,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
         in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
     await nc.subscribe(subjects.plan_filter("standby", SYSTEM, "steady"), cb=on_message)
 
-    watcher = asyncio.create_task(observe())
+    watcher = asyncio.create_task(follow_copies(dst, "/api/v1/namespaces/steady/configmaps", seen))
     await asyncio.sleep(1)
     before = {service: await histograms(url) for service, url in metrics.items()}
     server_before = await destination_server(dst)
@@ -276,16 +264,18 @@ async def memory(src: KubeClient, dst: KubeClient, total: int, already: int, pid
             "target_mib": 300}
 
 
-def services_env(nats_nodes: int = 1) -> tuple[Any, dict[str, str]]:
+def services_env(nats_nodes: int = 1, *, quick: bool = True) -> tuple[Any, dict[str, str]]:
     """Two light clusters, NATS (one server, or a TLS cluster of ``nats_nodes`` with R3 streams) and
-    the watcher and syncer as processes; the services' metrics URLs."""
+    the watcher and syncer as processes; the services' metrics URLs. ``quick``: plans re-read every
+    0.5 s and statuses written every second (a new plan is picked up at once); else the shipped
+    defaults."""
     syncer_port, watcher_port = ports.free_ports(2)
     metrics = {"syncer": f"http://127.0.0.1:{syncer_port}/metrics",
                "watcher": f"http://127.0.0.1:{watcher_port}/metrics"}
+    quicker = {"STANDBY_SYNCER_STATUS_INTERVAL_SECONDS": "1", "STANDBY_WATCHER_PLAN_RESYNC_SECONDS": "0.5",
+               "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5"} if quick else {}
     env = start_env(nats_nodes=nats_nodes, extra_env={
-        "STANDBY_SYNCER_STATUS_INTERVAL_SECONDS": "1", "STANDBY_SYNCER_SERVE__PORT": str(syncer_port),
-        "STANDBY_WATCHER_SERVE__PORT": str(watcher_port), "STANDBY_WATCHER_PLAN_RESYNC_SECONDS": "0.5",
-        "STANDBY_SYNCER_PLAN_RESYNC_SECONDS": "0.5",
+        **quicker, "STANDBY_SYNCER_SERVE__PORT": str(syncer_port), "STANDBY_WATCHER_SERVE__PORT": str(watcher_port),
         "STANDBY_SYNCER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
         "STANDBY_WATCHER_SERVE__LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING")})
     metrics["destination-etcd"] = f"{env.clusters['destination'].etcd_url}/metrics"

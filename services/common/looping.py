@@ -62,17 +62,26 @@ async def supervise(supervisor: Supervising, *, interval_seconds: float, plans_f
             await leases.release_all()
 
 
-async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+async def cancel_all(tasks: Iterable[asyncio.Task[None]], *, again_after_seconds: float = 5.0) -> None:
     """Cancel every task and wait until all have finished.
 
     Their cancellation is theirs, not ours: if the caller itself is cancelled meanwhile, that
     propagates (``await task`` inside ``suppress(CancelledError)`` would swallow it, and a
-    supervisor cancelled while stopping a plan would carry on forever)."""
+    supervisor cancelled while stopping a plan would carry on forever).
+
+    A task still running ``again_after_seconds`` after its cancellation swallowed it (on Python
+    3.11 ``asyncio.wait_for``, which nats-py uses, can turn a cancellation that meets its timeout
+    into a ``TimeoutError``), and it is cancelled again. Waiting for it forever hung the syncer's
+    supervisor in the scale benchmark: no plan was started or stopped any more."""
     tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after_seconds)
+        for task in pending:
+            log.warning("task %s is still running %.0fs after it was cancelled; cancelling it again",
+                        task.get_name(), again_after_seconds)
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.warning("task %s failed while stopping: %r", task.get_name(), task.exception())

@@ -27,6 +27,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.syncer import letters, metrics
 from services.syncer.applying import PlanApplier
+from services.syncer.budget import Budget
 from services.syncer.drift import DriftRepair
 from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
@@ -54,8 +55,9 @@ class PlanConsumer:
     settings: SyncerSettings
     keys: StreamKeys
     guard: Guard
+    budget: Budget  # shared by every plan of this syncer (services.syncer.budget)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    in_flight: int = 0
+    in_flight: int = 0  # this plan's share of the budget's window
     pending: int = 0  # in the stream, not yet delivered (as the last delivery said)
     unsettled: dict[int, Msg] = field(default_factory=dict)  # delivered, neither acked nor nakked yet
 
@@ -87,11 +89,10 @@ class PlanConsumer:
         for object_key, letter in standing.items():
             self.applier.progress.dead_lettered(object_key, letter)
         queue: KeyedQueue[Fetched] = KeyedQueue()
-        window = asyncio.Semaphore(self.settings.consumer.max_ack_pending)
         key = self.plan.key
-        self.tasks = [self.guard.start(f"apply {key} #{i}", lambda: self._worker(queue, window), kind="apply", plan=key)
+        self.tasks = [self.guard.start(f"apply {key} #{i}", lambda: self._worker(queue), kind="apply", plan=key)
                       for i in range(self.settings.consumer.workers)]
-        self.tasks.append(self.guard.start(f"fetch {key}", lambda: self._fetch(queue, window), kind="fetch", plan=key))
+        self.tasks.append(self.guard.start(f"fetch {key}", lambda: self._fetch(queue), kind="fetch", plan=key))
         self.tasks.append(self.guard.start(f"status {key}", self._report, kind="status", plan=key))
         if self.settings.drift_check_seconds:
             repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix)
@@ -103,6 +104,9 @@ class PlanConsumer:
         next gets it at once rather than after the ack wait (a cancelled write is done again)."""
         await looping.cancel_all(self.tasks)
         self.tasks.clear()
+        for _ in range(self.in_flight):  # what waited in the queue: its slots go back to the other plans
+            self.budget.give()
+        self.in_flight = 0
         unsettled, self.unsettled = list(self.unsettled.values()), {}
         try:
             for msg in unsettled:
@@ -113,19 +117,16 @@ class PlanConsumer:
         except (nats.errors.Error, OSError) as exc:  # not connected: redelivered after the ack wait instead
             log.warning("could not hand back %d messages: %r", len(unsettled), exc, extra={"plan": self.plan.key})
 
-    async def _fetch(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
-        """Pull continuously into ``queue``, never holding more than the window; a deleted consumer
-        is created again, any other failure retried after a pause."""
+    async def _fetch(self, queue: KeyedQueue[Fetched]) -> None:
+        """Pull continuously into ``queue``, never holding more than the budget's window allows; a
+        deleted consumer is created again, any other failure retried after a pause."""
         pull = Pull(self.nc, self.stream, self.settings.consumer.durable_name)
 
         async def room() -> int:
-            await window.acquire()  # at least one slot is free
-            window.release()
-            free = self.settings.consumer.max_ack_pending - self.in_flight
-            return max(1, min(self.settings.consumer.fetch_batch, free))
+            return await self.budget.room(self.settings.consumer.fetch_batch)
 
         async def deliver(msg: Msg) -> None:
-            await window.acquire()
+            await self.budget.take()
             self.in_flight += 1
             self.pending = msg.metadata.num_pending
             stored_at = msg.metadata.timestamp.timestamp()
@@ -144,17 +145,18 @@ class PlanConsumer:
                 log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
                 await asyncio.sleep(self.settings.retry.initial_seconds)
 
-    async def _worker(self, queue: KeyedQueue[Fetched], window: asyncio.Semaphore) -> None:
+    async def _worker(self, queue: KeyedQueue[Fetched]) -> None:
         while True:
             subject, item = await queue.get()
-            metrics.queued(time.monotonic() - item.at)
             try:
-                await self.settle(item.msg)
+                async with self.budget.writes:
+                    metrics.queued(time.monotonic() - item.at)
+                    await self.settle(item.msg)
                 self.unsettled.pop(item.msg.metadata.sequence.stream, None)
             finally:
                 queue.done(subject)
                 self.in_flight -= 1
-                window.release()
+                self.budget.give()
 
     async def settle(self, msg: Msg) -> None:
         """The one place a message's fate is decided: ack, nak with delay, or dead letter."""

@@ -10,14 +10,17 @@ from services.common.settings import KubeSettings, LeaseSettings, NatsSettings, 
 
 class ConsumerSettings(BaseModel):
     durable_name: str = Field(default="standby-syncer", description="Durable consumer name per plan stream.")
-    max_ack_pending: int = Field(default=4096, ge=1, description="Unacknowledged messages the server allows.")
+    max_ack_pending: int = Field(default=4096, ge=1, description="Messages delivered and not yet acknowledged: the "
+                                                                 "server's bound per plan, and this syncer's over all "
+                                                                 "the plans it serves.")
     ack_wait_seconds: float = Field(default=30.0, gt=0, description="Redelivery after this without an ack.")
     fetch_batch: int = Field(default=256, ge=1, description="Messages per pull.")
     # A write's latency, not the syncer's CPU, bounds a burst: workers / latency writes per second
     # (the bulk benchmark: 64 workers ~360/s, 128 ~440/s against the same destination). The
     # destination's priority and fairness queues any excess, answering 429 when full.
     workers: int = Field(default=128, ge=1,
-                         description="Parallel appliers (writes in flight); one object is in one at a time.")
+                         description="Writes in flight at once, over all the plans this syncer serves; one object "
+                                     "is in one at a time.")
     max_deliver: int = Field(default=-1, description="Deliveries before giving up; -1: never.")
 
 

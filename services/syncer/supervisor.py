@@ -18,6 +18,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, UnreachableError
 from services.common.leasing import PlanLeases
 from services.syncer.applying import PlanApplier
+from services.syncer.budget import Budget
 from services.syncer.consuming import PlanConsumer
 from services.syncer.rebuilds import RebuildRunner
 from services.syncer.settings import SyncerSettings
@@ -45,6 +46,7 @@ class Supervisor:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("syncer", self.settings.tasks)
         self.leases = PlanLeases(self.own, self.settings.kube.namespace, "syncer", self.settings.leases)
+        self.budget = Budget(writes=self.settings.consumer.workers, window=self.settings.consumer.max_ack_pending)
         self.rebuilds = RebuildRunner(self.own, self.nc.jetstream(), self.keys, self.guard,
                                       self.settings.nats.subject_prefix)
 
@@ -90,8 +92,8 @@ class Supervisor:
                 dest = await self.destination(plan)
                 applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
                                       serving=functools.partial(self.leases.holds, plan.key))
-                consumer = PlanConsumer(plan, applier,
-                                        self.nc, self.own, self.settings, self.keys, self.guard)
+                consumer = PlanConsumer(plan, applier, self.nc, self.own, self.settings, self.keys, self.guard,
+                                        self.budget)
                 await consumer.start()
             except plans.PlanError as exc:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition(

@@ -23,6 +23,7 @@ SMALL = {
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
     "rebuild.py": ["--objects", "100", "--rounds", "1"],
     "replication.py": ["--objects", "100", "--rate", "10", "--seconds", "3"],
+    "scale.py": ["--objects", "300", "--plans", "3", "--rate", "10", "--seconds", "3"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -15,6 +16,19 @@ async def test_cancel_all_waits_for_every_task() -> None:
     tasks = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
     await looping.cancel_all(tasks)
     assert all(t.cancelled() for t in tasks)
+
+
+async def test_cancel_all_cancels_again_a_task_that_swallowed_its_cancellation() -> None:
+    async def swallows_once() -> None:  # as a wait_for meeting its timeout can on Python 3.11
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(swallows_once())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(2):
+        await looping.cancel_all([task], again_after_seconds=0.1)
+    assert task.cancelled()
 
 
 async def test_cancel_all_does_not_swallow_the_callers_cancellation() -> None:

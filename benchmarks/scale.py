@@ -1,0 +1,304 @@
+"""Scale: many protected objects (ConfigMaps, Secrets and Deployments) in many namespaces, one plan
+per namespace, watcher and syncer processes on local real clusters.
+
+- first copy: the objects exist in the source. First the raw ceiling: a plain client reads them
+  from the source, sanitizes and deactivates them and server-side-applies them into empty
+  namespaces of the destination with the syncer's request shape (metadata-only answers, as many in
+  flight as the syncer has workers). Then every plan is created at once; time until every copy
+  exists. Target: >= 0.7 of the raw rate. The time of each tenth is printed for both: a tenth that
+  takes longer than the ones before is growth worse than linear.
+- memory: watcher and syncer RSS idle (no plan), sampled through the copy, and with everything
+  protected; reported per 10,000 objects. Target: no more than ~100 MiB per 10,000.
+- restart: the watcher and the syncer are stopped (SIGTERM) and started again, nothing changed in
+  between: time until the watcher has listed every plan's resources and the syncer reports every
+  copy in sync, and what they published (the streams' sequences) and wrote (the destination API
+  server's own count of writes to the copied resources) until 10 s after that. Target: ready
+  within 60 s, nothing published, nothing written.
+- steady: R changes/s to ConfigMaps spread over all the plans' namespaces for S seconds, with
+  everything held: source write response -> the copy carrying that source version seen.
+
+    cd benchmarks && ../.venv/bin/python scale.py [--objects 100000] [--plans 20] [--rate 100] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from common import (
+    SYSTEM,
+    KubeClient,
+    apply_all,
+    configmap,
+    connect_broker,
+    count_until,
+    deployment,
+    follow_copies,
+    metric_sum,
+    namespace,
+    paced_updates,
+    percentile,
+    plan,
+    requests_by_kind,
+    rss_mib,
+    run,
+    secret,
+    stop_env,
+)
+from sync import CpuMeter, is_copy, service_pids, services_env
+
+from schemas import sanitizing, subjects, transforms
+from services.common import streams
+from services.syncer.settings import SyncerSettings
+
+RESOURCES = [("", "v1", "configmaps"), ("", "v1", "secrets"), ("apps", "v1", "deployments")]
+# Of every ten objects: four ConfigMaps, two Secrets, four Deployments.
+MIX = ("cm", "cm", "cm", "cm", "secret", "secret", "dep", "dep", "dep", "dep")
+MAKE = {"cm": configmap, "secret": secret, "dep": deployment}
+WRITES = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+
+
+def objects(ns: str, n: int) -> list[dict[str, Any]]:
+    """``n`` objects of the mix, each kind's names numbered from 0 (``cm-0``, ``cm-1``...)."""
+    counts = dict.fromkeys(MAKE, 0)
+    out = []
+    for i in range(n):
+        kind = MIX[i % len(MIX)]
+        out.append(MAKE[kind](ns, f"{kind}-{counts[kind]}"))
+        counts[kind] += 1
+    return out
+
+
+def paths(ns: str) -> list[str]:
+    return [f"/api/v1/namespaces/{ns}/configmaps", f"/api/v1/namespaces/{ns}/secrets",
+            f"/apis/apps/v1/namespaces/{ns}/deployments"]
+
+
+async def as_read_from(src: KubeClient, ns: str) -> list[dict[str, Any]]:
+    """The objects of ``ns`` as the source API server returns them (defaults filled in)."""
+    out = []
+    for (group, version, _), path in zip(RESOURCES, paths(ns), strict=True):
+        items, _ = await src.list_all(path)
+        kind = {"configmaps": "ConfigMap", "secrets": "Secret", "deployments": "Deployment"}[path.rsplit("/", 1)[1]]
+        out.extend({**obj, "apiVersion": f"{group}/{version}" if group else version, "kind": kind} for obj in items)
+    return out
+
+
+class RssSampler:
+    """The RSS of some processes every ``interval`` seconds, in the background."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 1.0) -> None:
+        self.pids, self.interval = pids, interval
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.task = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), {name: rss_mib(pid) for name, pid in self.pids.items()}))
+            await asyncio.sleep(self.interval)
+
+    def at(self, when: float) -> dict[str, float]:
+        """The last sample taken at or before ``when``."""
+        before = [rss for t, rss in self.samples if t <= when] or [self.samples[0][1]]
+        return {name: round(mib, 1) for name, mib in before[-1].items()}
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def tenths(progress: dict[int, float], started: float) -> list[float]:
+    return [round(t - started, 1) for _, t in sorted(progress.items())]
+
+
+async def raw_copy(src: KubeClient, dst: KubeClient, spaces: list[str], n: int,
+                   pids: dict[str, int]) -> dict[str, Any]:
+    """The ceiling: the same objects straight into the destination by a plain client."""
+    prov = transforms.Provenance(SYSTEM, "raw", 0, "uid", "1")
+    raw = []
+    for ns in spaces:
+        await namespace(dst, f"raw-{ns}")
+        for obj in await as_read_from(src, ns):
+            copy = transforms.deactivate(sanitizing.sanitize(obj), prov)
+            copy["metadata"]["namespace"] = f"raw-{ns}"
+            raw.append(copy)
+    assert len(raw) == n, f"the source holds {len(raw)} objects, not {n}"
+    progress: dict[int, float] = {}
+    seen = asyncio.create_task(count_until(dst, [p for ns in spaces for p in paths(f"raw-{ns}")], n, timeout=3600,
+                                           predicate=is_copy, milestones=progress, metadata_only=True))
+    await asyncio.sleep(1)  # the watches are established
+    cpu = CpuMeter(pids)
+    started = time.monotonic()
+    await apply_all(dst, raw, concurrency=SyncerSettings().consumer.workers, parse=False)
+    done = await seen
+    return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 1),
+            "cpu_seconds": cpu.spent(), "tenths_after_s": tenths(progress, started)}
+
+
+async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str, int],
+                     services: dict[str, int]) -> dict[str, Any]:
+    """Every plan created at once; until every copy exists. The services' memory along the way."""
+    progress: dict[int, float] = {}
+    seen = asyncio.create_task(count_until(dst, [p for ns in spaces for p in paths(ns)], n, timeout=3600,
+                                           predicate=is_copy, milestones=progress, metadata_only=True))
+    await asyncio.sleep(1)
+    idle = {name: round(rss_mib(pid), 1) for name, pid in services.items()}
+    sampler = RssSampler(services)
+    cpu = CpuMeter(pids)
+    requests = await requests_by_kind(dst)
+    started = time.monotonic()
+    await asyncio.gather(*(plan(dst, ns, [ns], RESOURCES) for ns in spaces))
+    done = await seen
+    spent = cpu.spent()
+    requests = await requests_by_kind(dst) - requests
+    await asyncio.sleep(5)  # the syncer's last progress and status
+    held = {name: round(rss_mib(pid), 1) for name, pid in services.items()}
+    await sampler.stop()
+    return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 1),
+            "cpu_seconds": spent, "tenths_after_s": tenths(progress, started),
+            "destination_requests": dict(requests.most_common(10)), "rss_mib_idle": idle, "rss_mib_held": held,
+            "rss_mib_at_each_tenth": {name: [sampler.at(t)[name] for _, t in sorted(progress.items())]
+                                      for name in services},
+            "rss_mib_per_10000": {name: round((held[name] - idle[name]) * 10000 / n, 1) for name in services}}
+
+
+async def stream_sequences(server: Any, spaces: list[str]) -> int:
+    """The sum of the plans' streams' last sequence numbers: anything published moves it."""
+    nc = await connect_broker(server)
+    try:
+        js = nc.jetstream()
+        return sum([(await js.stream_info(subjects.stream_name(SYSTEM, ns))).state.last_seq for ns in spaces])
+    finally:
+        await nc.close()
+
+
+async def copy_writes(dst: KubeClient) -> float:
+    """The destination API server's count of write requests to the copied resources."""
+    return await metric_sum(dst, "apiserver_request_total", verb=WRITES,
+                            resource=tuple(r for _, _, r in RESOURCES))
+
+
+async def ready_after_restart(metrics: dict[str, str], n: int, plans: int, timeout: float) -> dict[str, float]:
+    """Seconds (from now) until the watcher has listed all it watches and the syncer reports every
+    copy in sync with nothing pending, each by its own metrics."""
+    started = time.monotonic()
+    ready: dict[str, float] = {}
+    checks = {
+        "watcher": lambda url: asyncio.gather(
+            metric_sum(url, "standby_watcher_relists_total"), metric_sum(url, "standby_watcher_objects_watched")),
+        "syncer": lambda url: asyncio.gather(
+            metric_sum(url, "standby_objects_in_sync"), metric_sum(url, "standby_objects_out_of_sync")),
+    }
+    while len(ready) < len(checks) and time.monotonic() - started < timeout:
+        for service, check in checks.items():
+            if service in ready:
+                continue
+            try:
+                first, second = await check(metrics[service])
+            except OSError:  # not listening yet
+                continue
+            if (service == "watcher" and first >= plans * len(RESOURCES) and second == n) or (
+                    service == "syncer" and first == n and second == 0):
+                ready[service] = round(time.monotonic() - started, 1)
+        await asyncio.sleep(0.25)
+    return ready
+
+
+async def restart(env: Any, dst: KubeClient, metrics: dict[str, str], spaces: list[str], n: int) -> dict[str, Any]:
+    published_before, written_before = await stream_sequences(env.nats, spaces), await copy_writes(dst)
+    for name in ("watcher", "syncer"):
+        env.services[name].stop()
+    for name in ("watcher", "syncer"):
+        env.services[name].start()
+    ready = await ready_after_restart(metrics, n, len(spaces), timeout=300)
+    await asyncio.sleep(10)
+    return {"ready_after_s": ready, "published": await stream_sequences(env.nats, spaces) - published_before,
+            "written": int(await copy_writes(dst) - written_before), "target_ready_s": 60,
+            "watcher_rss_mib": round(rss_mib(env.services["watcher"].pid), 1),
+            "syncer_rss_mib": round(rss_mib(env.services["syncer"].pid), 1)}
+
+
+async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str], keys: int, rate: float,
+                 seconds: float, pids: dict[str, int]) -> dict[str, Any]:
+    seen: dict[str, float] = {}
+    follower = asyncio.create_task(follow_copies(dst, "/api/v1/configmaps", seen))
+    # When each source version reached the stream: a plain subscription sees what the watcher publishes.
+    in_stream: dict[str, float] = {}
+    nc = await connect_broker(server)
+
+    async def on_message(msg: Any) -> None:
+        in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
+    for ns in spaces:
+        await nc.subscribe(subjects.plan_filter("standby", SYSTEM, ns), cb=on_message)
+    await asyncio.sleep(2)
+    cpu = CpuMeter(pids)
+    written, achieved = await paced_updates(src, spaces, "cm", keys, rate=rate, seconds=seconds)
+    deadline = time.monotonic() + 30
+    while set(written) - set(seen) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    await nc.close()
+    lags = [max(0.0, seen[rv] - t) for rv, t in written.items() if rv in seen]
+    to_stream = [max(0.0, in_stream[rv] - t) for rv, t in written.items() if rv in in_stream]
+    stream_to_copy = [max(0.0, seen[rv] - in_stream[rv]) for rv in written if rv in seen and rv in in_stream]
+    return {"changes": len(written), "achieved_write_rate_per_s": round(achieved, 1),
+            "missing": len(written) - len(lags),
+            "lag_p50_ms": round(percentile(lags, 50) * 1000, 1), "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
+            "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
+            "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
+            "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
+            "cpu_seconds": cpu.spent()}
+
+
+async def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--plans", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    per_plan = args.objects // args.plans
+    n = per_plan * args.plans
+    spaces = [f"scale-{p}" for p in range(args.plans)]
+    env, metrics = services_env(quick=False)  # the shipped settings
+    try:
+        async with KubeClient.from_kubeconfig(env.clusters["source"].kubeconfig, connections=64) as src, \
+                KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig,
+                                           connections=SyncerSettings().destination_connections) as dst:
+            pids = service_pids(env)
+            services = {name: proc.pid for name, proc in env.services.items()}
+            started = time.monotonic()
+            for ns in spaces:
+                await namespace(src, ns)
+                await apply_all(src, objects(ns, per_plan), concurrency=64, parse=False)
+            result: dict[str, Any] = {"benchmark": "scale", "objects": n, "plans": args.plans,
+                                      "source_written_in_s": round(time.monotonic() - started, 1)}
+            result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
+            print("raw", raw, flush=True)
+            result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services)
+            print("first copy", first, flush=True)
+            result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)
+            result["restart"] = again = await restart(env, dst, metrics, spaces, n)
+            print("restart", again, flush=True)
+            pids = service_pids(env)  # the restarted services
+            keys = min(200, sum(1 for kind in MIX if kind == "cm") * per_plan // len(MIX))
+            result["steady"] = s = await steady(src, dst, env.nats, spaces, keys, args.rate, args.seconds, pids)
+            print("steady", s, flush=True)
+            per_10k = first["rss_mib_per_10000"]
+            result["meets_targets"] = {
+                "first_copy_ratio": result["ratio"] >= 0.7,
+                "restart": (len(again["ready_after_s"]) == 2 and max(again["ready_after_s"].values()) <= 60
+                            and again["published"] == 0 and again["written"] == 0),
+                "memory_per_10000": all(mib <= 100 for mib in per_10k.values()),
+                "steady_lag": s["lag_p50_ms"] <= 100 and s["lag_p99_ms"] <= 500 and s["missing"] == 0,
+            }
+            return result
+    finally:
+        stop_env(env)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,47 @@
+"""The syncer's budget: one window and one bound on writes for every plan it serves."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.syncer.budget import Budget
+
+pytestmark = pytest.mark.unit
+
+
+async def test_the_window_is_shared_by_every_plan() -> None:
+    budget = Budget(writes=2, window=4)
+    assert await budget.room(256) == 4, "a pull asks for no more than the window holds"
+    for _ in range(3):  # one plan's deliveries
+        await budget.take()
+    assert await budget.room(256) == 1, "another plan's pull gets what is left"
+    await budget.take()
+    other = asyncio.create_task(budget.take())  # a fifth delivery waits for a slot
+    await asyncio.sleep(0.01)
+    assert not other.done()
+    waiting_room = asyncio.create_task(budget.room(256))
+    await asyncio.sleep(0.01)
+    assert not waiting_room.done(), "a pull waits while the window is full"
+    budget.give()
+    await asyncio.wait_for(other, 1)
+    assert budget.held == 4
+    budget.give()
+    assert await asyncio.wait_for(waiting_room, 1) == 1
+
+
+async def test_writes_are_bounded_over_all_plans() -> None:
+    budget = Budget(writes=3, window=100)
+    busy, most = 0, 0
+
+    async def write() -> None:
+        nonlocal busy, most
+        async with budget.writes:
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.01)
+            busy -= 1
+
+    await asyncio.gather(*(write() for _ in range(20)))  # as if from several plans' workers
+    assert most == 3
