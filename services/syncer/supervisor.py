@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client
 
@@ -43,6 +44,7 @@ class Supervisor:
     healthy: bool = False
 
     def __post_init__(self) -> None:
+        self._destinations_made = asyncio.Lock()
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("syncer", self.settings.tasks)
         self.leases = PlanLeases(self.own, self.settings.kube.namespace, "syncer", self.settings.leases)
@@ -53,6 +55,11 @@ class Supervisor:
     async def destination(self, plan: plans.Plan) -> Destination:
         ref = plan.spec.destination_cluster_ref
         key = f"{ref.namespace or plan.namespace}/{ref.name}" if ref else ""
+        async with self._destinations_made:  # plans start side by side: one client per cluster
+            return await self._destination(plan, key)
+
+    async def _destination(self, plan: plans.Plan, key: str) -> Destination:
+        ref = plan.spec.destination_cluster_ref
         if key not in self.destinations:
             client = self.own if ref is None else await plans.cluster_client(
                 self.own, ref, plan.namespace, connections=self.settings.destination_connections,
@@ -68,58 +75,62 @@ class Supervisor:
         return self.destinations[key]
 
     async def sync_once(self) -> None:
-        seen = set()
-        for obj in self.leases.mine(await plans.list_plans(self.own)):
-            try:
-                plan = plans.parse_plan(obj)
-            except plans.PlanError:
-                continue  # the watcher reports invalid plans
-            seen.add(plan.key)
-            signature = (plan.generation, plan.spec.suspend)
-            current = self.consumers.get(plan.key)
-            if current is not None and current[0] == signature:
-                if current[1] is not None:
-                    current[1].applier.acknowledge(plan.annotations.get(ann.DELETE_BREAKER_RESET))
-                    await current[1].requests.acknowledge(plan.annotations)
-                continue
-            if current is not None and current[1] is not None:
-                await current[1].stop()
-            if plan.spec.suspend:
-                self.consumers[plan.key] = (signature, None)
-                continue
-            consumer: PlanConsumer | None = None
-            try:
-                dest = await self.destination(plan)
-                applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
-                                      serving=functools.partial(self.leases.holds, plan.key))
-                consumer = PlanConsumer(plan, applier, self.nc, self.own, self.settings, self.keys, self.guard,
-                                        self.budget)
-                await consumer.start()
-            except plans.PlanError as exc:
-                await plans.set_plan_conditions(self.own, plan, [plans.condition(
-                    "DestinationReachable", False, exc.reason, exc.message)], phase="Degraded")
-                continue
-            except (ApiError, UnreachableError) as exc:
-                log.warning("cannot start consumer: %s", exc, extra={"plan": plan.key})
-                await plans.set_plan_conditions(self.own, plan, [plans.condition(
-                    "Degraded", True, "CannotStart", str(exc))], phase="Degraded")
-                continue
-            except Exception as exc:  # the broker, or a defect: this plan only, retried at the next pass
-                log.exception("cannot start consumer; retrying at the next pass", extra={"plan": plan.key})
-                if consumer is not None:
-                    await consumer.stop()
-                await plans.set_plan_conditions(self.own, plan, [plans.condition(
-                    "Degraded", True, "CannotStart", f"{exc!r}")], phase="Degraded")
-                continue
-            log.info("consuming", extra={"plan": plan.key})
-            await consumer.requests.acknowledge(plan.annotations)  # remembered: a restart repeats nothing
-            self.consumers[plan.key] = (signature, consumer)
+        seen: set[str] = set()
+        await looping.for_each(self.leases.mine(await plans.list_plans(self.own)),
+                               lambda obj: self._sync_plan(obj, seen))
         for key in set(self.consumers) - seen:
             _, gone = self.consumers.pop(key)
             if gone is not None:
                 await gone.stop()
         self.leases.serving(key for key, (_, consumer) in self.consumers.items() if consumer is not None)
         await self.rebuilds.sync_once(self.leases.holds)
+
+    async def _sync_plan(self, obj: dict[str, Any], seen: set[str]) -> None:
+        """Start, restart or leave alone the consumer of one plan (the plans side by side)."""
+        try:
+            plan = plans.parse_plan(obj)
+        except plans.PlanError:
+            return  # the watcher reports invalid plans
+        seen.add(plan.key)
+        signature = (plan.generation, plan.spec.suspend)
+        current = self.consumers.get(plan.key)
+        if current is not None and current[0] == signature:
+            if current[1] is not None:
+                current[1].applier.acknowledge(plan.annotations.get(ann.DELETE_BREAKER_RESET))
+                await current[1].requests.acknowledge(plan.annotations)
+            return
+        if current is not None and current[1] is not None:
+            await current[1].stop()
+        if plan.spec.suspend:
+            self.consumers[plan.key] = (signature, None)
+            return
+        consumer: PlanConsumer | None = None
+        try:
+            dest = await self.destination(plan)
+            applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
+                                  serving=functools.partial(self.leases.holds, plan.key))
+            consumer = PlanConsumer(plan, applier, self.nc, self.own, self.settings, self.keys, self.guard,
+                                    self.budget)
+            await consumer.start()
+        except plans.PlanError as exc:
+            await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                "DestinationReachable", False, exc.reason, exc.message)], phase="Degraded")
+            return
+        except (ApiError, UnreachableError) as exc:
+            log.warning("cannot start consumer: %s", exc, extra={"plan": plan.key})
+            await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                "Degraded", True, "CannotStart", str(exc))], phase="Degraded")
+            return
+        except Exception as exc:  # the broker, or a defect: this plan only, retried at the next pass
+            log.exception("cannot start consumer; retrying at the next pass", extra={"plan": plan.key})
+            if consumer is not None:
+                await consumer.stop()
+            await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                "Degraded", True, "CannotStart", f"{exc!r}")], phase="Degraded")
+            return
+        log.info("consuming", extra={"plan": plan.key})
+        await consumer.requests.acknowledge(plan.annotations)  # remembered: a restart repeats nothing
+        self.consumers[plan.key] = (signature, consumer)
 
     async def run(self) -> None:
         await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -112,51 +113,55 @@ class Supervisor:
         self.leases = PlanLeases(self.own, self.settings.kube.namespace, "watcher", self.settings.leases)
 
     async def sync_once(self) -> None:
-        seen = set()
-        for obj in self.leases.mine(await plans.list_plans(self.own)):
-            try:
-                plan = plans.parse_plan(obj)
-            except plans.PlanError as exc:
-                await plans.set_plan_conditions(
-                    self.own, obj, [plans.condition("Valid", False, exc.reason, exc.message)])
-                continue
-            seen.add(plan.key)
-            signature = (plan.generation, plan.spec.suspend)
-            current = self.runners.get(plan.key)
-            if current is not None and current[0] == signature and current[1] is not None:
-                continue
-            if current is not None and current[1] is not None:
-                await current[1].stop()
-            if plan.spec.suspend:
-                if current is None or current[0] != signature:
-                    log.info("Recovery plan is suspended", extra={"plan": plan.key})
-                    await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", True, "Suspended")],
-                                                    phase="Suspended")
-                self.runners[plan.key] = (signature, None)
-                continue
-            runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys, self.guard)
-            try:
-                await runner.start()
-            except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):
-                await runner.stop()
-                self.runners.pop(plan.key, None)  # retried at the next resync
-                continue
-            except Exception as exc:  # the broker, the keys, or a defect: this plan only, retried
-                log.exception("plan cannot start; retrying at the next pass", extra={"plan": plan.key})
-                await runner.stop()
-                self.runners.pop(plan.key, None)
-                await plans.set_plan_conditions(self.own, plan, [plans.condition(
-                    "ResourcesWatched", False, "CannotStart", f"{exc!r}")])
-                continue
-            if current is not None and current[0][1]:
-                await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", False, "Resumed")])
-            self.runners[plan.key] = (signature, runner)
+        seen: set[str] = set()
+        await looping.for_each(self.leases.mine(await plans.list_plans(self.own)),
+                               lambda obj: self._sync_plan(obj, seen))
         for key in set(self.runners) - seen:
             _, gone = self.runners.pop(key)
             if gone is not None:
                 log.info("plan deleted or served elsewhere; stopping its watches", extra={"plan": key})
                 await gone.stop()
         self.leases.serving(key for key, (_, runner) in self.runners.items() if runner is not None)
+
+    async def _sync_plan(self, obj: dict[str, Any], seen: set[str]) -> None:
+        """Start, restart or leave alone the watches of one plan (the plans side by side)."""
+        try:
+            plan = plans.parse_plan(obj)
+        except plans.PlanError as exc:
+            await plans.set_plan_conditions(
+                self.own, obj, [plans.condition("Valid", False, exc.reason, exc.message)])
+            return
+        seen.add(plan.key)
+        signature = (plan.generation, plan.spec.suspend)
+        current = self.runners.get(plan.key)
+        if current is not None and current[0] == signature and current[1] is not None:
+            return
+        if current is not None and current[1] is not None:
+            await current[1].stop()
+        if plan.spec.suspend:
+            if current is None or current[0] != signature:
+                log.info("Recovery plan is suspended", extra={"plan": plan.key})
+                await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", True, "Suspended")],
+                                                phase="Suspended")
+            self.runners[plan.key] = (signature, None)
+            return
+        runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys, self.guard)
+        try:
+            await runner.start()
+        except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):
+            await runner.stop()
+            self.runners.pop(plan.key, None)  # retried at the next resync
+            return
+        except Exception as exc:  # the broker, the keys, or a defect: this plan only, retried
+            log.exception("plan cannot start; retrying at the next pass", extra={"plan": plan.key})
+            await runner.stop()
+            self.runners.pop(plan.key, None)
+            await plans.set_plan_conditions(self.own, plan, [plans.condition(
+                "ResourcesWatched", False, "CannotStart", f"{exc!r}")])
+            return
+        if current is not None and current[0][1]:
+            await plans.set_plan_conditions(self.own, plan, [plans.condition("Suspended", False, "Resumed")])
+        self.runners[plan.key] = (signature, runner)
 
     async def run(self) -> None:
         prober = ClusterProber(self.own, self.settings.kube.namespace,

@@ -47,3 +47,22 @@ async def test_cancel_all_does_not_swallow_the_callers_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     await asyncio.wait([child])
+
+
+async def test_for_each_runs_side_by_side_within_the_bound_and_raises_after_all_finished() -> None:
+    busy, most, finished = 0, 0, []
+
+    async def one(i: int) -> None:
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await asyncio.sleep(0.01)
+        busy -= 1
+        finished.append(i)
+        if i == 2:
+            raise ValueError("plan 2 cannot start")
+
+    with pytest.raises(ValueError, match="plan 2"):
+        await looping.for_each(range(10), one, at_once=4)
+    assert most == 4
+    assert sorted(finished) == list(range(10)), "one failure does not leave the others half done"
