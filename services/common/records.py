@@ -25,7 +25,16 @@ def record(plan: plans.Plan) -> bytes:
 
 
 async def publish(js: JetStreamContext, prefix: str, plan: plans.Plan) -> None:
-    """Record ``plan`` (once per generation: the message id deduplicates a restarted watcher's)."""
+    """Record ``plan`` once per generation: not again when the stream's last record is of this one
+    (a restarted watcher publishes nothing; the message id alone deduplicates only within the
+    stream's duplicate window, two minutes), and the message id keeps two replicas starting the plan
+    at once from recording it twice."""
+    try:
+        last = await recorded(js, prefix, plan.namespace, plan.name)
+    except plans.PlanError:
+        last = None  # unreadable: recorded again, readable
+    if last is not None and (last.plan.uid, last.plan.generation) == (plan.uid, plan.generation):
+        return
     await js.publish(subjects.plan_record_subject(prefix, plan.namespace, plan.name), record(plan),
                      stream=subjects.stream_name(plan.namespace, plan.name),
                      headers={"Nats-Msg-Id": f"plan:{plan.uid}:{plan.generation}"})

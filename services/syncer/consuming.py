@@ -95,7 +95,8 @@ class PlanConsumer:
         self.tasks.append(self.guard.start(f"fetch {key}", lambda: self._fetch(queue), kind="fetch", plan=key))
         self.tasks.append(self.guard.start(f"status {key}", self._report, kind="status", plan=key))
         if self.settings.drift_check_seconds:
-            repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix)
+            repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix,
+                                 catching_up=lambda: self.pending > 0 or bool(self.applier.progress.unapplied))
             self.tasks.append(self.guard.start(f"drift {key}", lambda: repair.run(self.settings.drift_check_seconds),
                                                kind="drift", plan=key))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ from services.syncer.applying import PlanApplier
 from services.syncer.outcomes import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
+
+CATCHING_UP_POLL_SECONDS = 5.0
 IGNORED_SUBRESOURCES = ("status",)  # a controller writing status is not drift; "scale" is (kubectl scale)
 # The cluster's own controllers complete objects (a PVC's volumeName when it binds): not someone else.
 IGNORED_MANAGERS = ("kube-controller-manager", "kube-scheduler")
@@ -63,14 +66,21 @@ class DriftRepair:
     own: KubeClient
     subject_prefix: str
     repaired_edits: set[tuple[ObjectKey, str, str]] = field(default_factory=set)
+    catching_up: Callable[[], bool] = lambda: False
 
     @property
     def plan(self) -> Any:
         return self.applier.plan
 
     async def run(self, interval_seconds: float) -> None:
-        """Until cancelled: check now, then every ``interval_seconds``."""
+        """Until cancelled: check now, then every ``interval_seconds``; while the plan catches up
+        (changes delivered or waiting in the stream), a check waits until it has. Reading every
+        state and every copy in the middle of a first copy of 100,000 objects slowed it down, and
+        what it would find are copies about to be written anyway."""
         while True:
+            if self.catching_up():
+                await asyncio.sleep(CATCHING_UP_POLL_SECONDS)
+                continue
             await self.check()
             await asyncio.sleep(interval_seconds)
 

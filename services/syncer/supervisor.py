@@ -48,7 +48,8 @@ class Supervisor:
         self.keys = StreamKeys.of_service(self.own, self.settings.kube.namespace, self.settings.nats)
         self.guard = Guard("syncer", self.settings.tasks)
         self.leases = PlanLeases(self.own, self.settings.kube.namespace, "syncer", self.settings.leases)
-        self.budget = Budget(writes=self.settings.consumer.workers, window=self.settings.consumer.max_ack_pending)
+        c = self.settings.consumer
+        self.budget = Budget(writes=c.workers, window=c.max_ack_pending, batch=c.fetch_batch)
         self.rebuilds = RebuildRunner(self.own, self.nc.jetstream(), self.keys, self.guard,
                                       self.settings.nats.subject_prefix)
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 
 
 async def test_the_window_is_shared_by_every_plan() -> None:
-    budget = Budget(writes=2, window=4)
+    budget = Budget(writes=2, window=4, batch=256)
     assert await budget.room(256) == 4, "a pull asks for no more than the window holds"
     for _ in range(3):  # one plan's deliveries
         await budget.take()
@@ -32,7 +32,7 @@ async def test_the_window_is_shared_by_every_plan() -> None:
 
 
 async def test_writes_are_bounded_over_all_plans() -> None:
-    budget = Budget(writes=3, window=100)
+    budget = Budget(writes=3, window=100, batch=10)
     busy, most = 0, 0
 
     async def write() -> None:
@@ -45,3 +45,16 @@ async def test_writes_are_bounded_over_all_plans() -> None:
 
     await asyncio.gather(*(write() for _ in range(20)))  # as if from several plans' workers
     assert most == 3
+
+
+async def test_a_pull_waits_for_room_for_a_batch_not_for_one_message() -> None:
+    budget = Budget(writes=8, window=64, batch=16)  # low water: 64 / 8 = 8 slots
+    for _ in range(60):
+        await budget.take()
+    pull = asyncio.create_task(budget.room(16))
+    for _ in range(3):  # 7 free
+        budget.give()
+        await asyncio.sleep(0)
+    assert not pull.done(), "a pull of one message at a time would cost a request per message"
+    budget.give()  # 8 free
+    assert await asyncio.wait_for(pull, 1) == 8
