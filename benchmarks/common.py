@@ -28,7 +28,7 @@ from schemas import API_VERSION, codec, subjects
 from schemas import annotations as ann
 from schemas.envelope import Envelope, EventType, ObjectReference
 from services.common import streams
-from services.common.kube import METADATA_LIST, METADATA_ONLY, KubeClient
+from services.common.kube import METADATA_LIST, METADATA_ONLY, KubeClient, follow
 from services.common.settings import NatsSettings
 from services.devenv import bootstrap, environment
 from services.devenv.natsd import LocalNats
@@ -249,17 +249,19 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
 
 async def follow_copies(client: KubeClient, path: str, seen: dict[str, float]) -> None:
     """Until cancelled: when each source resourceVersion was first seen on a copy under ``path``
-    (a watch on the copies, metadata only; ``seen``: source resourceVersion -> monotonic time)."""
-    managed = f"{ann.MANAGED}=true"
-    _, rv = await client.list_all(path, label_selector=managed, accept=METADATA_LIST)
-    while True:
-        async for event in client.watch(path, resource_version=rv, label_selector=managed, timeout_seconds=120,
-                                        accept=METADATA_ONLY):
-            obj = event["object"]
-            rv = obj["metadata"].get("resourceVersion", rv)
-            source_rv = (obj["metadata"].get("annotations") or {}).get(ann.SOURCE_RESOURCE_VERSION)
-            if source_rv:
-                seen.setdefault(source_rv, time.monotonic())
+    (``seen``: source resourceVersion -> monotonic time), by a watch on the copies that lists again
+    after 410 Gone (a first LIST of 40,000 copies can outlast the watch cache's window)."""
+    def note(obj: dict[str, Any]) -> None:
+        source_rv = (obj["metadata"].get("annotations") or {}).get(ann.SOURCE_RESOURCE_VERSION)
+        if source_rv:
+            seen.setdefault(source_rv, time.monotonic())
+
+    def listed(items: list[dict[str, Any]]) -> None:
+        for obj in items:
+            note(obj)
+
+    await follow(client, path, listed=listed, changed=lambda _, obj: note(obj), retry_seconds=1.0, what="the copies",
+                 label_selector=f"{ann.MANAGED}=true")
 
 
 async def connect_broker(server: LocalNats) -> Any:

@@ -105,8 +105,7 @@ class PlanConsumer:
         next gets it at once rather than after the ack wait (a cancelled write is done again)."""
         await looping.cancel_all(self.tasks)
         self.tasks.clear()
-        for _ in range(self.in_flight):  # what waited in the queue: its slots go back to the other plans
-            self.budget.give()
+        self.budget.give(self.in_flight)  # what waited in the queue: its room goes back to the other plans
         self.in_flight = 0
         unsettled, self.unsettled = list(self.unsettled.values()), {}
         try:
@@ -119,15 +118,24 @@ class PlanConsumer:
             log.warning("could not hand back %d messages: %r", len(unsettled), exc, extra={"plan": self.plan.key})
 
     async def _fetch(self, queue: KeyedQueue[Fetched]) -> None:
-        """Pull continuously into ``queue``, never holding more than the budget's window allows; a
-        deleted consumer is created again, any other failure retried after a pause."""
+        """Pull continuously into ``queue``, each request for room reserved in the budget's window;
+        a deleted consumer is created again, any other failure retried after a pause."""
         pull = Pull(self.nc, self.stream, self.settings.consumer.durable_name)
+        reserved = 0  # of the current request, not delivered yet
 
         async def room() -> int:
-            return await self.budget.room(self.settings.consumer.fetch_batch)
+            nonlocal reserved
+            self.budget.give(reserved)  # what the request before did not use
+            reserved = 0
+            reserved = await self.budget.reserve(self.settings.consumer.fetch_batch)
+            return reserved
 
         async def deliver(msg: Msg) -> None:
-            await self.budget.take()
+            nonlocal reserved
+            if reserved:
+                reserved -= 1
+            else:
+                self.budget.overdraw()
             self.in_flight += 1
             self.pending = msg.metadata.num_pending
             stored_at = msg.metadata.timestamp.timestamp()
@@ -136,15 +144,19 @@ class PlanConsumer:
             metrics.fetched(time.time() - stored_at)
             queue.put(msg.subject, Fetched(msg, time.monotonic()))
 
-        while True:
-            try:
-                await self.js.add_consumer(self.stream, self.consumer_config())  # created, or its config kept current
-                await pull.run(room, deliver)
-            except ConsumerGone as exc:
-                log.warning("consumer gone, creating it again: %s", exc, extra={"plan": self.plan.key})
-            except (PullRefused, nats.errors.Error, OSError) as exc:
-                log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
-                await asyncio.sleep(self.settings.retry.initial_seconds)
+        try:
+            while True:
+                try:
+                    # Created, or its configuration kept current.
+                    await self.js.add_consumer(self.stream, self.consumer_config())
+                    await pull.run(room, deliver)
+                except ConsumerGone as exc:
+                    log.warning("consumer gone, creating it again: %s", exc, extra={"plan": self.plan.key})
+                except (PullRefused, nats.errors.Error, OSError) as exc:
+                    log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
+                    await asyncio.sleep(self.settings.retry.initial_seconds)
+        finally:
+            self.budget.give(reserved)
 
     async def _worker(self, queue: KeyedQueue[Fetched]) -> None:
         while True:

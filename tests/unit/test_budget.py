@@ -11,24 +11,18 @@ from services.syncer.budget import Budget
 pytestmark = pytest.mark.unit
 
 
-async def test_the_window_is_shared_by_every_plan() -> None:
-    budget = Budget(writes=2, window=4, batch=256)
-    assert await budget.room(256) == 4, "a pull asks for no more than the window holds"
-    for _ in range(3):  # one plan's deliveries
-        await budget.take()
-    assert await budget.room(256) == 1, "another plan's pull gets what is left"
-    await budget.take()
-    other = asyncio.create_task(budget.take())  # a fifth delivery waits for a slot
+async def test_the_window_is_shared_by_every_plan_and_reserved_per_pull() -> None:
+    budget = Budget(writes=2, window=4, batch=256)  # low water: 1 slot
+    assert await budget.reserve(3) == 3, "a pull reserves what it asks for"
+    assert await budget.reserve(256) == 1, "another plan's pull gets what is left, not the same room again"
+    waiting = asyncio.create_task(budget.reserve(256))
     await asyncio.sleep(0.01)
-    assert not other.done()
-    waiting_room = asyncio.create_task(budget.room(256))
-    await asyncio.sleep(0.01)
-    assert not waiting_room.done(), "a pull waits while the window is full"
-    budget.give()
-    await asyncio.wait_for(other, 1)
+    assert not waiting.done(), "a pull waits while the window is full"
+    budget.give(2)  # two messages settled, or a request ended with two unused
+    assert await asyncio.wait_for(waiting, 1) == 2
     assert budget.held == 4
-    budget.give()
-    assert await asyncio.wait_for(waiting_room, 1) == 1
+    budget.overdraw()  # a late delivery beyond every reservation still counts
+    assert budget.free == -1
 
 
 async def test_writes_are_bounded_over_all_plans() -> None:
@@ -49,9 +43,8 @@ async def test_writes_are_bounded_over_all_plans() -> None:
 
 async def test_a_pull_waits_for_room_for_a_batch_not_for_one_message() -> None:
     budget = Budget(writes=8, window=64, batch=16)  # low water: 64 / 8 = 8 slots
-    for _ in range(60):
-        await budget.take()
-    pull = asyncio.create_task(budget.room(16))
+    assert await budget.reserve(60) == 60  # 4 free
+    pull = asyncio.create_task(budget.reserve(16))
     for _ in range(3):  # 7 free
         budget.give()
         await asyncio.sleep(0)
