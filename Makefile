@@ -42,6 +42,7 @@ bench: setup
 	cd benchmarks && ../$(PY) history.py
 	cd benchmarks && ../$(PY) rebuild.py
 	cd benchmarks && ../$(PY) replication.py
+	cd benchmarks && ../$(PY) scale.py
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/standby crds
