@@ -3,6 +3,7 @@ subject (headers only), against a real nats-server."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,8 +11,10 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from services.common import streams
+from schemas import subjects
+from services.common import plans, records, streams
 from services.devenv.natsd import LocalNats
+from tests.support import env as h
 
 
 @pytest.fixture
@@ -60,3 +63,31 @@ async def test_nothing_under_the_filter_is_answered_without_reading(js: tuple[Je
     assert await streams.last_states(js_, s, f"{s}.cm.>") == {}
     assert await consumers(js_, s) == 0
     assert set(await streams.last_states(js_, s, f"{s}.deploy.>")) == {f"{s}.deploy.c"}
+
+
+async def test_a_plan_is_recorded_once_per_generation_even_after_the_duplicate_window(
+        nats_server: LocalNats) -> None:
+    """A restarted watcher records the plan again; the message id deduplicates that only within the
+    stream's duplicate window (the scale benchmark's restart published one message per plan)."""
+    ns, name = "standby-system", f"rec-{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(nats_server.url, user=nats_server.user, password=nats_server.password)
+    js = nc.jetstream()
+    stream = subjects.stream_name(ns, name)
+    await js.add_stream(name=stream, subjects=[subjects.plan_record_subject("standby", ns, name)],
+                        duplicate_window=0.2)
+    try:
+        def plan(generation: int) -> plans.Plan:
+            return plans.parse_plan(h.plan_body(name, [{"version": "v1", "resource": "configmaps"}]) | {
+                "metadata": {"name": name, "namespace": ns, "uid": "uid-1", "generation": generation}})
+
+        await records.publish(js, "standby", plan(1))
+        await asyncio.sleep(0.5)  # past the duplicate window
+        await records.publish(js, "standby", plan(1))
+        assert (await js.stream_info(stream)).state.messages == 1
+        await records.publish(js, "standby", plan(2))
+        assert (await js.stream_info(stream)).state.messages == 2
+        recorded = await records.recorded(js, "standby", ns, name)
+        assert recorded is not None and recorded.plan.generation == 2
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
