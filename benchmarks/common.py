@@ -91,6 +91,22 @@ def path_of(obj: dict[str, Any]) -> str:
     return f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
 
 
+KINDS = {"configmaps": "ConfigMap", "secrets": "Secret", "deployments": "Deployment"}
+
+
+async def as_read_from(src: KubeClient, ns: str, resources: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """The objects of ``resources`` (group, version, plural; see :data:`KINDS`) in ``ns`` as the
+    source API server returns them, with its defaults filled in: what the watcher reads, sanitizes
+    and publishes."""
+    out = []
+    for group, version, plural in resources:
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        items, _ = await src.list_all(f"{base}/namespaces/{ns}/{plural}")
+        out.extend({**obj, "apiVersion": f"{group}/{version}" if group else version, "kind": KINDS[plural]}
+                   for obj in items)
+    return out
+
+
 async def apply_all(client: KubeClient, objects: Iterable[dict[str, Any]], *, concurrency: int = 64,
                     manager: str = "bench", parse: bool = True) -> float:
     """Server-side apply every object with ``concurrency`` in flight; returns objects/s.

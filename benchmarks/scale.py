@@ -31,6 +31,7 @@ from common import (
     SYSTEM,
     KubeClient,
     apply_all,
+    as_read_from,
     configmap,
     connect_broker,
     count_until,
@@ -76,16 +77,6 @@ def paths(ns: str) -> list[str]:
             f"/apis/apps/v1/namespaces/{ns}/deployments"]
 
 
-async def as_read_from(src: KubeClient, ns: str) -> list[dict[str, Any]]:
-    """The objects of ``ns`` as the source API server returns them (defaults filled in)."""
-    out = []
-    for (group, version, _), path in zip(RESOURCES, paths(ns), strict=True):
-        items, _ = await src.list_all(path)
-        kind = {"configmaps": "ConfigMap", "secrets": "Secret", "deployments": "Deployment"}[path.rsplit("/", 1)[1]]
-        out.extend({**obj, "apiVersion": f"{group}/{version}" if group else version, "kind": kind} for obj in items)
-    return out
-
-
 class RssSampler:
     """The RSS of some processes every ``interval`` seconds, in the background."""
 
@@ -120,7 +111,7 @@ async def raw_copy(src: KubeClient, dst: KubeClient, spaces: list[str], n: int,
     raw = []
     for ns in spaces:
         await namespace(dst, f"raw-{ns}")
-        for obj in await as_read_from(src, ns):
+        for obj in await as_read_from(src, ns, RESOURCES):
             copy = transforms.deactivate(sanitizing.sanitize(obj), prov)
             copy["metadata"]["namespace"] = f"raw-{ns}"
             raw.append(copy)

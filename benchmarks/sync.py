@@ -30,6 +30,7 @@ from common import (
     SYSTEM,
     KubeClient,
     apply_all,
+    as_read_from,
     configmap,
     connect_broker,
     count_until,
@@ -83,19 +84,6 @@ class CpuMeter:
         return {name: seconds for name, seconds in spent.items() if seconds >= 0.05}
 
 
-async def as_read_from(src: KubeClient, ns: str) -> list[dict[str, Any]]:
-    """The objects of ``ns`` as the source API server returns them (with its defaults filled in):
-    what the watcher reads, sanitizes and publishes."""
-    objects = []
-    for (group, version, _), path in zip(RESOURCES, _paths(ns), strict=True):
-        items, _ = await src.list_all(path)
-        for obj in items:
-            obj["apiVersion"] = f"{group}/{version}" if group else version
-            obj["kind"] = "ConfigMap" if group == "" else "Deployment"
-        objects.extend(items)
-    return objects
-
-
 async def raw_round(src: KubeClient, dst: KubeClient, source_ns: str, n: int, ns: str,
                     pids: dict[str, int]) -> dict[str, Any]:
     """The raw ceiling: the pipeline's objects (as the source holds them), sanitized and
@@ -106,7 +94,7 @@ async def raw_round(src: KubeClient, dst: KubeClient, source_ns: str, n: int, ns
     await namespace(dst, ns)
     prov = transforms.Provenance(SYSTEM, ns, 0, "uid", "1")
     raw = []
-    for obj in await as_read_from(src, source_ns):
+    for obj in await as_read_from(src, source_ns, RESOURCES):
         copy = transforms.deactivate(sanitizing.sanitize(obj), prov)
         copy["metadata"]["namespace"] = ns
         raw.append(copy)
