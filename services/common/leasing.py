@@ -10,7 +10,15 @@ Time, as in client-go: a Lease has expired when its record has not changed for i
 own monotonic clock), never by comparing ``renewTime`` with this replica's wall clock, so the
 replicas' clocks need not agree. The holder stops serving a plan when its last successful renewal
 was *sent* more than ``renew_deadline_seconds`` ago: :meth:`PlanLeases.holds` turns False before
-any other replica can see the Lease expire, and the syncer checks it before every write. A plan
+any other replica can see the Lease expire, and the syncer checks it before every write.
+
+A lapse is a pause, not an end. A plan whose renewals were late (a saturated API server) keeps its
+work, which waits (:meth:`PlanLeases.until_held`) without writing: if the next renewal succeeds,
+no other replica held the Lease in between (the renewal is an update at the resourceVersion this
+replica last wrote or saw, refused if anyone changed it since), and the work goes on from where it
+was, nothing listed or read again; once the Lease shows another holder, the plan is no longer this
+replica's and its work is stopped. Stopping on every lapse made each one a restart (a list of the
+plan's resources, a read of its stream), more load on the server that was too slow already. A plan
 given back (above the fair share, or deleted) is released only after the supervisor has stopped
 its work (:meth:`PlanLeases.serving`): its Lease is deleted, and the replica that takes it over
 does so at once.
@@ -49,6 +57,9 @@ LEASE_ROLE = ann.PREFIX + "lease-role"  # label: MEMBER (a replica's own) or PLA
 MEMBER, PLAN = "member", "plan"
 
 SERVED = prometheus_client.Gauge("standby_plans_served", "Plans whose Lease this replica holds", ["component"])
+PAUSED = prometheus_client.Gauge("standby_plans_paused",
+                                 "Plans whose Lease this replica renewed too late: their work waits for a renewal",
+                                 ["component"])
 MOVES = prometheus_client.Counter("standby_plan_lease_moves_total",
                                   "Plans this replica took (acquired) or gave back (released)",
                                   ["component", "move"])
@@ -101,6 +112,8 @@ class PlanLeases:
         self._known = False  # _wanted was set by a pass over the plans
         self._serving: set[str] = set()  # plans whose work runs here (the supervisor says)
         self._held: dict[str, float] = {}  # plan key -> until when it may be served (monotonic)
+        self._paused: set[str] = set()  # of those, lapsed and still this replica's as last seen
+        self._renewal = asyncio.Event()  # set and replaced at every renewal that may end a pause
         self._renewed: dict[str, float] = {}  # lease name -> when its last renewal was sent
         self._releasing: set[str] = set()
 
@@ -112,6 +125,16 @@ class PlanLeases:
 
     def held(self) -> frozenset[str]:
         return frozenset(plan for plan in self._held if self.holds(plan))
+
+    def assigned(self) -> frozenset[str]:
+        """The plans whose work runs here: held, or paused until their Lease is renewed."""
+        return frozenset(plan for plan in self._held if plan not in self._releasing)
+
+    async def until_held(self, plan: str) -> None:
+        """Return once this replica may serve ``plan``: at once while it holds the Lease, after a
+        pause once it is renewed. A plan lost to another replica has its work stopped meanwhile."""
+        while not self.holds(plan):
+            await self._renewal.wait()
 
     def want(self, plans: Mapping[str, str]) -> None:
         """The plans that exist (key -> uid), from the supervisor's last pass."""
@@ -126,8 +149,8 @@ class PlanLeases:
         replica serves."""
         keys = {f"{o['metadata'].get('namespace', '')}/{o['metadata']['name']}": o for o in listed}
         self.want({key: str(o["metadata"].get("uid", "")) for key, o in keys.items()})
-        held = self.held()
-        return [o for key, o in keys.items() if key in held]
+        assigned = self.assigned()
+        return [o for key, o in keys.items() if key in assigned]
 
     def serving(self, plans: Iterable[str]) -> None:
         """The plans whose work runs here now: a plan given back is released once it is not."""
@@ -208,13 +231,11 @@ class PlanLeases:
     # -- one round ---------------------------------------------------------------------------
     async def tick(self) -> None:
         now = self.clock()
-        await self._keep_membership(now)
-        for plan, until in list(self._held.items()):
-            if now >= until:  # not renewed in time: stop before anyone may take it over
-                del self._held[plan]
-                self.changed.set()
-                log.warning("stopped serving the plan: its lease could not be renewed for %.0fs",
-                            self.settings.renew_deadline_seconds, extra={"plan": plan})
+        self._lapses(now)
+        try:
+            await self._keep_membership(now)
+        except (ApiError, UnreachableError) as late:  # the others count one replica fewer; the plans come first
+            log.warning("cannot renew this %s replica's membership: %s", self.component, late)
         live, holders, leases = await self._survey(now)
         if not self._known:
             return  # nothing is taken before the plans are known
@@ -232,12 +253,51 @@ class PlanLeases:
             if holder == self.identity and plan not in self._releasing),
             *(self._release(plan, leases.get(plan)) for plan in list(self._releasing - self._serving)),
             *(self._acquire(plan, leases.get(plan)) for plan in decided.acquire), return_exceptions=True)
+        self._lapses(self.clock())
         SERVED.labels(self.component).set(len(self.held()))
+        PAUSED.labels(self.component).set(len(self._paused))
         for exc in failed:
             if isinstance(exc, BaseException):
                 if not isinstance(exc, (ApiError, UnreachableError)):
                     raise exc
                 log.warning("cannot keep a %s lease: %s", self.component, exc)
+
+    def _lapses(self, now: float) -> None:
+        """Pause the plans not renewed in time (holds() is False already: nothing is written before
+        anyone may take them over); stop the ones whose Lease another replica holds now."""
+        self._paused.intersection_update(self._held)  # given back or gone meanwhile
+        for plan, until in list(self._held.items()):
+            if now < until:
+                continue
+            if not self._ours(plan):
+                self._stop(plan, "its lease is gone or another replica holds it")
+            elif plan not in self._paused:
+                self._paused.add(plan)
+                log.warning("paused the plan: its lease could not be renewed for %.0fs; it resumes when the "
+                            "lease is renewed", self.settings.renew_deadline_seconds, extra={"plan": plan})
+
+    def _ours(self, plan: str) -> bool:
+        """Whether ``plan``'s Lease, as last seen, is held by this replica."""
+        uid = self._wanted.get(plan)
+        seen = self._seen.get(self.plan_lease(uid)) if uid is not None else None
+        return seen is not None and _holder(seen.obj) == self.identity
+
+    def _stop(self, plan: str, why: str) -> None:
+        del self._held[plan]
+        self._paused.discard(plan)
+        self.changed.set()
+        log.warning("stopped serving the plan: %s", why, extra={"plan": plan})
+
+    def _renewed_until(self, plan: str, until: float) -> None:
+        fresh = plan not in self._held
+        self._held[plan] = until
+        if plan in self._paused:
+            self._paused.discard(plan)
+            log.info("resumed the plan: its lease was renewed", extra={"plan": plan})
+        renewal, self._renewal = self._renewal, asyncio.Event()
+        renewal.set()
+        if fresh:  # acquired, or held by this identity before (a restart): a supervisor pass starts it
+            self.changed.set()
 
     async def _survey(self, now: float) -> tuple[set[str], dict[str, str], dict[str, Obj]]:
         """From the Leases seen: the live replicas, each wanted plan's live holder (expired ones
@@ -285,16 +345,10 @@ class PlanLeases:
         sent = self.clock()
         if await self._write(name, lease, {}, {}):
             self._renewed[name] = sent
-            fresh = not self.holds(plan)
-            self._held[plan] = sent + self.settings.renew_deadline_seconds
-            if fresh:  # held by this identity before (a restart), or renewed after its deadline: served again
-                self.changed.set()
+            self._renewed_until(plan, sent + self.settings.renew_deadline_seconds)
             return
-        now_seen = self._seen.get(name)
-        if plan in self._held and (now_seen is None or _holder(now_seen.obj) != self.identity):
-            del self._held[plan]
-            self.changed.set()
-            log.warning("stopped serving the plan: its lease is gone or another replica holds it", extra={"plan": plan})
+        if plan in self._held and not self._ours(plan):
+            self._stop(plan, "its lease is gone or another replica holds it")
 
     async def _acquire(self, plan: str, lease: Obj | None) -> None:
         name = self.plan_lease(self._wanted[plan])
@@ -302,8 +356,7 @@ class PlanLeases:
         labels = {LEASE_OF: self.component, LEASE_ROLE: PLAN}
         if await self._write(name, lease, labels, {ann.PLAN: plan}, acquire=True):
             self._renewed[name] = sent
-            self._held[plan] = sent + self.settings.renew_deadline_seconds
-            self.changed.set()
+            self._renewed_until(plan, sent + self.settings.renew_deadline_seconds)
             MOVES.labels(self.component, "acquired").inc()
             log.info("serving the plan (lease acquired)", extra={"plan": plan})
         else:  # another replica was faster: look again now, with the Lease as it is (its event may not wake us)
@@ -363,7 +416,9 @@ class PlanLeases:
         """On a clean stop, after the plans' work stopped: give every Lease back at once (the
         other replicas take the plans over without waiting for them to expire)."""
         self._held.clear()
+        self._paused.clear()
         SERVED.labels(self.component).set(0)
+        PAUSED.labels(self.component).set(0)
         mine = [seen.obj for seen in self._seen.values() if _holder(seen.obj) == self.identity]
         for lease in mine:
             try:

@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+async def at_once() -> None:
+    """A wait that is over at once (where nothing needs waiting for)."""
+
+
 class Supervising(Protocol):
     healthy: bool
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -56,6 +57,7 @@ class PlanConsumer:
     keys: StreamKeys
     guard: Guard
     budget: Budget  # shared by every plan of this syncer (services.syncer.budget)
+    until_served: Callable[[], Awaitable[None]] = looping.at_once  # the plan's Lease (services.common.leasing)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0  # this plan's share of the budget's window
     pending: int = 0  # in the stream, not yet delivered (as the last delivery said)
@@ -127,6 +129,7 @@ class PlanConsumer:
             nonlocal reserved
             self.budget.give(reserved)  # what the request before did not use
             reserved = 0
+            await self.until_served()  # nothing more is asked for while the plan's Lease lapsed
             reserved = await self.budget.reserve(self.settings.consumer.fetch_batch)
             return reserved
 

@@ -111,7 +111,7 @@ class Supervisor:
             applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
                                   serving=functools.partial(self.leases.holds, plan.key))
             consumer = PlanConsumer(plan, applier, self.nc, self.own, self.settings, self.keys, self.guard,
-                                    self.budget)
+                                    self.budget, until_served=functools.partial(self.leases.until_held, plan.key))
             await consumer.start()
         except plans.PlanError as exc:
             await plans.set_plan_conditions(self.own, plan, [plans.condition(

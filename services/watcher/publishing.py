@@ -2,14 +2,16 @@
 
 Publishes are not awaited one by one (that caps at ~1,200 msg/s here); up to ``window`` are in
 flight. A publish that fails is reported to its caller's ``on_failure`` so the resource watch can
-re-list: the stream is compared with the source on every list, so nothing is lost."""
+re-list: the stream is compared with the source on every list, so nothing is lost. Nothing is
+published while this replica may not serve the plan (``until_served``: its Lease lapsed); the
+watches wait meanwhile, and go on from where they were once it is renewed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -29,7 +31,9 @@ class KeysUnavailableError(Exception):
 
 class Publisher:
     def __init__(self, js: JetStreamContext, *, stream: str, window: int, keys: StreamKeys,
-                 max_payload_bytes: int, compress_over_bytes: int, ack_timeout_seconds: float = 10.0) -> None:
+                 max_payload_bytes: int, compress_over_bytes: int, ack_timeout_seconds: float = 10.0,
+                 until_served: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.until_served = until_served
         self.ack_timeout_seconds = ack_timeout_seconds
         self.keys = keys
         self.js = js
@@ -67,6 +71,8 @@ class Publisher:
         if keyring is not None:  # sealed: the same version sealed under another key is a new message
             headers[streams.HDR_KEY] = keyring.active
             headers["Nats-Msg-Id"] = f"{message_id}.{keyring.active}"
+        if self.until_served is not None:
+            await self.until_served()
         await self._window.acquire()
         started = time.monotonic()
         try:

@@ -7,6 +7,7 @@ filter) gets a condition with the reason; the others keep running."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ class PlanRunner:
     settings: WatcherSettings
     keys: StreamKeys
     guard: Guard
+    leases: PlanLeases
     watches: list[ResourceWatch] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     source: KubeClient | None = None
@@ -70,7 +72,8 @@ class PlanRunner:
         publisher = Publisher(self.js, stream=info.config.name or "", keys=self.keys,
                               window=self.settings.publish_window,
                               max_payload_bytes=self.settings.nats.max_payload_bytes,
-                              compress_over_bytes=self.settings.compress_over_bytes)
+                              compress_over_bytes=self.settings.compress_over_bytes,
+                              until_served=functools.partial(self.leases.until_held, plan.key))
         namespaces = NamespaceLabels(self.source, backoff_seconds=self.settings.backoff_max_seconds)
         for r in plan.spec.resources:
             scopes = r.filters.namespaces or [""]
@@ -145,7 +148,7 @@ class Supervisor:
                                                 phase="Suspended")
             self.runners[plan.key] = (signature, None)
             return
-        runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys, self.guard)
+        runner = PlanRunner(plan, self.own, self.nc.jetstream(), self.settings, self.keys, self.guard, self.leases)
         try:
             await runner.start()
         except (plans.PlanError, selection.InvalidFilterError, ApiError, UnreachableError):

@@ -2,21 +2,28 @@
 the plans spread evenly and each is held by exactly one replica; a replica that joins gets its share
 from the others (given back only once their work stopped); a replica that dies has its plans taken
 over within the Lease duration of its last renewal, after it stopped counting them as its own; one
-that stops cleanly hands them over at once."""
+that stops cleanly hands them over at once. A replica whose renewals are late (its API server slow,
+through a real Toxiproxy) pauses its plans and goes on with them once renewed, or stops them once
+another replica took them; a plan is never held by two at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
 
 from services.common.kube import KubeClient
 from services.common.leasing import PlanLeases
 from services.common.settings import LeaseSettings
 from services.devenv.clusters import LocalCluster
+from services.devenv.toxiproxy import LocalToxiproxy
 from tests.support import env as h
 
 FAST = {"duration_seconds": 3, "renew_deadline_seconds": 2.0, "retry_seconds": 0.5}
@@ -24,10 +31,18 @@ PLANS = {f"team-{i // 10}/plan-{i}": str(uuid.uuid4()) for i in range(30)}
 
 
 @dataclass
+class Work:
+    """What a replica's supervisor runs: the plans, and how often one was stopped."""
+    running: set[str] = field(default_factory=set)
+    stops: int = 0
+
+
+@dataclass
 class Replica:
     leases: PlanLeases
     task: asyncio.Task[None]
     supervisor: asyncio.Task[None]
+    work: Work
 
     def kill(self) -> None:
         """As kill -9: nothing is given back."""
@@ -35,13 +50,16 @@ class Replica:
         self.supervisor.cancel()
 
 
-async def supervise(leases: PlanLeases) -> None:
+async def supervise(leases: PlanLeases, work: Work) -> None:
     """What a supervisor does with its Leases: says which plans exist, and runs (here: claims to
-    run) exactly the ones it holds, a little after it learns of a change."""
+    run) exactly the ones assigned to it, a little after it learns of a change."""
     while True:
         leases.want(PLANS)
         await asyncio.sleep(0.05)
-        leases.serving(leases.held())
+        assigned = leases.assigned()
+        work.stops += len(work.running - assigned)
+        work.running = set(assigned)
+        leases.serving(assigned)
         leases.changed.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
@@ -55,9 +73,12 @@ class Replicas:
     component: str
     started: list[Replica]
 
-    def start(self, identity: str) -> Replica:
-        leases = PlanLeases(self.client, self.namespace, self.component, LeaseSettings(identity=identity, **FAST))
-        replica = Replica(leases, asyncio.create_task(leases.run()), asyncio.create_task(supervise(leases)))
+    def start(self, identity: str, client: KubeClient | None = None) -> Replica:
+        leases = PlanLeases(client or self.client, self.namespace, self.component,
+                            LeaseSettings(identity=identity, **FAST))
+        work = Work()
+        replica = Replica(leases, asyncio.create_task(leases.run()), asyncio.create_task(supervise(leases, work)),
+                          work)
         self.started.append(replica)
         return replica
 
@@ -178,3 +199,80 @@ async def test_a_deleted_plans_lease_goes_and_a_recreated_plan_starts_afresh(des
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await leases.close()
+
+
+@pytest.fixture(scope="module")
+def slowed(destination: LocalCluster, env_root: Path) -> Iterator[tuple[LocalToxiproxy, str]]:
+    """A real Toxiproxy in front of the API server: (the proxy, its server URL)."""
+    proxy = LocalToxiproxy(env_root / "toxiproxy-leases").start()
+    try:
+        port = proxy.proxy("leases", destination.server.removeprefix("https://"))
+        yield proxy, f"https://127.0.0.1:{port}"
+    finally:
+        proxy.stop()
+
+
+@contextlib.contextmanager
+def slow(proxy: LocalToxiproxy, seconds: float) -> Iterator[None]:
+    """Every answer through the proxy ``seconds`` late: longer than the renew deadline."""
+    proxy.add_toxic("leases", "slow", "latency", latency=int(seconds * 1000))
+    try:
+        yield
+    finally:
+        proxy.remove_toxic("leases", "slow")
+
+
+async def test_a_late_renewal_pauses_the_plans_and_the_next_one_resumes_them(
+        slowed: tuple[LocalToxiproxy, str], destination: LocalCluster) -> None:
+    proxy, server = slowed
+    async with replicas(destination, "paused") as group, \
+            KubeClient(dataclasses.replace(group.client.creds, server=server)) as through:
+        a = group.start("replica-a", through)
+        await spread_becomes([a], [30])
+        with slow(proxy, FAST["renew_deadline_seconds"] + 0.5):
+            async def paused() -> None:
+                assert a.leases.held() == frozenset()  # nothing may be written
+                assert a.leases.assigned() == frozenset(PLANS)  # but nothing is stopped either
+            await h.eventually(paused, timeout=FAST["renew_deadline_seconds"] + 2, interval=0.05)
+            waiting = asyncio.create_task(a.leases.until_held("team-0/plan-0"))  # as the paused work does
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+        await spread_becomes([a], [30], timeout=10)
+        await asyncio.wait_for(waiting, timeout=1)
+        assert a.work.stops == 0 and a.work.running == set(PLANS)
+
+
+async def test_a_paused_plan_taken_over_by_another_replica_is_stopped_and_never_held_twice(
+        slowed: tuple[LocalToxiproxy, str], destination: LocalCluster) -> None:
+    proxy, server = slowed
+    async with replicas(destination, "overtaken") as group, \
+            KubeClient(dataclasses.replace(group.client.creds, server=server)) as through:
+        a, b = group.start("replica-a", through), group.start("replica-b")
+
+        async def even() -> None:
+            assert spread([a, b]) == [15, 15]
+            await exclusive(group, [a, b])
+        await h.eventually(even, timeout=15)
+        a_plans = a.leases.held()
+        twice: set[str] = set()
+
+        async def watch_for_twice() -> None:
+            while True:
+                twice.update(p for p in PLANS if a.leases.holds(p) and b.leases.holds(p))
+                await asyncio.sleep(0.01)
+        watcher = asyncio.create_task(watch_for_twice())
+        try:
+            with slow(proxy, FAST["renew_deadline_seconds"] + 0.5):
+                async def taken_over() -> None:
+                    assert b.leases.held() == frozenset(PLANS)
+                    assert not a_plans & a.leases.assigned()  # seen late, but seen: a's work stopped
+                await h.eventually(taken_over, timeout=20, interval=0.05)
+
+            async def stopped() -> None:  # each once, by its supervisor's next pass
+                assert a.work.stops == len(a_plans) and not a.work.running & a_plans
+            await h.eventually(stopped, timeout=5, interval=0.05)
+            await h.eventually(even, timeout=20)  # a is back: b gives it its share
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        assert not twice

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import services.common.guarding
+import services.common.leasing
 import services.recovery.metrics
 import services.syncer.metrics
 import services.watcher.metrics  # noqa: F401 - registers the collectors
