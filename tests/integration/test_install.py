@@ -11,8 +11,11 @@ import base64
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,27 @@ def test_an_overlay_installs_into_an_empty_cluster(empty: LocalCluster, overlay:
         budget = by[("PodDisruptionBudget", name)]["spec"]
         assert budget["maxUnavailable"] == 1
         assert budget["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+        # Their Lease renewals are queued as a leader election's, the rest of their requests as any
+        # workload's (the real API server's priority and fairness, as it classifies them).
+        lease = f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM}/leases/standby-anything"
+        assert priority_level(empty, name, lease) == "leader-election"
+        assert priority_level(empty, name, "/api/v1/namespaces/default/configmaps") == "workload-low"
+
+
+def priority_level(cluster: LocalCluster, account: str, path: str) -> str:
+    """The priority level the API server puts a GET of ``path`` by the ServiceAccount in (named by
+    the response header priority and fairness adds to every request it classifies)."""
+    req = urllib.request.Request(cluster.server + path, headers={
+        "Authorization": f"Bearer {cluster.token}", "Impersonate-User": f"system:serviceaccount:{SYSTEM}:{account}"})
+    try:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(cluster.pki.ca_cert)),
+                                    timeout=30) as resp:
+            uid = resp.headers["X-Kubernetes-PF-PriorityLevel-UID"]
+    except urllib.error.HTTPError as exc:  # a 404 or a 403 is classified too
+        with exc:
+            uid = exc.headers["X-Kubernetes-PF-PriorityLevel-UID"]
+    levels = cluster.request("GET", "/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations")["items"]
+    return next(level["metadata"]["name"] for level in levels if level["metadata"]["uid"] == uid)
 
 
 def can_i(cluster: LocalCluster, account: str, verb: str, resource: str, namespace: str) -> bool:
