@@ -157,32 +157,42 @@ def merge_conditions(current: list[Obj], updates: list[Obj]) -> list[Obj]:
     return list(out.values())
 
 
-async def patch_status(client: KubeClient, plural: str, namespace: str, name: str, status: Obj) -> None:
+async def patch_status(client: KubeClient, plural: str, namespace: str, name: str, status: Obj) -> bool:
+    """A merge patch of ``status``, unread first; whether it was written (failures are logged)."""
     try:
         await client.request(
             "PATCH", f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}/{name}/status",
             body={"status": status}, content_type="application/merge-patch+json",
         )
+        return True
     except (ApiError, UnreachableError) as exc:
         log.warning("could not update status of %s %s/%s: %s", plural, namespace, name, exc)
+        return False
 
 
-async def write_plan_status(client: KubeClient, plan: Plan, status: api.RecoveryPlanStatus) -> None:
+async def write_plan_status(client: KubeClient, plan: Plan, status: api.RecoveryPlanStatus, *,
+                            conditions_written: bool = False) -> bool:
     """Write the fields of ``status`` that were set (None clears a field), merging its conditions
-    with the ones other services wrote."""
+    with the ones other services wrote; whether it was written.
+
+    ``conditions_written``: its conditions are the ones this writer last wrote (successfully), so
+    only the other fields, the writer's own, are sent: one merge patch, no read first (the
+    conditions, one list shared with the other service, need the read and the resourceVersion)."""
     fields = status.model_dump(by_alias=True, exclude_unset=True, mode="json")
     conditions = fields.pop("conditions", [])
+    if conditions_written:
+        return await patch_status(client, "recoveryplans", plan.namespace, plan.name, fields)
     for c in conditions:
         c["lastTransitionTime"] = c.get("lastTransitionTime") or now_iso()
-    await set_plan_conditions(client, plan, conditions, **fields)
+    return await set_plan_conditions(client, plan, conditions, **fields)
 
 
-async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: list[Obj], **fields: Any) -> None:
+async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: list[Obj], **fields: Any) -> bool:
     """Merge ``conditions`` into the plan's (other services write theirs) and set ``fields``.
 
     The watcher and the syncer both write a plan's conditions, which travel as one list: the
     write carries the resourceVersion it read, and a conflict (409) reads and merges again, so
-    neither overwrites what the other just wrote."""
+    neither overwrites what the other just wrote. Whether it was written (failures are logged)."""
     if isinstance(plan, Plan):
         ns, name = plan.namespace, plan.name
     else:
@@ -196,13 +206,14 @@ async def set_plan_conditions(client: KubeClient, plan: Plan | Obj, conditions: 
             status.update(fields)
             await client.request("PATCH", f"{path}/status", content_type="application/merge-patch+json", body={
                 "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}, "status": status})
-            return
+            return True
         except ApiError as exc:
             if exc.status == 409:
                 continue
             log.warning("could not update status of recoveryplans %s/%s: %s", ns, name, exc)
-            return
+            return False
         except UnreachableError as exc:
             log.warning("could not update status of recoveryplans %s/%s: %s", ns, name, exc)
-            return
+            return False
     log.warning("could not update status of recoveryplans %s/%s: it kept changing", ns, name)
+    return False

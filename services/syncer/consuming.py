@@ -243,8 +243,9 @@ class PlanConsumer:
                 fence_fresh=self.applier.fences.fresh(), now=time.time()))
             metrics.plan_counts(self.plan.key, in_sync=status.objects_in_sync, out_of_sync=status.objects_out_of_sync,
                                 backlog=self.pending, behind_seconds=status.pending_change_age_seconds)
-            if status != last:
-                await plans.write_plan_status(self.own, self.plan, status)
+            if status != last and await plans.write_plan_status(
+                    self.own, self.plan, status,
+                    conditions_written=last is not None and status.conditions == last.conditions):
                 for type_, reason, message in status_events(last, status):
                     await events.record(self.own, events.Involved.plan(self.plan), type_=type_, reason=reason,
                                         message=message, component="standby-syncer")
