@@ -5,12 +5,22 @@ Both bounds used to be per plan. For one plan, 128 writers and a window of 4,096
 destination busy; for twenty plans they made 2,560 writers queueing for 128 connections and up to
 80,000 messages waiting, most longer than the ack wait: the server delivered them again, and the
 syncer applied or skipped every object about twice (100,000 objects, docs/benchmarks.md "Scale").
-A process has one destination budget, whatever the number of plans: the plans share it, each pull
-asks for what is free, and writers take turns in the order they asked."""
+A process has one destination budget, whatever the number of plans: the plans share it, and writers
+take turns in the order they asked.
+
+A pull's reservation is held until the pull is used up or expires (30 s). Twenty plans asking for a
+batch of 256 each wanted more than a window of 4,096: at a steady trickle, the plans without room
+waited for the others' pulls to expire, and their changes were applied seconds to tens of seconds
+late (docs/benchmarks.md "Scale"). So a plan asks for what it used: twice what its last pull
+delivered, at least a sixteenth of a batch (or its even share of the window, if smaller: many
+plans), at most a batch (:func:`next_pull`). A quiet plan holds little; a plan in a burst doubles
+its pulls back to a full batch in four of them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 
 class Budget:
@@ -22,12 +32,28 @@ class Budget:
         # asked for one message at a time (a request, its answer and its end per message: at
         # 100,000 objects the broker and the syncer spent twice the CPU per object).
         self.low_water = max(1, min(batch, window // 8))
+        self.pulling = 0  # plans pulling now
         self._roomy = asyncio.Event()
         self._roomy.set()
 
     @property
     def free(self) -> int:
         return self.window - self.held
+
+    @property
+    def share(self) -> int:
+        """The window shared evenly by the plans pulling."""
+        return max(1, self.window // max(1, self.pulling))
+
+    @contextlib.contextmanager
+    def pulls(self) -> Iterator[None]:
+        """While a plan pulls: it counts in the shares."""
+        self.pulling += 1
+        try:
+            yield
+        finally:
+            self.pulling -= 1
+            self._roomy.set()  # a larger share for the others; a waiter looks again
 
     async def reserve(self, batch: int) -> int:
         """Room for one pull, at most ``batch`` messages, taken from the window at once (twenty
@@ -50,3 +76,12 @@ class Budget:
         self.held -= count
         if self.free >= self.low_water:
             self._roomy.set()
+
+
+def next_pull(batch: int, *, last: int | None, used: int, share: int) -> int:
+    """How many messages a plan's next pull asks for: a full ``batch`` at first (``last`` None: a
+    first copy is a burst), then twice what the last pull (of ``last``) delivered, at least a
+    sixteenth of a batch or ``share`` if smaller, at most ``batch``."""
+    if last is None:
+        return batch
+    return max(1, min(batch, max(min(batch // 16, share), 2 * used)))

@@ -28,7 +28,7 @@ from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
 from services.syncer import letters, metrics
 from services.syncer.applying import PlanApplier
-from services.syncer.budget import Budget
+from services.syncer.budget import Budget, next_pull
 from services.syncer.drift import DriftRepair
 from services.syncer.keyed import KeyedQueue
 from services.syncer.outcomes import PermanentError, TemporaryError, backoff
@@ -124,13 +124,16 @@ class PlanConsumer:
         a deleted consumer is created again, any other failure retried after a pause."""
         pull = Pull(self.nc, self.stream, self.settings.consumer.durable_name)
         reserved = 0  # of the current request, not delivered yet
+        asked: int | None = None  # by the current request
 
         async def room() -> int:
-            nonlocal reserved
+            nonlocal reserved, asked
             self.budget.give(reserved)  # what the request before did not use
+            want = next_pull(self.settings.consumer.fetch_batch, last=asked,
+                             used=(asked or 0) - reserved, share=self.budget.share)
             reserved = 0
             await self.until_served()  # nothing more is asked for while the plan's Lease lapsed
-            reserved = await self.budget.reserve(self.settings.consumer.fetch_batch)
+            reserved = asked = await self.budget.reserve(want)
             return reserved
 
         async def deliver(msg: Msg) -> None:
@@ -148,18 +151,23 @@ class PlanConsumer:
             queue.put(msg.subject, Fetched(msg, time.monotonic()))
 
         try:
-            while True:
-                try:
-                    # Created, or its configuration kept current.
-                    await self.js.add_consumer(self.stream, self.consumer_config())
-                    await pull.run(room, deliver)
-                except ConsumerGone as exc:
-                    log.warning("consumer gone, creating it again: %s", exc, extra={"plan": self.plan.key})
-                except (PullRefused, nats.errors.Error, OSError) as exc:
-                    log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
-                    await asyncio.sleep(self.settings.retry.initial_seconds)
+            with self.budget.pulls():
+                await self._pull(pull, room, deliver)
         finally:
             self.budget.give(reserved)
+
+    async def _pull(self, pull: Pull, room: Callable[[], Awaitable[int]],
+                    deliver: Callable[[Msg], Awaitable[None]]) -> None:
+        while True:
+            try:
+                # Created, or its configuration kept current.
+                await self.js.add_consumer(self.stream, self.consumer_config())
+                await pull.run(room, deliver)
+            except ConsumerGone as exc:
+                log.warning("consumer gone, creating it again: %s", exc, extra={"plan": self.plan.key})
+            except (PullRefused, nats.errors.Error, OSError) as exc:
+                log.warning("cannot pull: %r; retrying", exc, extra={"plan": self.plan.key})
+                await asyncio.sleep(self.settings.retry.initial_seconds)
 
     async def _worker(self, queue: KeyedQueue[Fetched]) -> None:
         while True:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.syncer.budget import Budget
+from services.syncer.budget import Budget, next_pull
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +51,23 @@ async def test_a_pull_waits_for_room_for_a_batch_not_for_one_message() -> None:
     assert not pull.done(), "a pull of one message at a time would cost a request per message"
     budget.give()  # 8 free
     assert await asyncio.wait_for(pull, 1) == 8
+
+
+def test_a_plan_asks_for_what_it_used_so_quiet_plans_leave_the_window_to_busy_ones() -> None:
+    assert next_pull(256, last=None, used=0, share=4096) == 256, "a first pull: a first copy is a burst"
+    assert next_pull(256, last=256, used=256, share=204) == 256, "used up: a full batch again"
+    assert next_pull(256, last=256, used=5, share=204) == 16, "a trickle: a sixteenth of a batch"
+    assert next_pull(256, last=16, used=16, share=204) == 32, "a burst starts: doubled at each pull"
+    assert next_pull(256, last=64, used=64, share=204) == 128
+    assert next_pull(256, last=16, used=0, share=4) == 4, "a thousand plans: their even share of the window"
+    # Twenty quiet plans hold 320 of a window of 4,096; twenty asking for full batches wanted 5,120.
+    assert 20 * next_pull(256, last=256, used=3, share=4096 // 20) < 4096 // 8
+
+
+async def test_the_plans_pulling_share_the_window_evenly() -> None:
+    budget = Budget(writes=8, window=4096, batch=256)
+    with budget.pulls():
+        assert budget.share == 4096
+        with budget.pulls():
+            assert budget.share == 2048
+        assert budget.share == 4096
