@@ -34,12 +34,6 @@ from services.watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-# A page is compared and published without waiting for anything while the publish window has room:
-# 500 objects, ~100 ms of CPU in one step of the event loop. Sixty watches listing at once (a first
-# copy of twenty plans) made each loop iteration seconds long, and the Lease renewals, which need a
-# few iterations each, timed out: every plan paused five times in a row (docs/benchmarks.md
-# "Scale"). The loop gets its turn back after this many objects.
-OBJECTS_PER_STEP = 50
 
 
 class RelistNeeded(Exception):
@@ -218,9 +212,7 @@ class ResourceWatch:
                                                            label_selector=self.label_query,
                                                            page_size=self.settings.page_size):
             listed, list_rv = listed + len(items), page_rv
-            for i, obj in enumerate(items, 1):
-                if i % OBJECTS_PER_STEP == 0:
-                    await asyncio.sleep(0)
+            for obj in items:
                 obj.setdefault("apiVersion", self.info.api_version)
                 obj.setdefault("kind", self.info.kind)
                 if not await self.selected(obj):
