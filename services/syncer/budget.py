@@ -53,7 +53,6 @@ class Budget:
             yield
         finally:
             self.pulling -= 1
-            self._roomy.set()  # a larger share for the others; a waiter looks again
 
     async def reserve(self, batch: int) -> int:
         """Room for one pull, at most ``batch`` messages, taken from the window at once (twenty

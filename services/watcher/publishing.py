@@ -18,7 +18,7 @@ from nats.js.api import PubAck
 
 from schemas import codec, sealing, subjects
 from schemas.envelope import Envelope
-from services.common import streams
+from services.common import looping, streams
 from services.common.keys import StreamKeys
 from services.watcher import metrics
 
@@ -32,7 +32,7 @@ class KeysUnavailableError(Exception):
 class Publisher:
     def __init__(self, js: JetStreamContext, *, stream: str, window: int, keys: StreamKeys,
                  max_payload_bytes: int, compress_over_bytes: int, ack_timeout_seconds: float = 10.0,
-                 until_served: Callable[[], Awaitable[None]] | None = None) -> None:
+                 until_served: Callable[[], Awaitable[None]] = looping.at_once) -> None:
         self.until_served = until_served
         self.ack_timeout_seconds = ack_timeout_seconds
         self.keys = keys
@@ -71,8 +71,7 @@ class Publisher:
         if keyring is not None:  # sealed: the same version sealed under another key is a new message
             headers[streams.HDR_KEY] = keyring.active
             headers["Nats-Msg-Id"] = f"{message_id}.{keyring.active}"
-        if self.until_served is not None:
-            await self.until_served()
+        await self.until_served()
         await self._window.acquire()
         started = time.monotonic()
         try:
