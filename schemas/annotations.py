@@ -6,7 +6,8 @@ the object itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 PREFIX = "dr.standby.dev/"
@@ -15,6 +16,13 @@ PREFIX = "dr.standby.dev/"
 MANAGED = PREFIX + "managed"
 MANAGED_VALUE = "true"
 MANAGED_SELECTOR = f"{MANAGED}={MANAGED_VALUE}"
+# Label (selectable): the plan of a copy, in a form a label value can hold (see plan_label; the
+# annotation PLAN holds it exactly and decides). The API server then returns one plan's copies
+# instead of every plan's, which a stand-by serving many plans would otherwise send each time.
+PLAN_LABEL = PREFIX + "plan"
+# Copies written before the plan label existed carry none: what finds them.
+UNLABELLED_SELECTOR = f"{MANAGED_SELECTOR},!{PLAN_LABEL}"
+LABEL_VALUE_MAX = 63
 
 # Annotations.
 PLAN = PREFIX + "plan"  # "<namespace>/<name>" of the RecoveryPlan
@@ -47,6 +55,26 @@ def is_bookkeeping(key: str) -> bool:
 
 def plan_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
+
+
+def plan_label(key: str) -> str:
+    """The plan label's value for the plan ``key`` ("<namespace>/<name>"): "<namespace>.<name>" (a
+    namespace has no dots), or, longer than a label value may be, its first 54 characters and a hash
+    of the whole (as Velero shortens names in labels). Two plans may then share a value: a selector
+    can also match the other's copies (the annotation tells them apart), never miss one."""
+    value = key.replace("/", ".", 1)
+    if len(value) <= LABEL_VALUE_MAX:
+        return value
+    return f"{value[:54]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def copies_selectors(plan_keys: Iterable[str]) -> tuple[str, str]:
+    """The two label selectors that together match every copy of ``plan_keys``: by the plan label,
+    and the copies without one (written by a Standby before the label existed; each is labelled at
+    its next write). Both also match others' copies in rare cases: filter by the annotation."""
+    values = sorted({plan_label(k) for k in plan_keys})
+    by_plan = f"{PLAN_LABEL}={values[0]}" if len(values) == 1 else f"{PLAN_LABEL} in ({','.join(values)})"
+    return f"{MANAGED_SELECTOR},{by_plan}", UNLABELLED_SELECTOR
 
 # Fences: ConfigMaps in the destination's Standby namespace, one per activated plan. The syncer
 # refuses to write any copy of a fenced plan; recovery writes the fence before it changes anything.

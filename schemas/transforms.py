@@ -84,9 +84,12 @@ def deactivate(
         before = out
         out = apply_patch(before, plan_patch)
         inverse = list(jsonpatch.make_patch(out, before)) + inverse
-    kinds.fresh(out, "metadata", "labels")[ann.MANAGED] = ann.MANAGED_VALUE
+    plan = ann.plan_key(provenance.plan_namespace, provenance.plan_name)
+    labels = kinds.fresh(out, "metadata", "labels")
+    labels[ann.MANAGED] = ann.MANAGED_VALUE
+    labels[ann.PLAN_LABEL] = ann.plan_label(plan)
     annotations = kinds.fresh(out, "metadata", "annotations")
-    annotations[ann.PLAN] = ann.plan_key(provenance.plan_namespace, provenance.plan_name)
+    annotations[ann.PLAN] = plan
     annotations[ann.EPOCH] = str(provenance.epoch)
     annotations[ann.SOURCE_UID] = provenance.source_uid
     annotations[ann.SOURCE_RESOURCE_VERSION] = provenance.source_resource_version

@@ -26,10 +26,10 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from schemas import annotations as ann
 from schemas import api, comparing, kinds, rebuilds, sanitizing, selection, transforms
 from schemas.jsondata import clone
 from services.common import plans, rebuilding, settings
+from services.common.copies import list_copies
 from services.common.keys import StreamKeys
 from services.common.kube import ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.operate import output, requests
@@ -143,16 +143,15 @@ async def copies(destination: KubeClient, chosen: Selected, plan_key: str) -> li
     out: list[Obj] = []
     for scope in chosen.scopes:
         try:
-            theirs, _ = await destination.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR)
+            theirs = await list_copies(destination, info.collection(scope), {plan_key})
         except ApiError as exc:
             if exc.not_found:  # the kind is not served there yet: every object is missing
                 continue
             raise
         for copy in theirs:
-            if (copy["metadata"].get("annotations") or {}).get(ann.PLAN) == plan_key:
-                copy.setdefault("apiVersion", info.api_version)
-                copy.setdefault("kind", info.kind)
-                out.append(copy)
+            copy.setdefault("apiVersion", info.api_version)
+            copy.setdefault("kind", info.kind)
+            out.append(copy)
     return out
 
 

@@ -19,6 +19,7 @@ import jsonpatch
 from schemas import annotations as ann
 from schemas import api, codec, kinds, ordering, restoring, sanitizing, sealing, subjects, transforms
 from schemas.envelope import Envelope
+from services.common.copies import list_copies
 from services.common.keys import StreamKeys
 from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 
@@ -85,13 +86,11 @@ async def find_copies(client: KubeClient, plans: set[str], resources: list[Resou
     to decode than whole objects (a dry run compares whole objects)."""
     async def one(info: ResourceInfo) -> list[Target]:
         try:
-            items, _ = await client.list_all(info.collection(), label_selector=ann.MANAGED_SELECTOR,
-                                            page_size=LIST_PAGE_SIZE,
-                                            accept=METADATA_LIST if metadata_only else None)
+            items = await list_copies(client, info.collection(), plans, page_size=LIST_PAGE_SIZE,
+                                             accept=METADATA_LIST if metadata_only else None)
         except ApiError:
             return []
-        return [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in items
-                if (obj["metadata"].get("annotations") or {}).get(ann.PLAN) in plans]
+        return [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in items]
 
     found = await asyncio.gather(*(one(r) for r in resources))
     targets = [t for batch in found for t in batch]

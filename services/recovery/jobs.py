@@ -89,7 +89,7 @@ class JobRun:
         plan_keys = [[f"{p.namespace or self.namespace}/{p.name}" for p in w.recovery_plans] for w in rep.waves]
         # Discovery runs while the fence settles; the copies are listed only once every syncer
         # honours the fence (a copy written or changed before that would otherwise be missed).
-        discovery = asyncio.create_task(activating.listable_resources(self.client))
+        discovery = asyncio.create_task(self.discover())
         try:
             if not spec.dry_run:
                 await self.fence({k for keys in plan_keys for k in keys})
@@ -100,6 +100,12 @@ class JobRun:
         metrics.finished(time.monotonic() - started)
         if not spec.dry_run:
             metrics.failed_over([k for keys in plan_keys for k in keys])
+
+    async def discover(self) -> list[ResourceInfo]:
+        started = time.monotonic()
+        resources = await activating.listable_resources(self.client)
+        self.timed("discovery", started)
+        return resources
 
     def timed(self, step: str, since: float) -> None:
         """Record how long a step took (status.timings, seconds) and log it."""

@@ -22,6 +22,7 @@ from schemas.api import ResourceSelector
 from schemas.envelope import Envelope, EventType
 from schemas.subjects import ObjectKey
 from services.common import fencing
+from services.common.copies import list_copies
 from services.common.fencing import FenceCache
 from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeClient, ResourceInfo, UnreachableError
 from services.common.plans import Plan
@@ -136,11 +137,10 @@ class PlanApplier:
         """This plan's copies of one resource in the destination, metadata only (what a copy
         records: source version, uid, inverse, and who set which field), one LIST per scope."""
         scopes = namespaces if info.namespaced and namespaces else [""]
-        lists = await asyncio.gather(*(self.dest.list_all(info.collection(scope), label_selector=ann.MANAGED_SELECTOR,
+        lists = await asyncio.gather(*(list_copies(self.dest, info.collection(scope), {self.plan.key},
                                                           accept=METADATA_LIST) for scope in scopes))
         return {ObjectKey(info.group, info.resource, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]): obj
-                for items, _ in lists for obj in items
-                if (obj["metadata"].get("annotations") or {}).get(ann.PLAN) == self.plan.key}
+                for items in lists for obj in items}
 
     async def existing(self, info: ResourceInfo, env: Envelope, path: str) -> Copy | None:
         known = self.progress.copies.get(env.ref.key)

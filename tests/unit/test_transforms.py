@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import jsonpatch
@@ -129,6 +130,7 @@ def test_copy_is_stamped_with_provenance() -> None:
     _, copy_ = roundtrip(b.deployment())
     a = copy_["metadata"]["annotations"]
     assert copy_["metadata"]["labels"][ann.MANAGED] == "true"
+    assert copy_["metadata"]["labels"][ann.PLAN_LABEL] == "standby-system.shop"
     assert a[ann.PLAN] == "standby-system/shop"
     assert (a[ann.EPOCH], a[ann.SOURCE_UID], a[ann.SOURCE_RESOURCE_VERSION], a[ann.STREAM_SEQUENCE]) == (
         "2", "uid-1", "1234", "77")
@@ -353,3 +355,29 @@ def test_a_deletion_has_nothing_to_write() -> None:
                    source_uid="u", source_resource_version="2", observed_at=0.0, plan_namespace="s", plan_name="p")
     with pytest.raises(restoring.NothingToWrite, match="deletion"):
         restoring.object_to_write(env, "v1", "ConfigMap", restoring.Active())
+
+
+def test_plan_label_is_a_valid_label_value_and_one_per_plan() -> None:
+    value = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")  # a label value (apimachinery)
+    short = ann.plan_label("standby-system/shop")
+    assert short == "standby-system.shop"
+    long_a = ann.plan_label("team-" + "a" * 58 + "/" + "web." * 40 + "x")
+    long_b = ann.plan_label("team-" + "a" * 58 + "/" + "web." * 40 + "y")
+    assert long_a != long_b  # the same first 54 characters: the hash of the whole tells them apart
+    for label in (short, long_a, long_b):
+        assert len(label) <= 63 and value.match(label)
+
+
+def test_copies_selectors_select_by_plan_and_find_unlabelled_copies() -> None:
+    one, unlabelled = ann.copies_selectors(["ns/b"])
+    assert one == "dr.standby.dev/managed=true,dr.standby.dev/plan=ns.b"
+    assert unlabelled == "dr.standby.dev/managed=true,!dr.standby.dev/plan"
+    many, _ = ann.copies_selectors(["ns/b", "ns/a", "ns/b"])
+    assert many == "dr.standby.dev/managed=true,dr.standby.dev/plan in (ns.a,ns.b)"
+
+
+def test_activation_removes_the_plan_label() -> None:
+    _, copy_ = roundtrip(b.deployment())
+    removed = {op["path"] for op in transforms.activation_patch(copy_) if op["op"] == "remove"}
+    assert "/metadata/labels/dr.standby.dev~1plan" in removed
+    assert ann.PLAN_LABEL not in (transforms.activate(copy_)["metadata"].get("labels") or {})

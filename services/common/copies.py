@@ -1,0 +1,30 @@
+"""Listing the copies of some plans in the destination: the one way the syncer, recovery and
+``standby diff`` find them.
+
+The API server selects by the plan label, so a stand-by holding many plans' copies sends only the
+ones asked for; a second LIST finds the copies an earlier Standby wrote without that label. The
+plan annotation, exact where a long plan's label is shortened, decides."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Any
+
+from schemas import annotations as ann
+from services.common.kube import KubeClient
+
+Obj = dict[str, Any]
+
+
+async def list_copies(client: KubeClient, collection: str, plan_keys: Collection[str], *,
+                      accept: str | None = None, page_size: int = 500) -> list[Obj]:
+    """The copies of ``plan_keys`` in ``collection`` (a LIST path), each once (``accept``: see
+    :meth:`KubeClient.list_all`). Raises what the LISTs raise."""
+    if not plan_keys:
+        return []
+    lists = await asyncio.gather(*(client.list_all(collection, label_selector=selector, accept=accept,
+                                                   page_size=page_size)
+                                   for selector in ann.copies_selectors(plan_keys)))
+    return [obj for items, _ in lists for obj in items
+            if (obj["metadata"].get("annotations") or {}).get(ann.PLAN) in plan_keys]
