@@ -205,10 +205,11 @@ class JobRun:
             waves[index] = waves[index].model_copy(update={
                 "phase": "Completed" if not failed else "PartiallyFailed", "done": waves[index].done + len(mine),
                 "failed": failed, "message": message})
-            await self.save(waves=list(waves))
+            if index < len(rep.waves) - 1:  # the last wave's result goes with the job's own
+                await self.save(waves=list(waves))
             self.notify("Normal" if not failed else "Warning", "WaveDone",
                         f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
         phase, summary = status.outcome(failed=failed_total, total=total, dry_run=dry_run)
-        await self.save(phase=phase, completion_time=now(), message=summary,
+        await self.save(phase=phase, completion_time=now(), message=summary, waves=list(waves),
                         conditions=[status.complete(phase == "Completed", phase, summary)])
         self.notify("Normal" if phase == "Completed" else "Warning", phase, summary)

@@ -106,6 +106,8 @@ async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registere
         status = await finished(pipe, name)
         assert status["phase"] == "Completed", json.dumps(status)[:2000]
         assert status["progress"]["done"] == status["progress"]["total"] > 0
+        assert status["waves"] and all(w["phase"] == "Completed" for w in status["waves"]), status["waves"]
+        assert sum(w["done"] for w in status["waves"]) == status["progress"]["total"]
 
         web = await deployment(pipe, ns, "web")
         assert web["spec"]["replicas"] == 3
