@@ -41,9 +41,9 @@ def install_crds(cluster: LocalCluster, *, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     for crd in crds:
         while True:
-            conditions = cluster.request("GET", f"{CRD_BASE}/{crd['metadata']['name']}").get("status", {}).get(
-                "conditions", []
-            )
+            # A CRD just created may show "conditions": null until the API server has looked at it.
+            conditions = (cluster.request("GET", f"{CRD_BASE}/{crd['metadata']['name']}").get("status") or {}).get(
+                "conditions") or []
             if {c["type"] for c in conditions if c["status"] == "True"} >= {"Established", "NamesAccepted"}:
                 break
             if time.monotonic() > deadline:

@@ -37,7 +37,7 @@ async def test_deployment_becomes_available_on_kwok_nodes(destination: LocalClus
 
         async def available() -> bool:
             status = (await kube.get(path)).get("status") or {}
-            return any(c["type"] == "Available" and c["status"] == "True" for c in status.get("conditions", [])) \
+            return any(c["type"] == "Available" and c["status"] == "True" for c in status.get("conditions") or []) \
                 and status.get("readyReplicas") == 2
 
         await wait_for(available, timeout=90, what="Deployment Available")
