@@ -87,7 +87,7 @@ async def find_copies(client: KubeClient, plans: set[str], resources: list[Resou
     async def one(info: ResourceInfo) -> list[Target]:
         try:
             items = await list_copies(client, info.collection(), plans, page_size=LIST_PAGE_SIZE,
-                                             accept=METADATA_LIST if metadata_only else None)
+                                      accept=METADATA_LIST if metadata_only else None)
         except ApiError:
             return []
         return [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in items]
