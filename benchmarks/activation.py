@@ -7,7 +7,7 @@ patches (what the patch costs, without the operator, fence or listing). Every "s
 response is reported too: the watch sees the last change up to a second later under this load).
 
 How fast a plain client patches depends on what the stand-by holds and does: in one run the same
-baseline took 3.7 s alone in a fresh stand-by and 8.4 s with another set switched on. So each
+baseline took 3.7 s in a fresh stand-by and 8.4 s after the job (its set on, its fence there). So each
 measurement runs alone, in a settled stand-by: the set before it is deleted (and gone) first, and
 the API server serves fewer than 5 writes/s. The baseline runs twice, first in the fresh stand-by
 and again after the job, in the job's own conditions; the job is compared with that second
@@ -38,7 +38,7 @@ from common import (
     stop_env,
 )
 
-from schemas import API_VERSION, sanitizing, transforms
+from schemas import API_VERSION, api, sanitizing, transforms
 from schemas import annotations as ann
 from services.common.kube import ApiError
 
@@ -117,7 +117,7 @@ async def phases_seen(dst: KubeClient, path: str, seen: dict[str, float]) -> Non
             phase = (event["object"].get("status") or {}).get("phase")
             if phase:
                 seen.setdefault(phase, time.monotonic())
-            if phase in ("Completed", "PartiallyFailed", "Failed"):
+            if phase in api.TERMINAL_PHASES:
                 return
 
 
