@@ -252,12 +252,19 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
     await asyncio.gather(follower, return_exceptions=True)
     await nc.close()
     lags = [max(0.0, seen[rv] - t) for rv, t in written.items() if rv in seen]
+    # When in the phase the late ones were: the p99 of each 10 s (right after a restart, or all along).
+    began = min(written.values(), default=0.0)
+    windows: dict[int, list[float]] = {}
+    for rv, t in written.items():
+        if rv in seen:
+            windows.setdefault(int((t - began) // 10), []).append(max(0.0, seen[rv] - t))
     to_stream = [max(0.0, in_stream[rv] - t) for rv, t in written.items() if rv in in_stream]
     stream_to_copy = [max(0.0, seen[rv] - in_stream[rv]) for rv in written if rv in seen and rv in in_stream]
     return {"changes": len(written), "achieved_write_rate_per_s": round(achieved, 1),
             "missing": len(written) - len(lags),
             "lag_p50_ms": round(percentile(lags, 50) * 1000, 1), "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
+            "lag_p99_ms_each_10s": [round(percentile(w, 99) * 1000, 1) for _, w in sorted(windows.items())],
             "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
             "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
             "cpu_seconds": cpu.spent()}

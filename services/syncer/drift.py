@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,11 @@ from services.syncer.outcomes import PermanentError, TemporaryError
 log = logging.getLogger(__name__)
 
 CATCHING_UP_POLL_SECONDS = 5.0
+# A plan's first check comes at a random moment within this share of the interval after its
+# consumer starts (30 s of the default 300 s): a syncer started again with twenty plans of 5,000
+# objects ran twenty checks at once (every copy listed and every stream read, right after the
+# warm-up had listed the same copies), its memory tripled and changes waited seconds behind them.
+FIRST_CHECK_SPREAD = 0.1
 IGNORED_SUBRESOURCES = ("status",)  # a controller writing status is not drift; "scale" is (kubectl scale)
 # The cluster's own controllers complete objects (a PVC's volumeName when it binds): not someone else.
 IGNORED_MANAGERS = ("kube-controller-manager", "kube-scheduler")
@@ -58,6 +64,13 @@ def edited_by(meta: dict[str, Any]) -> tuple[str, str] | None:
     return found
 
 
+def first_check_delay(interval_seconds: float, draw: Callable[[], float] = random.random) -> float:
+    """Seconds from a consumer's start to its plan's first check: within the first tenth of the
+    interval, at a point drawn at random (``draw`` in [0, 1)), so the checks of plans started
+    together are spread out and stay apart."""
+    return interval_seconds * FIRST_CHECK_SPREAD * draw()
+
+
 @dataclass
 class DriftRepair:
     applier: PlanApplier
@@ -73,10 +86,11 @@ class DriftRepair:
         return self.applier.plan
 
     async def run(self, interval_seconds: float) -> None:
-        """Until cancelled: check now, then every ``interval_seconds``; while the plan catches up
-        (changes delivered or waiting in the stream), a check waits until it has. Reading every
-        state and every copy in the middle of a first copy of 100,000 objects slowed it down, and
-        what it would find are copies about to be written anyway."""
+        """Until cancelled: check soon (:func:`first_check_delay`), then every ``interval_seconds``;
+        while the plan catches up (changes delivered or waiting in the stream), a check waits until
+        it has. Reading every state and every copy in the middle of a first copy of 100,000 objects
+        slowed it down, and what it would find are copies about to be written anyway."""
+        await asyncio.sleep(first_check_delay(interval_seconds))
         while True:
             if self.catching_up():
                 await asyncio.sleep(CATCHING_UP_POLL_SECONDS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas import annotations as ann
-from services.syncer.drift import edited_by
+from services.syncer.drift import edited_by, first_check_delay
 
 
 def entry(manager: str, time: str, fields: dict[str, object], subresource: str = "") -> dict[str, object]:
@@ -22,3 +22,11 @@ def test_only_a_foreign_owner_of_a_field_outside_metadata_and_status_is_an_edit(
     edited = entry("kubectl-edit", "2026-11-29T10:06:00Z", {"f:data": {}})
     assert edited_by({"managedFields": [ours, controller, scaled]}) == ("kubectl", "2026-11-29T10:05:00Z")
     assert edited_by({"managedFields": [ours, scaled, edited]}) == ("kubectl-edit", "2026-11-29T10:06:00Z")
+
+
+def test_a_plans_first_check_comes_within_the_first_tenth_of_the_interval() -> None:
+    assert first_check_delay(300, draw=lambda: 0.0) == 0.0
+    assert first_check_delay(300, draw=lambda: 0.5) == 15.0
+    assert 29.9 < first_check_delay(300, draw=lambda: 0.999) < 30.0
+    delays = [first_check_delay(1.0) for _ in range(200)]  # the e2e tests check every second
+    assert all(0 <= d < 0.1 for d in delays) and len(set(delays)) > 1  # spread, not one moment
