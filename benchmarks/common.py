@@ -352,6 +352,17 @@ async def metric_sum(url: str | KubeClient, name: str, **match: str | tuple[str,
                    sample.labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()))
 
 
+async def metric_by(url: str | KubeClient, name: str, label: str) -> collections.Counter[str]:
+    """One metric's samples summed by the values of one of its labels."""
+    text = await _metrics_text(url)
+    out: collections.Counter[str] = collections.Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[sample.labels.get(label, "")] += int(sample.value)
+    return out
+
+
 async def requests_by_kind(client: KubeClient) -> collections.Counter[str]:
     """An API server's own count of the requests it served, by verb and resource."""
     text = await _metrics_text(client)

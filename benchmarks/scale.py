@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ from common import (
     count_until,
     deployment,
     follow_copies,
+    metric_by,
     metric_sum,
     namespace,
     paced_updates,
@@ -147,8 +149,14 @@ async def clear(client: KubeClient, collections: list[str]) -> None:
     await asyncio.gather(*(one(path) for path in collections))
 
 
+async def handled(metrics: dict[str, str]) -> collections.Counter[str]:
+    """The syncer's count of the messages it handled, by outcome (applied, skipped_stale, retry...):
+    more than one per object is work done twice (a redelivery, a retry)."""
+    return await metric_by(metrics["syncer"], "standby_syncer_applies_total", "outcome")
+
+
 async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str, int],
-                     services: dict[str, int]) -> dict[str, Any]:
+                     services: dict[str, int], metrics: dict[str, str]) -> dict[str, Any]:
     """Every plan created at once; until every copy exists. The services' memory along the way."""
     progress: dict[int, float] = {}
     seen = asyncio.create_task(count_until(dst, [p for ns in spaces for p in paths(ns)], n, timeout=3600,
@@ -157,18 +165,19 @@ async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str,
     idle = {name: round(rss_mib(pid), 1) for name, pid in services.items()}
     sampler = RssSampler(services)
     cpu = CpuMeter(pids)
-    requests = await requests_by_kind(dst)
+    requests, outcomes = await requests_by_kind(dst), await handled(metrics)
     started = time.monotonic()
     await asyncio.gather(*(plan(dst, ns, [ns], RESOURCES) for ns in spaces))
     done = await seen
     spent = cpu.spent()
-    requests = await requests_by_kind(dst) - requests
+    requests, outcomes = await requests_by_kind(dst) - requests, await handled(metrics) - outcomes
     await asyncio.sleep(5)  # the syncer's last progress and status
     held = {name: round(rss_mib(pid), 1) for name, pid in services.items()}
     await sampler.stop()
     return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 1),
             "cpu_seconds": spent, "tenths_after_s": tenths(progress, started),
-            "destination_requests": dict(requests.most_common(10)), "rss_mib_idle": idle, "rss_mib_held": held,
+            "destination_requests": dict(requests.most_common(10)), "syncer_handled": dict(outcomes),
+            "rss_mib_idle": idle, "rss_mib_held": held,
             "rss_mib_at_each_tenth": {name: [sampler.at(t)[name] for _, t in sorted(progress.items())]
                                       for name in services},
             "rss_mib_per_10000": {name: round((held[name] - idle[name]) * 10000 / n, 1) for name in services}}
@@ -231,7 +240,7 @@ async def restart(env: Any, dst: KubeClient, metrics: dict[str, str], spaces: li
 
 
 async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str], keys: int, rate: float,
-                 seconds: float, pids: dict[str, int]) -> dict[str, Any]:
+                 seconds: float, pids: dict[str, int], metrics: dict[str, str]) -> dict[str, Any]:
     seen: dict[str, float] = {}
     follower = asyncio.create_task(follow_copies(dst, "/api/v1/configmaps", seen))
     # When each source version reached the stream: a plain subscription sees what the watcher publishes.
@@ -243,7 +252,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
     for ns in spaces:
         await nc.subscribe(subjects.plan_filter("standby", SYSTEM, ns), cb=on_message)
     await asyncio.sleep(2)
-    cpu = CpuMeter(pids)
+    cpu, outcomes = CpuMeter(pids), await handled(metrics)
     written, achieved = await paced_updates(src, spaces, "cm", keys, rate=rate, seconds=seconds)
     deadline = time.monotonic() + 30
     while set(written) - set(seen) and time.monotonic() < deadline:
@@ -267,7 +276,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
             "lag_p99_ms_each_10s": [round(percentile(w, 99) * 1000, 1) for _, w in sorted(windows.items())],
             "source_to_stream_p50_p99_ms": [round(percentile(to_stream, q) * 1000, 1) for q in (50, 99)],
             "stream_to_copy_p50_p99_ms": [round(percentile(stream_to_copy, q) * 1000, 1) for q in (50, 99)],
-            "cpu_seconds": cpu.spent()}
+            "syncer_handled": dict(await handled(metrics) - outcomes), "cpu_seconds": cpu.spent()}
 
 
 async def main() -> dict[str, Any]:
@@ -295,14 +304,15 @@ async def main() -> dict[str, Any]:
                                       "source_written_in_s": round(time.monotonic() - started, 1)}
             result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
             print("raw", raw, flush=True)
-            result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services)
+            result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
             print("first copy", first, flush=True)
             result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)
             result["restart"] = again = await restart(env, dst, metrics, spaces, n)
             print("restart", again, flush=True)
             pids = service_pids(env)  # the restarted services
             keys = min(200, sum(1 for kind in MIX if kind == "cm") * per_plan // len(MIX))
-            result["steady"] = s = await steady(src, dst, env.nats, spaces, keys, args.rate, args.seconds, pids)
+            result["steady"] = s = await steady(src, dst, env.nats, spaces, keys, args.rate, args.seconds, pids,
+                                                metrics)
             print("steady", s, flush=True)
             per_10k = first["rss_mib_per_10000"]
             result["meets_targets"] = {

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -43,10 +42,13 @@ class BrokerOutages:
 
     name: str
     clock: Callable[[], float] = time.monotonic
+    closed: Callable[[], bool] = lambda: False  # the connection was closed on purpose (a stop)
     lost_at: float | None = None
     errors: int = 0
 
     async def disconnected(self) -> None:
+        if self.closed():  # nats-py says "disconnected" on a close too: nothing was lost
+            return
         if self.lost_at is None:
             self.lost_at = self.clock()
             log.warning("%s lost the broker; reconnecting", self.name)
@@ -78,8 +80,9 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
 async def connect(settings: NatsSettings, *, name: str) -> Client:
     """A connection that reconnects for ever, to any of the servers (a cluster's nodes and the ones
     they announce)."""
-    outages = BrokerOutages(name)
-    return await nats.connect(
+    nc = Client()
+    outages = BrokerOutages(name, closed=lambda: nc.is_closed)
+    await nc.connect(
         settings.servers,
         user=settings.user,
         password=settings.password.get_secret_value() if settings.password else None,
@@ -87,13 +90,14 @@ async def connect(settings: NatsSettings, *, name: str) -> Client:
         tls=tls_context(settings),
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int; a float of seconds works (it sleeps)
         connect_timeout=5,
         allow_reconnect=True,
         error_cb=outages.error,
         disconnected_cb=outages.disconnected,
         reconnected_cb=outages.reconnected,
     )
+    return nc
 
 
 def stream_config(settings: NatsSettings, plan_namespace: str, plan_name: str,

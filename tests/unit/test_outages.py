@@ -27,3 +27,12 @@ async def test_an_outage_is_two_warnings_whatever_the_number_of_failed_attempts(
                         "standby-syncer: broker error: ConnectionRefusedError(111, 'Connection refused')",
                         "standby-syncer reached the broker again after 30.0s (60 failed attempts)"]
     assert all(r.exc_info is None for r in caplog.records)  # no tracebacks
+
+
+async def test_a_connection_closed_on_purpose_was_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    closed = [False]
+    outages = BrokerOutages("standby-watcher", closed=lambda: closed[0])
+    with caplog.at_level(logging.WARNING, logger="services.common.streams"):
+        closed[0] = True  # a stop: nats-py calls the disconnected callback on close as well
+        await outages.disconnected()
+    assert caplog.records == []
