@@ -14,7 +14,15 @@ waited for the others' pulls to expire, and their changes were applied seconds t
 late (docs/benchmarks.md "Scale"). So a plan asks for what it used: twice what its last pull
 delivered, at least a sixteenth of a batch (or its even share of the window, if smaller: many
 plans), at most a batch (:func:`next_pull`). A quiet plan holds little; a plan in a burst doubles
-its pulls back to a full batch in four of them."""
+its pulls back to a full batch in four of them.
+
+And no pull asks for more than its plan's even share of the window, a first pull neither: at a
+steady 5 changes/s per plan (100/s over twenty plans) a pull of 30 s delivers 150, so every plan
+asked for a full batch again, twenty of them 5,120 of 4,096, and the plans left waiting for room
+were served in whatever order they woke, the last up to a pull's expiry later (changes applied
+28 s late, docs/benchmarks.md "Scale"). The share counts every plan the syncer serves, known before
+any of them pulls (:attr:`Budget.plans`): at a start, the plans that pulled first took full
+batches and the last ones waited out the first pulls' 30 s."""
 
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ class Budget:
         # 100,000 objects the broker and the syncer spent twice the CPU per object).
         self.low_water = max(1, min(batch, window // 8))
         self.pulling = 0  # plans pulling now
+        self.plans = 0  # plans this syncer serves (the supervisor says, before they start)
         self._roomy = asyncio.Event()
         self._roomy.set()
 
@@ -42,8 +51,8 @@ class Budget:
 
     @property
     def share(self) -> int:
-        """The window shared evenly by the plans pulling."""
-        return max(1, self.window // max(1, self.pulling))
+        """The window shared evenly by the plans served (or pulling, if more)."""
+        return max(1, self.window // max(1, self.plans, self.pulling))
 
     @contextlib.contextmanager
     def pulls(self) -> Iterator[None]:
@@ -80,7 +89,6 @@ class Budget:
 def next_pull(batch: int, *, last: int | None, used: int, share: int) -> int:
     """How many messages a plan's next pull asks for: a full ``batch`` at first (``last`` None: a
     first copy is a burst), then twice what the last pull (of ``last``) delivered, at least a
-    sixteenth of a batch or ``share`` if smaller, at most ``batch``."""
-    if last is None:
-        return batch
-    return max(1, min(batch, max(min(batch // 16, share), 2 * used)))
+    sixteenth of a batch; never more than ``share``, the plan's even share of the window."""
+    wanted = batch if last is None else max(batch // 16, 2 * used)
+    return max(1, min(batch, share, wanted))

@@ -77,8 +77,9 @@ class Supervisor:
 
     async def sync_once(self) -> None:
         seen: set[str] = set()
-        await looping.for_each(self.leases.mine(await plans.list_plans(self.own)),
-                               lambda obj: self._sync_plan(obj, seen))
+        mine = self.leases.mine(await plans.list_plans(self.own))
+        self.budget.plans = len(mine)  # before any of them pulls: each pull's share of the window
+        await looping.for_each(mine, lambda obj: self._sync_plan(obj, seen))
         for key in set(self.consumers) - seen:
             _, gone = self.consumers.pop(key)
             if gone is not None:

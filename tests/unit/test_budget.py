@@ -55,7 +55,7 @@ async def test_a_pull_waits_for_room_for_a_batch_not_for_one_message() -> None:
 
 def test_a_plan_asks_for_what_it_used_so_quiet_plans_leave_the_window_to_busy_ones() -> None:
     assert next_pull(256, last=None, used=0, share=4096) == 256, "a first pull: a first copy is a burst"
-    assert next_pull(256, last=256, used=256, share=204) == 256, "used up: a full batch again"
+    assert next_pull(256, last=256, used=256, share=4096) == 256, "used up: a full batch again"
     assert next_pull(256, last=256, used=5, share=204) == 16, "a trickle: a sixteenth of a batch"
     assert next_pull(256, last=16, used=16, share=204) == 32, "a burst starts: doubled at each pull"
     assert next_pull(256, last=64, used=64, share=204) == 128
@@ -71,3 +71,24 @@ async def test_the_plans_pulling_share_the_window_evenly() -> None:
         with budget.pulls():
             assert budget.share == 2048
         assert budget.share == 4096
+
+
+def test_no_pull_asks_for_more_than_its_plans_even_share() -> None:
+    # Twenty plans at 5 changes/s each: a pull of 30 s delivers 150 and the next wants a full batch.
+    budget = Budget(writes=128, window=4096, batch=256)
+    budget.plans = 20
+    assert budget.share == 204
+    asks = [next_pull(256, last=256, used=150, share=budget.share) for _ in range(20)]
+    assert asks == [204] * 20 and sum(asks) <= 4096, "every plan has room at once: none waits for another's expiry"
+    assert next_pull(256, last=None, used=0, share=204) == 204, "a first pull too: the plans that start first"
+    assert next_pull(256, last=None, used=0, share=4096) == 256
+
+
+async def test_the_share_counts_the_plans_served_before_they_pull() -> None:
+    budget = Budget(writes=8, window=4096, batch=256)
+    budget.plans = 20  # the supervisor's pass, before their consumers start
+    with budget.pulls():
+        assert budget.share == 204, "the first plan to pull does not take the window of twenty"
+    budget.plans = 2
+    with budget.pulls(), budget.pulls(), budget.pulls():
+        assert budget.share == 4096 // 3, "more pulling than counted (a pass behind): the larger count"
