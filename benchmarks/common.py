@@ -352,26 +352,20 @@ async def metric_sum(url: str | KubeClient, name: str, **match: str | tuple[str,
                    sample.labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()))
 
 
-async def metric_by(url: str | KubeClient, name: str, label: str) -> collections.Counter[str]:
-    """One metric's samples summed by the values of one of its labels."""
+async def metric_by(url: str | KubeClient, name: str, *labels: str) -> collections.Counter[str]:
+    """One metric's samples summed by the values of some of its labels (joined by a space)."""
     text = await _metrics_text(url)
     out: collections.Counter[str] = collections.Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name:
-                out[sample.labels.get(label, "")] += int(sample.value)
+                out[" ".join(sample.labels.get(label, "") for label in labels)] += int(sample.value)
     return out
 
 
 async def requests_by_kind(client: KubeClient) -> collections.Counter[str]:
     """An API server's own count of the requests it served, by verb and resource."""
-    text = await _metrics_text(client)
-    out: collections.Counter[str] = collections.Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "apiserver_request_total":
-                out[f"{sample.labels.get('verb')} {sample.labels.get('resource')}"] += int(sample.value)
-    return out
+    return await metric_by(client, "apiserver_request_total", "verb", "resource")
 
 
 def emit(result: dict[str, Any]) -> None:
