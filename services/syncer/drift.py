@@ -44,7 +44,8 @@ CATCHING_UP_POLL_SECONDS = 5.0
 # A plan's first check comes at a random moment within this share of the interval after its
 # consumer starts (30 s of the default 300 s): a syncer started again with twenty plans of 5,000
 # objects ran twenty checks at once (every copy listed and every stream read, right after the
-# warm-up had listed the same copies), its memory tripled and changes waited seconds behind them.
+# warm-up had listed the same copies). Its memory after a restart did not change with the spread
+# (the warm-up's own peak, docs/benchmarks.md "Scale", session 15).
 FIRST_CHECK_SPREAD = 0.1
 IGNORED_SUBRESOURCES = ("status",)  # a controller writing status is not drift; "scale" is (kubectl scale)
 # The cluster's own controllers complete objects (a PVC's volumeName when it binds): not someone else.
