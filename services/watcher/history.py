@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.js import JetStreamContext
 
 from schemas import subjects
@@ -27,6 +28,8 @@ from services.common import plans, streams
 from services.common.history import HDR_HORIZON, recorded_horizon, rfc3339
 
 log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 30.0  # after a pass the broker did not answer
 
 @dataclass
 class Before:
@@ -70,7 +73,15 @@ class HistoryKeeper:
 
     async def run(self, every_seconds: float) -> None:
         while True:
-            await self.compact()
+            try:
+                await self.compact()
+            except (nats.errors.Error, TimeoutError) as exc:
+                # A busy or lost broker is not the keeper's defect: nothing is dropped before the
+                # horizon is recorded, so the next pass, soon, starts over.
+                log.warning("history not compacted now, again in %.0f s: %r", min(every_seconds, RETRY_SECONDS), exc,
+                            extra={"plan": self.plan.key})
+                await asyncio.sleep(min(every_seconds, RETRY_SECONDS))
+                continue
             await asyncio.sleep(every_seconds)
 
     async def compact(self) -> int:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
+import nats.errors
 import pytest
 
 from schemas import subjects
 from services.common import streams
-from services.watcher.history import Before, purges, states_before
+from services.watcher.history import RETRY_SECONDS, Before, HistoryKeeper, purges, states_before
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +57,28 @@ def test_an_objects_filter_matches_its_subject_in_every_version() -> None:
     subject = subjects.object_subject(prefix="standby", plan_namespace="sys", plan_name="p", group="apps",
                                       version="v1", resource="deployments", namespace="shop", name="web")
     assert subjects.object_filter("standby", "sys", "p", key) == subject.replace(".v1.", ".*.")
+
+
+async def test_a_pass_the_broker_does_not_answer_is_retried_soon_and_the_keeper_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes: list[BaseException | int] = [TimeoutError(), nats.errors.NoRespondersError(), 3]
+    slept: list[float] = []
+
+    async def compact() -> int:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if not outcomes:
+            raise asyncio.CancelledError
+
+    keeper = HistoryKeeper(plan=SimpleNamespace(key="standby-system/web"), js=None,  # type: ignore[arg-type]
+                           prefix="standby")
+    monkeypatch.setattr(keeper, "compact", compact)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await keeper.run(3600)
+    assert slept == [RETRY_SECONDS, RETRY_SECONDS, 3600]
