@@ -2,9 +2,13 @@
 nodes); time from creating the RecoveryExecutionJob to all specs restored and to all Available;
 and, in the same run, on identical sets: the baseline (a plain concurrent client merge-patching the
 replicas back) before the job and again after it, and the same client sending the job's own JSON
-patches (what the patch costs, without the operator, fence or listing). Every "specs restored" and
-"all Available" is seen by watches, for the job and the plain client alike (the plain client's last
-response is reported too: the watch sees the last change up to a second later under this load).
+patches (what the patch costs, without the operator, fence or listing), once with the job's fence
+still in place (what the fence policy costs) and once without. Each measurement reports the
+stand-by's own view of it too: its API server's latency per patch, time in admission, in the fence
+policy, in queues and on etcd, the other writes it served meanwhile, and each process's CPU. Every
+"specs restored" and "all Available" is seen by watches, for the job and the plain client alike
+(the plain client's last response is reported too: the watch sees the last change up to a second
+later under this load).
 
 How fast a plain client patches depends on what the stand-by holds and does: in one run the same
 baseline took 3.7 s in a fresh stand-by and 8.4 s after the job (its set on, its fence there). So each
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +32,13 @@ from typing import Any
 
 from common import (
     SYSTEM,
+    CpuMeter,
     KubeClient,
     apply_all,
     count_until,
     deployment,
     metric_sum,
+    metric_sums,
     namespace,
     run,
     start_env,
@@ -46,6 +53,46 @@ WORKLOADS = "/apis/apps/v1/namespaces/{ns}/deployments"
 JOBS = f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryexecutionjobs"
 
 
+# The stand-by's own view of one measurement: what its API server spent on the Deployment patches
+# (their latency summed over the requests), in admission and in the fence policy, waiting in its
+# priority-and-fairness queues and on etcd, and how many writes it served in all (the controllers',
+# the scheduler's and kwok's besides the patches).
+SERVER_VIEW: dict[str, tuple[str, dict[str, str | tuple[str, ...]]]] = {
+    "patches": ("apiserver_request_duration_seconds_count", {"verb": "PATCH", "resource": "deployments"}),
+    "patch_seconds": ("apiserver_request_duration_seconds_sum", {"verb": "PATCH", "resource": "deployments"}),
+    "writes": ("apiserver_request_total", {"verb": ("POST", "PUT", "PATCH", "DELETE")}),
+    "admission_seconds": ("apiserver_admission_step_admission_duration_seconds_sum", {}),
+    "fence_policy_seconds": ("apiserver_admission_controller_admission_duration_seconds_sum",
+                             {"name": "ValidatingAdmissionPolicy"}),
+    "queue_wait_seconds": ("apiserver_flowcontrol_request_wait_duration_seconds_sum", {}),
+    "etcd_seconds": ("etcd_request_duration_seconds_sum", {}),
+}
+PROCESSES = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class Meter:
+    """What the stand-by did during one measurement: its API server's view and each process's CPU."""
+
+    def __init__(self, dst: KubeClient, pids: dict[str, int]) -> None:
+        self.dst, self.pids = dst, pids
+
+    async def start(self) -> None:
+        self.before, self.cpu = await metric_sums(self.dst, SERVER_VIEW), CpuMeter(self.pids)
+
+    async def read(self, seconds: float) -> dict[str, Any]:
+        cpu = self.cpu.spent()
+        after = await metric_sums(self.dst, SERVER_VIEW)
+        change = {key: after[key] - self.before[key] for key in SERVER_VIEW}
+        patches = max(1.0, change["patches"])
+        return {"patches": int(change["patches"]),
+                "patch_latency_mean_ms": round(1000 * change["patch_seconds"] / patches, 1),
+                "patches_in_flight_mean": round(change["patch_seconds"] / seconds, 1) if seconds else None,
+                "other_writes": int(change["writes"] - change["patches"]),
+                **{key: round(change[key], 2) for key in ("admission_seconds", "fence_policy_seconds",
+                                                          "queue_wait_seconds", "etcd_seconds")},
+                "cpu_seconds": cpu}
+
+
 def copies(ns: str, n: int, plan: str) -> list[dict[str, Any]]:
     prov = transforms.Provenance(SYSTEM, plan, 0, "uid", "1")
     return [transforms.deactivate(sanitizing.sanitize(deployment(ns, f"app-{i}", replicas=1)), prov)
@@ -54,6 +101,10 @@ def copies(ns: str, n: int, plan: str) -> list[dict[str, Any]]:
 
 def merge_replicas(obj: dict[str, Any]) -> tuple[Any, str]:
     return {"spec": {"replicas": 1}}, "application/merge-patch+json"
+
+
+def activation_patch(obj: dict[str, Any]) -> tuple[Any, str]:
+    return transforms.activation_patch(obj), "application/json-patch+json"
 
 
 def restored(d: dict[str, Any]) -> bool:
@@ -84,9 +135,11 @@ class Patched:
     specs: float  # to every spec restored, seen by a watch (as the job's is)
     responses: float  # to the last response
     available: float  # to all Available, seen by a watch
+    server: dict[str, Any]  # the stand-by's view, to every spec restored
 
 
-async def patched(dst: KubeClient, ns: str, n: int, patch: Callable[[dict[str, Any]], tuple[Any, str]]) -> Patched:
+async def patched(dst: KubeClient, meter: Meter, ns: str, n: int,
+                  patch: Callable[[dict[str, Any]], tuple[Any, str]]) -> Patched:
     """A plain client, 64 in flight, patching every copy of ``ns``, in a settled stand-by."""
     path = WORKLOADS.format(ns=ns)
     items, _ = await dst.list_all(path)
@@ -101,10 +154,13 @@ async def patched(dst: KubeClient, ns: str, n: int, patch: Callable[[dict[str, A
     specs_seen = asyncio.create_task(count_until(dst, [path], n, timeout=300, predicate=restored))
     available_seen = asyncio.create_task(count_until(dst, [path], n, timeout=900, predicate=available))
     await asyncio.sleep(0.5)
+    await meter.start()
     t0 = time.monotonic()
     await asyncio.gather(*(one(obj) for obj in items))
     responses = time.monotonic() - t0
-    return Patched(await specs_seen - t0, responses, await available_seen - t0)
+    specs = await specs_seen - t0
+    server = await meter.read(specs)
+    return Patched(specs, responses, await available_seen - t0, server)
 
 
 async def phases_seen(dst: KubeClient, path: str, seen: dict[str, float]) -> None:
@@ -144,12 +200,15 @@ async def main() -> dict[str, Any]:
     env = start_env(full=True, services=("recovery",), extra_env={"STANDBY_RECOVERY_SERVE__LOG_LEVEL": "WARNING"})
     try:
         async with KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig, connections=64) as dst:
-            for ns in ("base", "act", "again", "jsonpatch"):
+            stand_by = env.clusters["destination"].processes
+            meter = Meter(dst, {name: stand_by[name].pid for name in PROCESSES}
+                          | {"recovery": env.services["recovery"].pid, "benchmark": os.getpid()})
+            for ns in ("base", "act", "fenced", "again", "jsonpatch"):
                 await namespace(dst, ns)
                 await apply_all(dst, copies(ns, n, ns))
 
             # Baseline: a plain concurrent client patching replicas back, in the fresh stand-by.
-            base = await patched(dst, "base", n, merge_replicas)
+            base = await patched(dst, meter, "base", n, merge_replicas)
             await gone(dst, "/api/v1/namespaces/base")
 
             await dst.apply(f"/apis/{API_VERSION}/namespaces/{SYSTEM}/recoveryexecutionplans/act", {
@@ -165,26 +224,29 @@ async def main() -> dict[str, Any]:
             following = asyncio.create_task(phases_seen(dst, JOBS, phases))
             available_seen = asyncio.create_task(count_until(dst, paths, n, timeout=900, predicate=available))
             await asyncio.sleep(0.5)  # the watches are established
+            await meter.start()
             t0 = time.monotonic()
             job = await dst.request("POST", JOBS, body={
                 "apiVersion": API_VERSION, "kind": "RecoveryExecutionJob",
                 "metadata": {"generateName": "act-", "namespace": SYSTEM},
                 "spec": {"recoveryExecutionPlanRef": {"name": "act", "namespace": SYSTEM}}})
             specs_at = await specs_seen
+            job_server = await meter.read(specs_at - t0)
             act_available = await available_seen - t0
             await asyncio.wait_for(following, 60)
             status = (await dst.get(f"{JOBS}/{job['metadata']['name']}")).get("status") or {}
             specs = specs_at - t0
-            # The baseline again and the job's own JSON patches from the plain client, each alone.
-            # The job's fence goes too: while one exists, the API server evaluates the fence policy
-            # for every write that leaves an object a copy, which the baseline's patches do.
+            # The job's own JSON patches from the plain client with the job's fence still in place
+            # (the API server evaluates the fence policy for every write of a copy, as in the job);
+            # then, the fence gone, the baseline again and the same JSON patches, each alone.
             await gone(dst, "/api/v1/namespaces/act")
+            fenced = await patched(dst, meter, "fenced", n, activation_patch)
+            await gone(dst, "/api/v1/namespaces/fenced")
             await dst.request("DELETE", f"/api/v1/namespaces/{SYSTEM}/configmaps",
                               params={"labelSelector": f"{ann.FENCE_LABEL}=true"}, parse=False)
-            again = await patched(dst, "again", n, merge_replicas)
+            again = await patched(dst, meter, "again", n, merge_replicas)
             await gone(dst, "/api/v1/namespaces/again")
-            json_patches = await patched(dst, "jsonpatch", n, lambda obj: (
-                transforms.activation_patch(obj), "application/json-patch+json"))
+            json_patches = await patched(dst, meter, "jsonpatch", n, activation_patch)
             like_for_like = (base.specs + again.specs) / 2
             result = {
                 "benchmark": "activation", "deployments": n, "job_phase": status.get("phase"),
@@ -198,6 +260,8 @@ async def main() -> dict[str, Any]:
                 "json_patches_seconds": round(json_patches.specs, 2),
                 "json_patches_last_response_seconds": round(json_patches.responses, 2),
                 "json_patches_available_seconds": round(json_patches.available, 2),
+                "json_patches_fenced_seconds": round(fenced.specs, 2),
+                "json_patches_fenced_last_response_seconds": round(fenced.responses, 2),
                 "ratio_specs_vs_baseline": round(specs / base.specs, 2),
                 "ratio_specs_vs_baseline_after": round(specs / again.specs, 2),
                 "ratio_specs_vs_baselines_mean": round(specs / like_for_like, 2),
@@ -206,6 +270,10 @@ async def main() -> dict[str, Any]:
                 "meets_target": specs <= 5 and specs <= 1.1 * like_for_like,
                 "job_timings_seconds": status.get("timings"),
                 "job_phase_first_seen_seconds": {phase: round(at - t0, 2) for phase, at in phases.items()},
+                "stand_by_to_specs_restored": {"job": job_server, "baseline": base.server,
+                                               "json_patches_fenced": fenced.server,
+                                               "baseline_after_the_job": again.server,
+                                               "json_patches": json_patches.server},
                 "note": "job timings: fenceEnforced (the API server enforces the fence) or fenceSettled (waited "
                         "fence_settle_seconds); the target ratio is against the mean of the baseline before the "
                         "job (in the fresh stand-by) and after it (as the job ran: alone, the set before it deleted)",

@@ -192,6 +192,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """CPU seconds each process spent between ``__init__`` and :meth:`spent`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        spent = {name: round(cpu_seconds(pid) - self.start[name], 2) for name, pid in self.pids.items()}
+        return {name: seconds for name, seconds in spent.items() if seconds >= 0.05}
+
+
 def start_env(full: bool = False, services: tuple[str, ...] = ("watcher", "syncer"),
               extra_env: dict[str, str] | None = None, nats_nodes: int = 1) -> environment.DevEnvironment:
     """``nats_nodes`` > 1: NATS as a TLS JetStream cluster, the services' streams with 3 replicas."""
@@ -304,6 +316,17 @@ async def stream_holds(server: LocalNats, plan_name: str, target: int, *, timeou
         await nc.close()
 
 
+async def cpu_profile(client: KubeClient, into: Path, *, after: float, seconds: float) -> None:
+    """A CPU profile of an API server (Go's pprof, served for its admins), ``after`` seconds from now
+    and ``seconds`` long, written to ``into``: `go tool pprof -top FILE` reads it."""
+    await asyncio.sleep(after)
+    async with client.session.get("/debug/pprof/profile", params={"seconds": str(round(seconds))},
+                                  timeout=aiohttp.ClientTimeout(total=seconds + 60)) as response:
+        response.raise_for_status()
+        data = await response.read()
+    await asyncio.to_thread(into.write_bytes, data)
+
+
 async def _metrics_text(url: str | KubeClient) -> str:
     if isinstance(url, KubeClient):
         async with url.session.get("/metrics") as response:
@@ -343,13 +366,31 @@ def histogram_change(before: dict[str, list[tuple[float, float]]], after: dict[s
             "over_100ms": over(0.1), "over_250ms": over(0.25)}
 
 
-async def metric_sum(url: str | KubeClient, name: str, **match: str | tuple[str, ...]) -> float:
-    """The sum of one metric's samples (a counter's or gauge's, by its sample name) whose labels are
-    those in ``match`` (a tuple: any of its values), from a service's /metrics or an API server's."""
+Match = dict[str, str | tuple[str, ...]]
+
+
+def _matches(labels: dict[str, str], match: Match) -> bool:
+    return all(labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items())
+
+
+async def metric_sums(url: str | KubeClient, wanted: dict[str, tuple[str, Match]]) -> dict[str, float]:
+    """Several sums from one scrape: for each key, the sum of the samples (a counter's or gauge's,
+    by sample name: ``x_sum`` and ``x_count`` for a histogram) of one name whose labels are those of
+    its match (a tuple: any of its values)."""
     text = await _metrics_text(url)
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(
-                   sample.labels.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()))
+    out = dict.fromkeys(wanted, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for key, (name, match) in wanted.items():
+                if sample.name == name and _matches(sample.labels, match):
+                    out[key] += sample.value
+    return out
+
+
+async def metric_sum(url: str | KubeClient, name: str, **match: str | tuple[str, ...]) -> float:
+    """The sum of one metric's samples whose labels are those in ``match``, from a service's /metrics
+    or an API server's."""
+    return (await metric_sums(url, {name: (name, match)}))[name]
 
 
 async def metric_by(url: str | KubeClient, name: str, *labels: str) -> collections.Counter[str]:

@@ -18,6 +18,7 @@ per namespace, watcher and syncer processes on local real clusters.
   everything held: source write response -> the copy carrying that source version seen.
 
     cd benchmarks && ../.venv/bin/python scale.py [--objects 100000] [--plans 20] [--rate 100] [--seconds 60]
+        [--profile-into DIR] [--first-copy-only]
 """
 
 from __future__ import annotations
@@ -25,17 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from common import (
     SYSTEM,
+    CpuMeter,
     KubeClient,
     apply_all,
     as_read_from,
     configmap,
     connect_broker,
     count_until,
+    cpu_profile,
     deployment,
     follow_copies,
     metric_by,
@@ -50,7 +56,7 @@ from common import (
     secret,
     stop_env,
 )
-from sync import CpuMeter, is_copy, service_pids, services_env
+from sync import is_copy, service_pids, services_env
 
 from schemas import sanitizing, subjects, transforms
 from services.common import streams
@@ -279,12 +285,31 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
             "syncer_handled": dict(await handled(metrics) - outcomes), "cpu_seconds": cpu.spent()}
 
 
+@contextlib.contextmanager
+def profiled(dst: KubeClient, into: Path | None, phase: str) -> Iterator[None]:
+    """Within the block, a CPU profile of the stand-by's API server (``into``/PHASE.pprof), if asked."""
+    if into is None:
+        yield
+        return
+    into.mkdir(parents=True, exist_ok=True)
+    task = asyncio.create_task(cpu_profile(dst, into / f"{phase}.pprof", after=10, seconds=30))
+    try:
+        yield
+    finally:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                               or print(f"profile {phase}: {t.exception()!r}", flush=True))
+
+
 async def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--plans", type=int, default=20)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--profile-into", type=Path, default=None,
+                        help="a directory: a 30 s CPU profile of the stand-by's API server in the raw round and "
+                             "in the first copy (each from 10 s in), raw.pprof and first_copy.pprof")
+    parser.add_argument("--first-copy-only", action="store_true", help="stop after the first copy")
     args = parser.parse_args()
     per_plan = args.objects // args.plans
     n = per_plan * args.plans
@@ -302,11 +327,15 @@ async def main() -> dict[str, Any]:
                 await apply_all(src, objects(ns, per_plan), concurrency=64, parse=False)
             result: dict[str, Any] = {"benchmark": "scale", "objects": n, "plans": args.plans,
                                       "source_written_in_s": round(time.monotonic() - started, 1)}
-            result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
+            with profiled(dst, args.profile_into, "raw"):
+                result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
             print("raw", raw, flush=True)
-            result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
+            with profiled(dst, args.profile_into, "first_copy"):
+                result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
             print("first copy", first, flush=True)
             result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)
+            if args.first_copy_only:
+                return result
             result["restart"] = again = await restart(env, dst, metrics, spaces, n)
             print("restart", again, flush=True)
             pids = service_pids(env)  # the restarted services

@@ -28,13 +28,13 @@ from typing import Any
 
 from common import (
     SYSTEM,
+    CpuMeter,
     KubeClient,
     apply_all,
     as_read_from,
     configmap,
     connect_broker,
     count_until,
-    cpu_seconds,
     deployment,
     follow_copies,
     histogram_change,
@@ -70,18 +70,6 @@ def is_copy(obj: dict[str, Any]) -> bool:
 
 def _paths(ns: str) -> list[str]:
     return [f"/api/v1/namespaces/{ns}/configmaps", f"/apis/apps/v1/namespaces/{ns}/deployments"]
-
-
-class CpuMeter:
-    """CPU seconds each process spent between ``__init__`` and :meth:`spent`."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
-
-    def spent(self) -> dict[str, float]:
-        spent = {name: round(cpu_seconds(pid) - self.start[name], 2) for name, pid in self.pids.items()}
-        return {name: seconds for name, seconds in spent.items() if seconds >= 0.05}
 
 
 async def raw_round(src: KubeClient, dst: KubeClient, source_ns: str, n: int, ns: str,
