@@ -7,7 +7,10 @@ same run, rounds interleaved:
 - a paged LIST of those N (what the watcher and a syncer start do).
 
 kubernetes_asyncio is measured as people use it (typed models in and out) and with its raw
-responses (``_preload_content=False``, no models: the least it can cost). Prints one JSON line.
+responses (``_preload_content=False``, no models: the least it can cost). Every apply asks the
+server not to look for unknown fields (``fieldValidation=Ignore``, as the services do); ours is
+measured with the server's default too (``ours_field_validation_warn``: it parses each body twice),
+which is what that costs. Prints one JSON line.
 
     ../.venv/bin/python clients.py [--objects 2000] [--rounds 2]
 """
@@ -48,10 +51,12 @@ async def bounded(items: list[Any], one: Callable[[Any], Awaitable[None]]) -> fl
     return len(items) / (time.perf_counter() - start)
 
 
-async def ours(kubeconfig: Path, ns: str, objects: list[dict[str, Any]]) -> dict[str, float]:
+async def ours(kubeconfig: Path, ns: str, objects: list[dict[str, Any]], *,
+               field_validation: str = "Ignore") -> dict[str, float]:
     async with KubeClient.from_kubeconfig(kubeconfig, connections=CONCURRENCY) as client:
         applies = await bounded(objects, lambda o: client.apply(
-            f"/api/v1/namespaces/{ns}/configmaps/{o['metadata']['name']}", o, field_manager="bench"))
+            f"/api/v1/namespaces/{ns}/configmaps/{o['metadata']['name']}", o, field_manager="bench",
+            field_validation=field_validation))
         start = time.perf_counter()
         items, _ = await client.list_all(f"/api/v1/namespaces/{ns}/configmaps", page_size=500)
         lists = len(items) / (time.perf_counter() - start)
@@ -67,7 +72,8 @@ async def theirs(kubeconfig: Path, ns: str, objects: list[dict[str, Any]], *, mo
 
         async def apply(o: dict[str, Any]) -> None:
             answer = await core.patch_namespaced_config_map(
-                o["metadata"]["name"], ns, o, field_manager="bench", force=True, _content_type=APPLY,
+                o["metadata"]["name"], ns, o, field_manager="bench", force=True, field_validation="Ignore",
+                _content_type=APPLY,
                 _preload_content=models)
             if not models:
                 await answer.read()
@@ -93,15 +99,17 @@ async def theirs(kubeconfig: Path, ns: str, objects: list[dict[str, Any]], *, mo
 async def main(objects: int, rounds: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="standby-bench-clients-"))
     cluster = LocalCluster("clients", root).start()
-    results: dict[str, list[dict[str, float]]] = {"ours": [], "kubernetes_asyncio": [], "kubernetes_asyncio_raw": []}
+    results: dict[str, list[dict[str, float]]] = {"ours": [], "ours_field_validation_warn": [],
+                                                  "kubernetes_asyncio": [], "kubernetes_asyncio_raw": []}
     try:
         for r in range(rounds):
             for name in results:  # interleaved: every client sees the same server in each round
                 ns = f"{name.replace('_', '-')}-{r}"
                 cluster.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
                 batch = [configmap(ns, f"cm-{i}", value=str(r)) for i in range(objects)]
-                if name == "ours":
-                    results[name].append(await ours(cluster.kubeconfig, ns, batch))
+                if name.startswith("ours"):
+                    results[name].append(await ours(cluster.kubeconfig, ns, batch,
+                                                    field_validation="Warn" if name.endswith("warn") else "Ignore"))
                 else:
                     results[name].append(await theirs(cluster.kubeconfig, ns, batch,
                                                       models=name == "kubernetes_asyncio"))
@@ -112,6 +120,8 @@ async def main(objects: int, rounds: int) -> dict[str, Any]:
     return {"benchmark": "clients", "objects": objects, "rounds": rounds, "concurrency": CONCURRENCY, **best,
             "apply_ratio_ours_to_models": round(best["ours"]["apply_per_s"]
                                                 / best["kubernetes_asyncio"]["apply_per_s"], 2),
+            "apply_ratio_ignore_to_warn": round(best["ours"]["apply_per_s"]
+                                                / best["ours_field_validation_warn"]["apply_per_s"], 2),
             "list_ratio_ours_to_models": round(best["ours"]["list_per_s"]
                                                / best["kubernetes_asyncio"]["list_per_s"], 2)}
 
