@@ -6,7 +6,9 @@ per namespace, watcher and syncer processes on local real clusters.
   namespaces of the destination with the syncer's request shape (metadata-only answers, as many in
   flight as the syncer has workers). Then every plan is created at once; time until every copy
   exists. Target: >= 0.7 of the raw rate. The time of each tenth is printed for both: a tenth that
-  takes longer than the ones before is growth worse than linear.
+  takes longer than the ones before is growth worse than linear. Each phase reports the machine's
+  speed too (``speed_probe_ms``, common.SpeedProbe: the CPU time of a fixed piece of work; on a
+  shared machine it changes from one phase to the next, and every process's CPU seconds with it).
 - memory: watcher and syncer RSS idle (no plan), sampled through the copy, and with everything
   protected; reported per 10,000 objects. Target: no more than ~100 MiB per 10,000.
 - restart: the watcher and the syncer are stopped (SIGTERM) and started again, nothing changed in
@@ -36,6 +38,7 @@ from common import (
     SYSTEM,
     CpuMeter,
     KubeClient,
+    SpeedProbe,
     apply_all,
     as_read_from,
     configmap,
@@ -130,14 +133,16 @@ async def raw_copy(src: KubeClient, dst: KubeClient, spaces: list[str], n: int,
     await asyncio.sleep(1)  # the watches are established
     cpu = CpuMeter(pids)
     started = time.monotonic()
-    await apply_all(dst, raw, concurrency=SyncerSettings().consumer.workers, parse=False)
-    done = await seen
+    with SpeedProbe() as probe:
+        await apply_all(dst, raw, concurrency=SyncerSettings().consumer.workers, parse=False)
+        done = await seen
     spent = cpu.spent()
     # The pipeline then writes into a destination as empty as the raw client found it: a cluster
     # holding 100,000 more objects costs its API server more per write (a larger heap to collect).
     cleared = time.monotonic()
     await clear(dst, [p for ns in spaces for p in paths(f"raw-{ns}")])
     return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 1),
+            "speed_probe_ms": probe.ms(),
             "cpu_seconds": spent, "tenths_after_s": tenths(progress, started),
             "deleted_again_in_s": round(time.monotonic() - cleared, 1)}
 
@@ -173,14 +178,16 @@ async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str,
     cpu = CpuMeter(pids)
     requests, outcomes = await requests_by_kind(dst), await handled(metrics)
     started = time.monotonic()
-    await asyncio.gather(*(plan(dst, ns, [ns], RESOURCES) for ns in spaces))
-    done = await seen
+    with SpeedProbe() as probe:
+        await asyncio.gather(*(plan(dst, ns, [ns], RESOURCES) for ns in spaces))
+        done = await seen
     spent = cpu.spent()
     requests, outcomes = await requests_by_kind(dst) - requests, await handled(metrics) - outcomes
     await asyncio.sleep(5)  # the syncer's last progress and status
     held = {name: round(rss_mib(pid), 1) for name, pid in services.items()}
     await sampler.stop()
     return {"objects_per_s": round(n / (done - started), 1), "seconds": round(done - started, 1),
+            "speed_probe_ms": probe.ms(),
             "cpu_seconds": spent, "tenths_after_s": tenths(progress, started),
             "destination_requests": dict(requests.most_common(10)), "syncer_handled": dict(outcomes),
             "rss_mib_idle": idle, "rss_mib_held": held,
@@ -321,12 +328,15 @@ async def main() -> dict[str, Any]:
                                            connections=SyncerSettings().destination_connections) as dst:
             pids = service_pids(env)
             services = {name: proc.pid for name, proc in env.services.items()}
+            with SpeedProbe() as idle:  # the machine's speed with nothing to do: to compare the phases' with
+                await asyncio.sleep(5)
             started = time.monotonic()
             for ns in spaces:
                 await namespace(src, ns)
                 await apply_all(src, objects(ns, per_plan), concurrency=64, parse=False)
             result: dict[str, Any] = {"benchmark": "scale", "objects": n, "plans": args.plans,
-                                      "source_written_in_s": round(time.monotonic() - started, 1)}
+                                      "source_written_in_s": round(time.monotonic() - started, 1),
+                                      "speed_probe_idle_ms": idle.ms()}
             with profiled(dst, args.profile_into, "raw"):
                 result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
             print("raw", raw, flush=True)
