@@ -34,6 +34,7 @@ from common import (
     SYSTEM,
     CpuMeter,
     KubeClient,
+    SpeedProbe,
     apply_all,
     count_until,
     deployment,
@@ -71,16 +72,19 @@ PROCESSES = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-schedule
 
 
 class Meter:
-    """What the stand-by did during one measurement: its API server's view and each process's CPU."""
+    """What the stand-by did during one measurement: its API server's view, each process's CPU and
+    the machine's speed (common.SpeedProbe)."""
 
     def __init__(self, dst: KubeClient, pids: dict[str, int]) -> None:
         self.dst, self.pids = dst, pids
 
     async def start(self) -> None:
         self.before, self.cpu = await metric_sums(self.dst, SERVER_VIEW), CpuMeter(self.pids)
+        self.probe = SpeedProbe(interval=0.2).start()
 
     async def read(self, seconds: float) -> dict[str, Any]:
         cpu = self.cpu.spent()
+        self.probe.stop()
         after = await metric_sums(self.dst, SERVER_VIEW)
         change = {key: after[key] - self.before[key] for key in SERVER_VIEW}
         patches = max(1.0, change["patches"])
@@ -90,7 +94,7 @@ class Meter:
                 "other_writes": int(change["writes"] - change["patches"]),
                 **{key: round(change[key], 2) for key in ("admission_seconds", "fence_policy_seconds",
                                                           "queue_wait_seconds", "etcd_seconds")},
-                "cpu_seconds": cpu}
+                "cpu_seconds": cpu, "speed_probe_ms": self.probe.ms()}
 
 
 def copies(ns: str, n: int, plan: str) -> list[dict[str, Any]]:

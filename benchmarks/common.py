@@ -229,13 +229,19 @@ class SpeedProbe:
             hashlib.sha256(self.BLOCK).digest()
             self.samples.append(time.thread_time() - started)
 
-    def __enter__(self) -> SpeedProbe:
+    def start(self) -> SpeedProbe:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def __enter__(self) -> SpeedProbe:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def ms(self) -> float | None:
         """The median CPU time of one probe, milliseconds."""

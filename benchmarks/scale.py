@@ -344,6 +344,11 @@ async def main() -> dict[str, Any]:
                 result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
             print("first copy", first, flush=True)
             result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)
+            # The same ratio had both phases run on a machine of the same speed (the speed probe's
+            # CPU time per piece of work scales a phase's rate): an estimate, printed beside it.
+            if first["speed_probe_ms"] and raw["speed_probe_ms"]:
+                result["ratio_at_equal_speed"] = round(result["ratio"] * first["speed_probe_ms"]
+                                                       / raw["speed_probe_ms"], 3)
             if args.first_copy_only:
                 return result
             result["restart"] = again = await restart(env, dst, metrics, spaces, n)
