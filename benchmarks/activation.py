@@ -41,6 +41,7 @@ from common import (
     metric_sum,
     metric_sums,
     namespace,
+    requests_by_kind,
     run,
     start_env,
     stop_env,
@@ -72,20 +73,22 @@ PROCESSES = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-schedule
 
 
 class Meter:
-    """What the stand-by did during one measurement: its API server's view, each process's CPU and
-    the machine's speed (common.SpeedProbe)."""
+    """What the stand-by did during one measurement: its API server's view (and the requests it
+    served, by verb and resource), each process's CPU and the machine's speed (common.SpeedProbe)."""
 
     def __init__(self, dst: KubeClient, pids: dict[str, int]) -> None:
         self.dst, self.pids = dst, pids
 
     async def start(self) -> None:
         self.before, self.cpu = await metric_sums(self.dst, SERVER_VIEW), CpuMeter(self.pids)
+        self.requests = await requests_by_kind(self.dst)
         self.probe = SpeedProbe(interval=0.2).start()
 
     async def read(self, seconds: float) -> dict[str, Any]:
         cpu = self.cpu.spent()
         self.probe.stop()
         after = await metric_sums(self.dst, SERVER_VIEW)
+        requests = await requests_by_kind(self.dst) - self.requests
         change = {key: after[key] - self.before[key] for key in SERVER_VIEW}
         patches = max(1.0, change["patches"])
         return {"patches": int(change["patches"]),
@@ -94,7 +97,8 @@ class Meter:
                 "other_writes": int(change["writes"] - change["patches"]),
                 **{key: round(change[key], 2) for key in ("admission_seconds", "fence_policy_seconds",
                                                           "queue_wait_seconds", "etcd_seconds")},
-                "cpu_seconds": cpu, "speed_probe_ms": self.probe.ms()}
+                "cpu_seconds": cpu, "speed_probe_ms": self.probe.ms(),
+                "requests": dict(requests.most_common(12))}
 
 
 def copies(ns: str, n: int, plan: str) -> list[dict[str, Any]]:
