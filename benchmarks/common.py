@@ -364,11 +364,15 @@ async def cpu_profile(client: KubeClient, into: Path, *, after: float, seconds: 
     """A CPU profile of an API server (Go's pprof, served for its admins), ``after`` seconds from now
     and ``seconds`` long, written to ``into``: `go tool pprof -top FILE` reads it."""
     await asyncio.sleep(after)
-    async with client.session.get("/debug/pprof/profile", params={"seconds": str(round(seconds))},
+    async with client.session.get("/debug/pprof/profile", params={"seconds": str(max(1, round(seconds)))},
                                   timeout=aiohttp.ClientTimeout(total=seconds + 60)) as response:
         response.raise_for_status()
         data = await response.read()
-    await asyncio.to_thread(into.write_bytes, data)
+
+    def write() -> None:
+        into.parent.mkdir(parents=True, exist_ok=True)
+        into.write_bytes(data)
+    await asyncio.to_thread(write)
 
 
 async def _metrics_text(url: str | KubeClient) -> str:

@@ -20,7 +20,7 @@ per namespace, watcher and syncer processes on local real clusters.
   everything held: source write response -> the copy carrying that source version seen.
 
     cd benchmarks && ../.venv/bin/python scale.py [--objects 100000] [--plans 20] [--rate 100] [--seconds 60]
-        [--profile-into DIR] [--first-copy-only]
+        [--profile-into DIR] [--profile-seconds 30] [--first-copy-only]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -292,19 +292,18 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
             "syncer_handled": dict(await handled(metrics) - outcomes), "cpu_seconds": cpu.spent()}
 
 
-@contextlib.contextmanager
-def profiled(dst: KubeClient, into: Path | None, phase: str) -> Iterator[None]:
-    """Within the block, a CPU profile of the stand-by's API server (``into``/PHASE.pprof), if asked."""
+@contextlib.asynccontextmanager
+async def profiled(dst: KubeClient, into: Path | None, phase: str, seconds: float) -> AsyncIterator[None]:
+    """Within the block, a CPU profile of the stand-by's API server (``into``/PHASE.pprof), if asked:
+    ``seconds`` long, from a third of that into the phase; a phase that ends first waits for it."""
     if into is None:
         yield
         return
-    into.mkdir(parents=True, exist_ok=True)
-    task = asyncio.create_task(cpu_profile(dst, into / f"{phase}.pprof", after=10, seconds=30))
+    task = asyncio.create_task(cpu_profile(dst, into / f"{phase}.pprof", after=seconds / 3, seconds=seconds))
     try:
         yield
     finally:
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or print(f"profile {phase}: {t.exception()!r}", flush=True))
+        await task
 
 
 async def main() -> dict[str, Any]:
@@ -314,8 +313,9 @@ async def main() -> dict[str, Any]:
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--profile-into", type=Path, default=None,
-                        help="a directory: a 30 s CPU profile of the stand-by's API server in the raw round and "
-                             "in the first copy (each from 10 s in), raw.pprof and first_copy.pprof")
+                        help="a directory: a CPU profile of the stand-by's API server in the raw round and in the "
+                             "first copy, raw.pprof and first_copy.pprof")
+    parser.add_argument("--profile-seconds", type=float, default=30, help="each profile's length")
     parser.add_argument("--first-copy-only", action="store_true", help="stop after the first copy")
     args = parser.parse_args()
     per_plan = args.objects // args.plans
@@ -337,10 +337,10 @@ async def main() -> dict[str, Any]:
             result: dict[str, Any] = {"benchmark": "scale", "objects": n, "plans": args.plans,
                                       "source_written_in_s": round(time.monotonic() - started, 1),
                                       "speed_probe_idle_ms": idle.ms()}
-            with profiled(dst, args.profile_into, "raw"):
+            async with profiled(dst, args.profile_into, "raw", args.profile_seconds):
                 result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
             print("raw", raw, flush=True)
-            with profiled(dst, args.profile_into, "first_copy"):
+            async with profiled(dst, args.profile_into, "first_copy", args.profile_seconds):
                 result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
             print("first copy", first, flush=True)
             result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)

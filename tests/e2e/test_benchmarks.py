@@ -41,3 +41,16 @@ def test_a_benchmark_runs_and_prints_its_result(script: str) -> None:
     assert done.returncode in (0, 1) and lines, f"{script} exited {done.returncode}:\n{done.stderr[-3000:]}"
     result = json.loads(lines[-1])
     assert result["benchmark"] == script.removesuffix(".py"), result
+
+
+def test_scale_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
+    """`scale.py --profile-into DIR` (docs/benchmarks.md reads its profiles with go tool pprof)."""
+    done = subprocess.run([sys.executable, "scale.py", *SMALL["scale.py"], "--first-copy-only",
+                           "--profile-into", str(tmp_path), "--profile-seconds", "1"],
+                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=240, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode in (0, 1) and lines, f"scale.py exited {done.returncode}:\n{done.stderr[-3000:]}"
+    result = json.loads(lines[-1])
+    assert "first_copy" in result and "restart" not in result, result
+    for phase in ("raw", "first_copy"):
+        assert (tmp_path / f"{phase}.pprof").read_bytes()[:2] == b"\x1f\x8b", phase  # a gzipped pprof profile
