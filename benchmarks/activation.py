@@ -17,7 +17,7 @@ the API server serves fewer than 5 writes/s. The baseline runs twice, first in t
 and again after the job, in the job's own conditions; the job is compared with that second
 baseline and with the mean of the two.
 
-    .venv/bin/python benchmarks/activation.py [--deployments 1000]
+    .venv/bin/python benchmarks/activation.py [--deployments 1000] [--profile-into DIR] [--profile-seconds 5]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -37,6 +38,7 @@ from common import (
     SpeedProbe,
     apply_all,
     count_until,
+    cpu_profile,
     deployment,
     metric_sum,
     metric_sums,
@@ -76,17 +78,25 @@ class Meter:
     """What the stand-by did during one measurement: its API server's view (and the requests it
     served, by verb and resource), each process's CPU and the machine's speed (common.SpeedProbe)."""
 
-    def __init__(self, dst: KubeClient, pids: dict[str, int]) -> None:
+    def __init__(self, dst: KubeClient, pids: dict[str, int], *, profile_into: Path | None = None,
+                 profile_seconds: float = 5) -> None:
         self.dst, self.pids = dst, pids
+        self.profile_into, self.profile_seconds = profile_into, profile_seconds
 
-    async def start(self) -> None:
+    async def start(self, name: str) -> None:
+        """Before measurement ``name``; with ``profile_into``, a CPU profile of the API server from
+        here (``profile_into``/NAME.pprof, ``profile_seconds`` long)."""
         self.before, self.cpu = await metric_sums(self.dst, SERVER_VIEW), CpuMeter(self.pids)
         self.requests = await requests_by_kind(self.dst)
         self.probe = SpeedProbe(interval=0.2).start()
+        self.profile = None if self.profile_into is None else asyncio.create_task(cpu_profile(
+            self.dst, self.profile_into / f"{name}.pprof", after=0, seconds=self.profile_seconds))
 
     async def read(self, seconds: float) -> dict[str, Any]:
         cpu = self.cpu.spent()
         self.probe.stop()
+        if self.profile is not None:
+            await self.profile
         after = await metric_sums(self.dst, SERVER_VIEW)
         requests = await requests_by_kind(self.dst) - self.requests
         change = {key: after[key] - self.before[key] for key in SERVER_VIEW}
@@ -162,7 +172,7 @@ async def patched(dst: KubeClient, meter: Meter, ns: str, n: int,
     specs_seen = asyncio.create_task(count_until(dst, [path], n, timeout=300, predicate=restored))
     available_seen = asyncio.create_task(count_until(dst, [path], n, timeout=900, predicate=available))
     await asyncio.sleep(0.5)
-    await meter.start()
+    await meter.start(ns)
     t0 = time.monotonic()
     await asyncio.gather(*(one(obj) for obj in items))
     responses = time.monotonic() - t0
@@ -203,6 +213,10 @@ async def gone(dst: KubeClient, path: str, timeout: float = 600) -> None:
 async def main() -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--deployments", type=int, default=1000)
+    parser.add_argument("--profile-into", type=Path, default=None,
+                        help="a directory: a CPU profile of the stand-by's API server from the start of each "
+                             "measurement (job.pprof, base.pprof, fenced.pprof, again.pprof, jsonpatch.pprof)")
+    parser.add_argument("--profile-seconds", type=float, default=5, help="each profile's length")
     args = parser.parse_args()
     n = args.deployments
     env = start_env(full=True, services=("recovery",), extra_env={"STANDBY_RECOVERY_SERVE__LOG_LEVEL": "WARNING"})
@@ -210,7 +224,8 @@ async def main() -> dict[str, Any]:
         async with KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig, connections=64) as dst:
             stand_by = env.clusters["destination"].processes
             meter = Meter(dst, {name: stand_by[name].pid for name in PROCESSES}
-                          | {"recovery": env.services["recovery"].pid, "benchmark": os.getpid()})
+                          | {"recovery": env.services["recovery"].pid, "benchmark": os.getpid()},
+                          profile_into=args.profile_into, profile_seconds=args.profile_seconds)
             for ns in ("base", "act", "fenced", "again", "jsonpatch"):
                 await namespace(dst, ns)
                 await apply_all(dst, copies(ns, n, ns))
@@ -232,7 +247,7 @@ async def main() -> dict[str, Any]:
             following = asyncio.create_task(phases_seen(dst, JOBS, phases))
             available_seen = asyncio.create_task(count_until(dst, paths, n, timeout=900, predicate=available))
             await asyncio.sleep(0.5)  # the watches are established
-            await meter.start()
+            await meter.start("job")
             t0 = time.monotonic()
             job = await dst.request("POST", JOBS, body={
                 "apiVersion": API_VERSION, "kind": "RecoveryExecutionJob",

@@ -54,3 +54,14 @@ def test_scale_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
     assert "first_copy" in result and "restart" not in result, result
     for phase in ("raw", "first_copy"):
         assert (tmp_path / f"{phase}.pprof").read_bytes()[:2] == b"\x1f\x8b", phase  # a gzipped pprof profile
+
+
+def test_activation_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
+    """`activation.py --profile-into DIR`: a profile per measurement, the job's included."""
+    done = subprocess.run([sys.executable, "activation.py", *SMALL["activation.py"], "--profile-into", str(tmp_path),
+                           "--profile-seconds", "1"],
+                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=240, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode in (0, 1) and lines, f"activation.py exited {done.returncode}:\n{done.stderr[-3000:]}"
+    for name in ("job", "base", "fenced", "again", "jsonpatch"):
+        assert (tmp_path / f"{name}.pprof").read_bytes()[:2] == b"\x1f\x8b", name
