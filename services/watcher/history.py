@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 30.0  # after a pass the broker did not answer
 
+
 @dataclass
 class Before:
     """An object's states stored before the cut: how many, and the last one."""
@@ -78,9 +79,9 @@ class HistoryKeeper:
             except (nats.errors.Error, TimeoutError) as exc:
                 # A busy or lost broker is not the keeper's defect: nothing is dropped before the
                 # horizon is recorded, so the next pass, soon, starts over.
-                log.warning("history not compacted now, again in %.0f s: %r", min(every_seconds, RETRY_SECONDS), exc,
-                            extra={"plan": self.plan.key})
-                await asyncio.sleep(min(every_seconds, RETRY_SECONDS))
+                retry = min(every_seconds, RETRY_SECONDS)
+                log.warning("history not compacted now, again in %.0f s: %r", retry, exc, extra={"plan": self.plan.key})
+                await asyncio.sleep(retry)
                 continue
             await asyncio.sleep(every_seconds)
 

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,24 +34,25 @@ def test_every_benchmark_in_the_docs_is_smoke_tested() -> None:
     assert shown == set(SMALL), shown ^ set(SMALL)
 
 
-@pytest.mark.parametrize("script", sorted(SMALL))
-def test_a_benchmark_runs_and_prints_its_result(script: str) -> None:
-    done = subprocess.run([sys.executable, script, *SMALL[script]], cwd=BENCHMARKS, capture_output=True, text=True,
-                          timeout=240, check=False)
+def run_small(script: str, *extra: str) -> dict[str, Any]:
+    """Run ``script`` at its smallest sizes (and ``extra`` options); its JSON result line."""
+    done = subprocess.run([sys.executable, script, *SMALL[script], *extra], cwd=BENCHMARKS, capture_output=True,
+                          text=True, timeout=240, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode in (0, 1) and lines, f"{script} exited {done.returncode}:\n{done.stderr[-3000:]}"
-    result = json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_a_benchmark_runs_and_prints_its_result(script: str) -> None:
+    result = run_small(script)
     assert result["benchmark"] == script.removesuffix(".py"), result
 
 
 def test_scale_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
     """`scale.py --profile-into DIR` (docs/benchmarks.md reads its profiles with go tool pprof)."""
-    done = subprocess.run([sys.executable, "scale.py", *SMALL["scale.py"], "--first-copy-only",
-                           "--profile-into", str(tmp_path), "--profile-seconds", "1"],
-                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=240, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert done.returncode in (0, 1) and lines, f"scale.py exited {done.returncode}:\n{done.stderr[-3000:]}"
-    result = json.loads(lines[-1])
+    result = run_small("scale.py", "--first-copy-only", "--profile-into", str(tmp_path), "--profile-seconds", "1")
     assert "first_copy" in result and "restart" not in result, result
     for phase in ("raw", "first_copy"):
         assert (tmp_path / f"{phase}.pprof").read_bytes()[:2] == b"\x1f\x8b", phase  # a gzipped pprof profile
@@ -58,10 +60,6 @@ def test_scale_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
 
 def test_activation_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
     """`activation.py --profile-into DIR`: a profile per measurement, the job's included."""
-    done = subprocess.run([sys.executable, "activation.py", *SMALL["activation.py"], "--profile-into", str(tmp_path),
-                           "--profile-seconds", "1"],
-                          cwd=BENCHMARKS, capture_output=True, text=True, timeout=240, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert done.returncode in (0, 1) and lines, f"activation.py exited {done.returncode}:\n{done.stderr[-3000:]}"
+    run_small("activation.py", "--profile-into", str(tmp_path), "--profile-seconds", "1")
     for name in ("job", "base", "fenced", "again", "jsonpatch"):
         assert (tmp_path / f"{name}.pprof").read_bytes()[:2] == b"\x1f\x8b", name
