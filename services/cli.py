@@ -47,13 +47,25 @@ def _stream_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def broker_password() -> str:
+    """A random password the broker's configuration reads as a string. nats-server resolves
+    ``$NATS_PASSWORD`` by parsing its value, and a value that begins with digits may be taken for a
+    number or a date ("1.x...", "12-x...": token_urlsafe makes those) and refused: the broker would
+    never start (nats-io/nats-server#3431). So a letter first, then letters and digits (43
+    characters, ~256 bits)."""
+    import secrets
+    import string
+
+    alphanumeric = string.ascii_letters + string.digits
+    return secrets.choice(string.ascii_letters) + "".join(secrets.choice(alphanumeric) for _ in range(42))
+
+
 def _nats_credentials(args: argparse.Namespace) -> int:
     """Print the Secret the broker and the services read their NATS user and password from (the
     shipped manifests name it: `standby-nats`, keys NATS_USER and NATS_PASSWORD)."""
     import base64
-    import secrets
 
-    data = {"NATS_USER": args.user, "NATS_PASSWORD": secrets.token_urlsafe(32)}
+    data = {"NATS_USER": args.user, "NATS_PASSWORD": broker_password()}
     print(json.dumps({
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": args.name, "namespace": args.namespace,

@@ -289,6 +289,20 @@ def nats_config_is_valid(config: str, env: dict[str, str], files: dict[str, Path
     assert done.returncode == 0, done.stderr + done.stdout
 
 
+def test_the_generated_broker_password_is_read_as_a_string_by_the_real_nats_server(tmp_path: Path) -> None:
+    """`standby nats-credentials`: nats-server parses `$NATS_PASSWORD`'s value, and one beginning
+    with a digit can be refused (the broker never starts); the generated ones begin with a letter."""
+    from services.cli import broker_password
+
+    config = "authorization { users: [ { user: $NATS_USER, password: $NATS_PASSWORD } ] }\n"
+    with pytest.raises(AssertionError, match="could not be parsed"):
+        nats_config_is_valid(config, {"NATS_USER": "u", "NATS_PASSWORD": "12-rXk2"}, {}, tmp_path)
+    for _ in range(20):
+        password = broker_password()
+        assert password[0].isalpha() and password.isalnum() and len(password) == 43, password
+        nats_config_is_valid(config, {"NATS_USER": "u", "NATS_PASSWORD": password}, {}, tmp_path)
+
+
 @pytest.mark.parametrize("overlay", ["two-cluster", "three-cluster/management"])
 def test_the_broker_cluster_components_install_on_the_overlays_that_run_the_broker(
         overlay: str, env_root: Path, tmp_path: Path) -> None:
