@@ -6,12 +6,12 @@ the plan, epoch, source uid/resourceVersion and stream sequence."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
+import orjson
 
 from schemas import annotations as ann
 from schemas import kinds
@@ -54,7 +54,7 @@ def inverse_of(obj: Obj) -> list[Op]:
     raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ann.INVERSE)
     if not raw:
         return []
-    value = json.loads(raw)
+    value = orjson.loads(raw)
     if not isinstance(value, list):
         raise ValueError(f"{ann.INVERSE} is not a list of operations")
     return value
@@ -94,9 +94,9 @@ def deactivate(
     annotations[ann.SOURCE_UID] = provenance.source_uid
     annotations[ann.SOURCE_RESOURCE_VERSION] = provenance.source_resource_version
     annotations[ann.STREAM_SEQUENCE] = str(provenance.stream_sequence)
-    annotations[ann.INVERSE] = json.dumps(inverse, separators=(",", ":"))
+    annotations[ann.INVERSE] = orjson.dumps(inverse).decode()  # compact, as json.dumps(separators=(",", ":"))
     if provenance.from_patch:
-        annotations[ann.FROM_PATCH] = json.dumps(list(provenance.from_patch), separators=(",", ":"))
+        annotations[ann.FROM_PATCH] = orjson.dumps(list(provenance.from_patch)).decode()
     if provenance.from_original:
         annotations[ann.FROM_ORIGINAL] = "true"
     return out
@@ -104,7 +104,7 @@ def deactivate(
 
 def stamped_from_patch(obj: Obj) -> list[Op]:
     raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ann.FROM_PATCH)
-    return list(json.loads(raw)) if raw else []
+    return list(orjson.loads(raw)) if raw else []
 
 
 def wants_original(obj: Obj) -> bool:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -173,6 +174,19 @@ class LastMessage:
     sequence: int
     stored_at: float  # unix time
     data: bytes = b""
+
+
+async def consumer_settled(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """Whether the durable consumer exists and has acknowledged a message: a consumer that has not
+    delivers every state in the stream from the first. True when it cannot be told (the broker does
+    not answer): the caller then acts as for a consumer that has."""
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return False
+    except (nats.errors.Error, TimeoutError):
+        return True
+    return bool(info.ack_floor and info.ack_floor.stream_seq)
 
 
 async def last_states(js: JetStreamContext, stream: str, filter_subject: str,

@@ -36,7 +36,7 @@ from services.syncer.progress import DeadLetter
 from services.syncer.pulling import ConsumerGone, Pull, PullRefused
 from services.syncer.requests import OperatorRequests
 from services.syncer.settings import SyncerSettings
-from services.syncer.status import Observed, plan_status, status_events
+from services.syncer.status import Observed, due, plan_status, status_events
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,11 @@ class PlanConsumer:
         if self.settings.drift_check_seconds:
             repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix,
                                  catching_up=lambda: self.pending > 0 or bool(self.applier.progress.unapplied))
-            self.tasks.append(self.guard.start(f"drift {key}", lambda: repair.run(self.settings.drift_check_seconds),
-                                               kind="drift", plan=key))
+            first_copy = not await streams.consumer_settled(self.js, self.stream,
+                                                            self.settings.consumer.durable_name)
+            self.tasks.append(self.guard.start(
+                f"drift {key}", lambda: repair.run(self.settings.drift_check_seconds, first_copy=first_copy),
+                kind="drift", plan=key))
 
     async def stop(self) -> None:
         """Stop, and hand back what was delivered and not settled: the replica that serves the plan
@@ -239,8 +242,10 @@ class PlanConsumer:
                               headers=letters.headers(letter), stream=self.stream)
 
     async def _report(self) -> None:
-        """Write the plan's status whenever what it shows changed, every ``status_interval_seconds``."""
+        """Write the plan's status when what it shows changed (:func:`~services.syncer.status.due`),
+        looking every ``status_interval_seconds``."""
         last: api.RecoveryPlanStatus | None = None
+        written_at = 0.0
         while True:
             await asyncio.sleep(self.settings.status_interval_seconds)
             progress = self.applier.progress
@@ -251,10 +256,11 @@ class PlanConsumer:
                 fence_fresh=self.applier.fences.fresh(), now=time.time()))
             metrics.plan_counts(self.plan.key, in_sync=status.objects_in_sync, out_of_sync=status.objects_out_of_sync,
                                 backlog=self.pending, behind_seconds=status.pending_change_age_seconds)
-            if status != last and await plans.write_plan_status(
+            if due(last, status, since_written=time.monotonic() - written_at,
+                   progress_every=self.settings.status_progress_seconds) and await plans.write_plan_status(
                     self.own, self.plan, status,
                     conditions_written=last is not None and status.conditions == last.conditions):
                 for type_, reason, message in status_events(last, status):
                     await events.record(self.own, events.Involved.plan(self.plan), type_=type_, reason=reason,
                                         message=message, component="standby-syncer")
-                last = status
+                last, written_at = status, time.monotonic()

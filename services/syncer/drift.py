@@ -86,12 +86,16 @@ class DriftRepair:
     def plan(self) -> Any:
         return self.applier.plan
 
-    async def run(self, interval_seconds: float) -> None:
+    async def run(self, interval_seconds: float, *, first_copy: bool = False) -> None:
         """Until cancelled: check soon (:func:`first_check_delay`), then every ``interval_seconds``;
         while the plan catches up (changes delivered or waiting in the stream), a check waits until
         it has. Reading every state and every copy in the middle of a first copy of 100,000 objects
-        slowed it down, and what it would find are copies about to be written anyway."""
-        await asyncio.sleep(first_check_delay(interval_seconds))
+        slowed it down, and what it would find are copies about to be written anyway.
+
+        ``first_copy``: the plan's consumer had never settled a message (it is new), so every state
+        in the stream is on its way and nothing was there to drift while the syncer was away: the
+        first check comes after a whole interval."""
+        await asyncio.sleep(interval_seconds if first_copy else first_check_delay(interval_seconds))
         while True:
             if self.catching_up():
                 await asyncio.sleep(CATCHING_UP_POLL_SECONDS)

@@ -49,7 +49,12 @@ class SyncerSettings(BaseSettings):
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)
     plan_resync_seconds: float = Field(default=5.0, gt=0, description="Re-read plans at least this often.")
-    status_interval_seconds: float = Field(default=2.0, gt=0, description="Plan status update period.")
+    status_interval_seconds: float = Field(
+        default=2.0, gt=0, description="How often a plan's status is computed; a change of its conditions, phase or "
+                                       "dead letters is written at once.")
+    status_progress_seconds: float = Field(
+        default=10.0, ge=0, description="A change of the progress alone (objects in sync and pending, stream "
+                                        "sequence, lag) is written at most this often.")
     fence_refresh_seconds: float = Field(default=0.25, gt=0, description="Fence cache refresh period.")
     fence_max_age_seconds: float = Field(
         default=0.75, gt=0, description="No copy is written unless the fences were read within this (fail "

@@ -62,7 +62,11 @@ def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatu
     if out_of_sync is None:
         synced = _condition("Synced", None, "StreamUnreachable", "how many changes wait is unknown")
     elif out_of_sync:
-        synced = _condition("Synced", False, "CatchingUp", f"{out_of_sync} changes pending, {failed} failed")
+        # No count in the message: it would change with every change applied, and a message that
+        # changes makes every status write read the plan first to merge the conditions (the counts
+        # are objectsOutOfSync and objectsFailed).
+        synced = _condition("Synced", False, "CatchingUp", "changes are waiting to be applied" +
+                            (f", {failed} failed" if failed else ""))
     elif failed:
         synced = _condition("Synced", False, "DeadLetters", f"0 changes pending, {failed} failed")
     else:
@@ -91,6 +95,27 @@ def plan_status(progress: PlanProgress, seen: Observed) -> api.RecoveryPlanStatu
                                            sequence=letter.sequence, time=_iso(letter.at))
                       for key, letter in sorted(progress.failed.items(), key=lambda kv: -kv[1].at)[:MAX_SHOWN]],
     )
+
+
+# What changes with every change applied. A status that differs from the last one written only in
+# these is written at most every ``status_progress_seconds`` (:func:`due`).
+PROGRESS_FIELDS = ("objects_in_sync", "objects_out_of_sync", "stream_sequence", "replication_lag_seconds",
+                   "pending_change_age_seconds", "last_event_time")
+
+
+def due(last: api.RecoveryPlanStatus | None, status: api.RecoveryPlanStatus, *, since_written: float,
+        progress_every: float) -> bool:
+    """Whether ``status`` is to be written now, ``since_written`` seconds after ``last`` was: at
+    once when anything but the progress changed (a condition, the phase, a dead letter, the
+    breaker), the progress alone at most every ``progress_every`` seconds. A first copy of 5,000
+    objects otherwise wrote every plan's status every tick, each write a request the stand-by's API
+    server serves among the copies' (docs/benchmarks.md, "Scale")."""
+    if last is None:
+        return True
+    if status == last:
+        return False
+    unset = dict.fromkeys(PROGRESS_FIELDS)
+    return status.model_copy(update=unset) != last.model_copy(update=unset) or since_written >= progress_every
 
 
 EventKind = Literal["Normal", "Warning"]

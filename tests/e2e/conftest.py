@@ -44,7 +44,8 @@ def syncer_settings(nats_server: LocalNats, **kwargs: Any) -> SyncerSettings:
     # Drift repair's first check comes at a random moment of its first 30 s: it would put back what a
     # test deletes or edits in the stand-by on purpose. test_drift.py turns it on.
     kwargs.setdefault("drift_check_seconds", 0)
-    return SyncerSettings(plan_resync_seconds=0.3, status_interval_seconds=0.5, fence_refresh_seconds=0.2, **kwargs)
+    return SyncerSettings(plan_resync_seconds=0.3, status_interval_seconds=0.5, status_progress_seconds=0.5,
+                          fence_refresh_seconds=0.2, **kwargs)
 
 
 @contextlib.asynccontextmanager

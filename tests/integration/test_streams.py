@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.js import JetStreamContext
+from nats.js import api as js_api
 
 from schemas import subjects
 from services.common import plans, records, streams
@@ -91,3 +92,17 @@ async def test_a_plan_is_recorded_once_per_generation_even_after_the_duplicate_w
     finally:
         await js.delete_stream(stream)
         await nc.close()
+
+
+async def test_a_consumer_has_settled_once_it_acknowledged_a_message(js: tuple[JetStreamContext, str]) -> None:
+    """Drift repair's first check waits a whole interval for a plan whose consumer never settled
+    anything (a first copy: every state in the stream is on its way)."""
+    js_, s = js
+    await publish(js_, f"{s}.cm.a", "UPSERT", "1")
+    assert not await streams.consumer_settled(js_, s, "syncer")  # no consumer yet
+    await js_.add_consumer(s, js_api.ConsumerConfig(durable_name="syncer", ack_policy=js_api.AckPolicy.EXPLICIT))
+    assert not await streams.consumer_settled(js_, s, "syncer")  # created, nothing acknowledged
+    sub = await js_.pull_subscribe_bind("syncer", stream=s)
+    [msg] = await sub.fetch(1, timeout=5)
+    await msg.ack_sync()
+    assert await streams.consumer_settled(js_, s, "syncer")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
 from schemas import annotations as ann
-from services.syncer.drift import edited_by, first_check_delay
+from services.syncer.drift import DriftRepair, edited_by, first_check_delay
 
 
 def entry(manager: str, time: str, fields: dict[str, object], subresource: str = "") -> dict[str, object]:
@@ -30,3 +35,22 @@ def test_a_plans_first_check_comes_within_the_first_tenth_of_the_interval() -> N
     assert 29.9 < first_check_delay(300, draw=lambda: 0.999) < 30.0
     delays = [first_check_delay(1.0) for _ in range(200)]  # the e2e tests check every second
     assert all(0 <= d < 0.1 for d in delays) and len(set(delays)) > 1  # spread, not one moment
+
+
+@pytest.mark.parametrize(("first_copy", "checked_soon"), [(False, True), (True, False)])
+async def test_a_new_consumers_first_check_waits_a_whole_interval(first_copy: bool, checked_soon: bool) -> None:
+    """After a restart drift is looked for soon (copies may have been changed while the syncer was
+    away); a consumer that never settled anything delivers every state anyway, so its plan's first
+    check comes after a whole interval."""
+    checks: list[float] = []
+    repair = DriftRepair(applier=None, js=None, keys=None, own=None, subject_prefix="standby")  # type: ignore[arg-type]
+
+    async def check() -> dict[str, Any]:
+        checks.append(asyncio.get_running_loop().time())
+        return {}
+
+    repair.check = check  # type: ignore[method-assign]
+    task = asyncio.create_task(repair.run(2.0, first_copy=first_copy))
+    await asyncio.sleep(0.5)  # past the first tenth of the interval
+    task.cancel()
+    assert bool(checks) is checked_soon

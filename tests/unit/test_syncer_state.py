@@ -13,7 +13,7 @@ from services.common import streams
 from services.syncer import letters
 from services.syncer.breaker import BreakerOpen, DeleteBreaker
 from services.syncer.progress import Copy, DeadLetter, PlanProgress
-from services.syncer.status import Observed, plan_status
+from services.syncer.status import Observed, due, plan_status
 
 pytestmark = pytest.mark.unit
 
@@ -150,6 +150,27 @@ def test_plan_status(setup: object, observed: Observed, phase: str, synced: tupl
     assert conditions(status)["Synced"] == synced
     assert conditions(status)["Degraded"] == degraded
     assert status.observed_generation == 3
+
+
+def test_progress_alone_is_written_at_most_every_progress_interval() -> None:
+    progress = in_step()
+    progress.delivered(9, 95.0)
+    catching_up = plan_status(progress, seen(undelivered=400))
+    assert due(None, catching_up, since_written=0.0, progress_every=10.0)  # the first is always written
+    assert not due(catching_up, catching_up, since_written=60.0, progress_every=10.0)  # nothing changed
+    further = plan_status(progress, seen(undelivered=250))
+    # The count changes with every change applied; the condition's message does not, so writing
+    # it needs no read of the plan first.
+    assert further.conditions == catching_up.conditions
+    assert further.objects_out_of_sync != catching_up.objects_out_of_sync
+    assert not due(catching_up, further, since_written=2.0, progress_every=10.0)
+    assert due(catching_up, further, since_written=10.0, progress_every=10.0)
+    progress.settled(9)
+    caught_up = plan_status(progress, seen(undelivered=0))
+    assert caught_up.phase == "Synced" and due(catching_up, caught_up, since_written=0.1, progress_every=10.0)
+    progress.dead_lettered(A, DeadLetter("Invalid"))
+    failed = plan_status(progress, seen(undelivered=0))
+    assert due(caught_up, failed, since_written=0.1, progress_every=10.0)  # a dead letter: at once
 
 
 def test_status_claims_nothing_it_does_not_know() -> None:
