@@ -195,6 +195,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` on ``cpus`` only (a thread made later inherits its
+    maker's CPUs: a Go runtime's new threads stay there too)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+CPUS = sorted(os.sched_getaffinity(0))  # this machine's, as the benchmark found them (before any pin)
+
+
+def split_cpus(standby: int) -> tuple[set[int], set[int]]:
+    """(the stand-by's CPUs, everyone else's): the last ``standby`` of this machine's, the rest."""
+    cpus = CPUS
+    if not 0 < standby < len(cpus):
+        raise SystemExit(f"--standby-cpus {standby}: this machine has {len(cpus)} CPUs; leave at least one to the rest")
+    return set(cpus[-standby:]), set(cpus[:-standby])
+
+
 class CpuMeter:
     """CPU seconds each process spent between ``__init__`` and :meth:`spent`."""
 
@@ -217,13 +236,15 @@ class SpeedProbe:
 
     BLOCK = os.urandom(4 << 20)
 
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, cpus: set[int] | None = None) -> None:
+        self.interval, self.cpus = interval, cpus  # ``cpus``: the probe runs there (the stand-by's own)
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speed-probe", daemon=True)
 
     def _run(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only
         while not self._stop.wait(self.interval):
             started = time.thread_time()
             hashlib.sha256(self.BLOCK).digest()

@@ -19,8 +19,14 @@ per namespace, watcher and syncer processes on local real clusters.
 - steady: R changes/s to ConfigMaps spread over all the plans' namespaces for S seconds, with
   everything held: source write response -> the copy carrying that source version seen.
 
+- ``--standby-cpus N``: the stand-by's API server and etcd run on N CPUs of their own and every other
+  process (the source cluster, the broker, the services, this benchmark) on the rest, in every
+  phase, the raw client's included: as where the stand-by is a cluster of its own and the pipeline
+  runs elsewhere. Without it all share every CPU, and whatever CPU the pipeline's own processes
+  spend is taken from the stand-by's API server, which the raw client's round does not pay.
+
     cd benchmarks && ../.venv/bin/python scale.py [--objects 100000] [--plans 20] [--rate 100] [--seconds 60]
-        [--profile-into DIR] [--profile-seconds 30] [--first-copy-only]
+        [--profile-into DIR] [--profile-seconds 30] [--first-copy-only] [--standby-cpus 1]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,11 +59,13 @@ from common import (
     namespace,
     paced_updates,
     percentile,
+    pin,
     plan,
     requests_by_kind,
     rss_mib,
     run,
     secret,
+    split_cpus,
     stop_env,
 )
 from sync import is_copy, service_pids, services_env
@@ -116,7 +125,7 @@ def tenths(progress: dict[int, float], started: float) -> list[float]:
 
 
 async def raw_copy(src: KubeClient, dst: KubeClient, spaces: list[str], n: int,
-                   pids: dict[str, int]) -> dict[str, Any]:
+                   pids: dict[str, int], probe_cpus: set[int] | None) -> dict[str, Any]:
     """The ceiling: the same objects straight into the destination by a plain client."""
     prov = transforms.Provenance(SYSTEM, "raw", 0, "uid", "1")
     raw = []
@@ -133,7 +142,7 @@ async def raw_copy(src: KubeClient, dst: KubeClient, spaces: list[str], n: int,
     await asyncio.sleep(1)  # the watches are established
     cpu = CpuMeter(pids)
     started = time.monotonic()
-    with SpeedProbe() as probe:
+    with SpeedProbe(cpus=probe_cpus) as probe:
         await apply_all(dst, raw, concurrency=SyncerSettings().consumer.workers, parse=False)
         done = await seen
     spent = cpu.spent()
@@ -166,8 +175,8 @@ async def handled(metrics: dict[str, str]) -> collections.Counter[str]:
     return await metric_by(metrics["syncer"], "standby_syncer_applies_total", "outcome")
 
 
-async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str, int],
-                     services: dict[str, int], metrics: dict[str, str]) -> dict[str, Any]:
+async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str, int], services: dict[str, int],
+                     metrics: dict[str, str], probe_cpus: set[int] | None) -> dict[str, Any]:
     """Every plan created at once; until every copy exists. The services' memory along the way."""
     progress: dict[int, float] = {}
     seen = asyncio.create_task(count_until(dst, [p for ns in spaces for p in paths(ns)], n, timeout=3600,
@@ -178,7 +187,7 @@ async def first_copy(dst: KubeClient, spaces: list[str], n: int, pids: dict[str,
     cpu = CpuMeter(pids)
     requests, outcomes = await requests_by_kind(dst), await handled(metrics)
     started = time.monotonic()
-    with SpeedProbe() as probe:
+    with SpeedProbe(cpus=probe_cpus) as probe:
         await asyncio.gather(*(plan(dst, ns, [ns], RESOURCES) for ns in spaces))
         done = await seen
     spent = cpu.spent()
@@ -238,12 +247,30 @@ async def ready_after_restart(metrics: dict[str, str], n: int, plans: int, timeo
     return ready
 
 
-async def restart(env: Any, dst: KubeClient, metrics: dict[str, str], spaces: list[str], n: int) -> dict[str, Any]:
+def isolate(env: Any, standby_cpus: int) -> dict[str, list[int]]:
+    """Every process on its CPUs (``--standby-cpus``): the stand-by cluster's on ``standby_cpus`` of
+    their own, the others on the rest; nothing with 0."""
+    if not standby_cpus:
+        return {}
+    mine, rest = split_cpus(standby_cpus)
+    standby = {proc.pid for proc in env.clusters["destination"].processes.values()}
+    for pid in standby:
+        pin(pid, mine)
+    for pid in set(service_pids(env).values()) - standby:
+        pin(pid, rest)
+    # As the kernel has them now: the stand-by's API server's and the syncer's.
+    return {"standby": sorted(os.sched_getaffinity(env.clusters["destination"].processes["kube-apiserver"].pid)),
+            "others": sorted(os.sched_getaffinity(env.services["syncer"].pid))}
+
+
+async def restart(env: Any, dst: KubeClient, metrics: dict[str, str], spaces: list[str], n: int,
+                  standby_cpus: int) -> dict[str, Any]:
     published_before, written_before = await stream_sequences(env.nats, spaces), await copy_writes(dst)
     for name in ("watcher", "syncer"):
         env.services[name].stop()
     for name in ("watcher", "syncer"):
         env.services[name].start()
+    isolate(env, standby_cpus)
     ready = await ready_after_restart(metrics, n, len(spaces), timeout=300)
     await asyncio.sleep(10)
     return {"ready_after_s": ready, "published": await stream_sequences(env.nats, spaces) - published_before,
@@ -317,6 +344,9 @@ async def main() -> dict[str, Any]:
                              "first copy, raw.pprof and first_copy.pprof")
     parser.add_argument("--profile-seconds", type=float, default=30, help="each profile's length")
     parser.add_argument("--first-copy-only", action="store_true", help="stop after the first copy")
+    parser.add_argument("--standby-cpus", type=int, default=0,
+                        help="CPUs of their own for the stand-by's API server and etcd, the rest for every other "
+                             "process; 0: all share every CPU")
     args = parser.parse_args()
     per_plan = args.objects // args.plans
     n = per_plan * args.plans
@@ -326,9 +356,12 @@ async def main() -> dict[str, Any]:
         async with KubeClient.from_kubeconfig(env.clusters["source"].kubeconfig, connections=64) as src, \
                 KubeClient.from_kubeconfig(env.clusters["destination"].kubeconfig,
                                            connections=SyncerSettings().destination_connections) as dst:
+            cpus = isolate(env, args.standby_cpus)
+            # With --standby-cpus, the speed that matters is that of the stand-by's CPUs: the probe runs there.
+            probe_cpus = set(cpus["standby"]) if cpus else None
             pids = service_pids(env)
             services = {name: proc.pid for name, proc in env.services.items()}
-            with SpeedProbe() as idle:  # the machine's speed with nothing to do: to compare the phases' with
+            with SpeedProbe(cpus=probe_cpus) as idle:  # the speed with nothing to do: to compare the phases' with
                 await asyncio.sleep(5)
             started = time.monotonic()
             for ns in spaces:
@@ -336,12 +369,12 @@ async def main() -> dict[str, Any]:
                 await apply_all(src, objects(ns, per_plan), concurrency=64, parse=False)
             result: dict[str, Any] = {"benchmark": "scale", "objects": n, "plans": args.plans,
                                       "source_written_in_s": round(time.monotonic() - started, 1),
-                                      "speed_probe_idle_ms": idle.ms()}
+                                      "speed_probe_idle_ms": idle.ms(), "cpus": cpus or "shared"}
             async with profiled(dst, args.profile_into, "raw", args.profile_seconds):
-                result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids)
+                result["raw"] = raw = await raw_copy(src, dst, spaces, n, pids, probe_cpus)
             print("raw", raw, flush=True)
             async with profiled(dst, args.profile_into, "first_copy", args.profile_seconds):
-                result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics)
+                result["first_copy"] = first = await first_copy(dst, spaces, n, pids, services, metrics, probe_cpus)
             print("first copy", first, flush=True)
             result["ratio"] = round(first["objects_per_s"] / raw["objects_per_s"], 3)
             # The same ratio had both phases run on a machine of the same speed (the speed probe's
@@ -351,7 +384,7 @@ async def main() -> dict[str, Any]:
                                                        / raw["speed_probe_ms"], 3)
             if args.first_copy_only:
                 return result
-            result["restart"] = again = await restart(env, dst, metrics, spaces, n)
+            result["restart"] = again = await restart(env, dst, metrics, spaces, n, args.standby_cpus)
             print("restart", again, flush=True)
             pids = service_pids(env)  # the restarted services
             keys = min(200, sum(1 for kind in MIX if kind == "cm") * per_plan // len(MIX))

@@ -93,6 +93,8 @@ class FenceCache:
         """Wait until the view is fresh, at most ``timeout`` seconds; False if it is not by then.
         Under load a LIST can take longer than the view's age allows: writes then wait for the
         next one (back pressure) instead of going on blind or being redelivered."""
+        if self.fresh():  # nearly always: no timer for every write
+            return True
         try:
             async with asyncio.timeout(timeout):
                 while not self.fresh():

@@ -50,10 +50,14 @@ def test_a_benchmark_runs_and_prints_its_result(script: str) -> None:
     assert result["benchmark"] == script.removesuffix(".py"), result
 
 
-def test_scale_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
-    """`scale.py --profile-into DIR` (docs/benchmarks.md reads its profiles with go tool pprof)."""
-    result = run_small("scale.py", "--first-copy-only", "--profile-into", str(tmp_path), "--profile-seconds", "1")
+def test_scale_profiles_the_stand_by_api_server_on_cpus_of_its_own(tmp_path: Path) -> None:
+    """`scale.py --profile-into DIR` (docs/benchmarks.md reads its profiles with go tool pprof) and
+    `--standby-cpus 1`: the stand-by's API server on one CPU, the pipeline on the others."""
+    result = run_small("scale.py", "--first-copy-only", "--profile-into", str(tmp_path), "--profile-seconds", "1",
+                       "--standby-cpus", "1")
     assert "first_copy" in result and "restart" not in result, result
+    cpus = result["cpus"]
+    assert len(cpus["standby"]) == 1 and cpus["others"] and not set(cpus["standby"]) & set(cpus["others"]), cpus
     for phase in ("raw", "first_copy"):
         assert (tmp_path / f"{phase}.pprof").read_bytes()[:2] == b"\x1f\x8b", phase  # a gzipped pprof profile
 
