@@ -58,7 +58,6 @@ class PlanConsumer:
     guard: Guard
     budget: Budget  # shared by every plan of this syncer (services.syncer.budget)
     until_served: Callable[[], Awaitable[None]] = looping.at_once  # the plan's Lease (services.common.leasing)
-    drift_turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))  # shared by the plans
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     in_flight: int = 0  # this plan's share of the budget's window
     pending: int = 0  # in the stream, not yet delivered (as the last delivery said)
@@ -99,8 +98,7 @@ class PlanConsumer:
         self.tasks.append(self.guard.start(f"status {key}", self._report, kind="status", plan=key))
         if self.settings.drift_check_seconds:
             repair = DriftRepair(self.applier, self.js, self.keys, self.own, self.settings.nats.subject_prefix,
-                                 catching_up=lambda: self.pending > 0 or bool(self.applier.progress.unapplied),
-                                 turns=self.drift_turns)
+                                 catching_up=lambda: self.pending > 0 or bool(self.applier.progress.unapplied))
             first_copy = not await streams.consumer_settled(self.js, self.stream,
                                                             self.settings.consumer.durable_name)
             self.tasks.append(self.guard.start(

@@ -81,11 +81,6 @@ class DriftRepair:
     subject_prefix: str
     repaired_edits: set[tuple[ObjectKey, str, str]] = field(default_factory=set)
     catching_up: Callable[[], bool] = lambda: False
-    # Shared by every plan of a syncer: one plan's check at a time. After a restart every plan's first
-    # check comes within 30 s, each listing every copy of the plan and reading every state of its
-    # stream; twenty of them at once held the stand-by's writes back in the scale benchmark's first
-    # seconds after its restart (docs/benchmarks.md, "Scale", session 17).
-    turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     @property
     def plan(self) -> Any:
@@ -102,11 +97,11 @@ class DriftRepair:
         first check comes after a whole interval."""
         await asyncio.sleep(interval_seconds if first_copy else first_check_delay(interval_seconds))
         while True:
-            async with self.turns:
-                ready = not self.catching_up()
-                if ready:
-                    await self.check()
-            await asyncio.sleep(interval_seconds if ready else CATCHING_UP_POLL_SECONDS)
+            if self.catching_up():
+                await asyncio.sleep(CATCHING_UP_POLL_SECONDS)
+                continue
+            await self.check()
+            await asyncio.sleep(interval_seconds)
 
     async def check(self) -> dict[str, list[str]]:
         """One comparison of the copies with the stream's latest states; what was repaired, by kind."""

@@ -50,7 +50,6 @@ class Supervisor:
         self.leases = PlanLeases(self.own, self.settings.kube.namespace, "syncer", self.settings.leases)
         c = self.settings.consumer
         self.budget = Budget(writes=c.workers, window=c.max_ack_pending, batch=c.fetch_batch)
-        self.drift_turns = asyncio.Semaphore(1)  # drift repair checks one plan at a time
         self.rebuilds = RebuildRunner(self.own, self.nc.jetstream(), self.keys, self.guard,
                                       self.settings.nats.subject_prefix)
 
@@ -113,8 +112,7 @@ class Supervisor:
             applier = PlanApplier(plan, dest.client, dest.fences, self.settings,
                                   serving=functools.partial(self.leases.holds, plan.key))
             consumer = PlanConsumer(plan, applier, self.nc, self.own, self.settings, self.keys, self.guard,
-                                    self.budget, until_served=functools.partial(self.leases.until_held, plan.key),
-                                    drift_turns=self.drift_turns)
+                                    self.budget, until_served=functools.partial(self.leases.until_held, plan.key))
             await consumer.start()
         except plans.PlanError as exc:
             await plans.set_plan_conditions(self.own, plan, [plans.condition(

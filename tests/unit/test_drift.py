@@ -54,31 +54,3 @@ async def test_a_new_consumers_first_check_waits_a_whole_interval(first_copy: bo
     await asyncio.sleep(0.5)  # past the first tenth of the interval
     task.cancel()
     assert bool(checks) is checked_soon
-
-
-async def test_the_plans_checks_take_turns() -> None:
-    """Plans started together (a restarted syncer) check one at a time, not all at once."""
-    turns = asyncio.Semaphore(1)
-    running, most = 0, 0
-
-    def repair() -> DriftRepair:
-        r = DriftRepair(applier=None, js=None, keys=None, own=None, subject_prefix="standby",  # type: ignore[arg-type]
-                        turns=turns)
-
-        async def check() -> dict[str, Any]:
-            nonlocal running, most
-            running += 1
-            most = max(most, running)
-            await asyncio.sleep(0.05)
-            running -= 1
-            return {}
-
-        r.check = check  # type: ignore[method-assign]
-        return r
-
-    tasks = [asyncio.create_task(repair().run(0.01)) for _ in range(5)]
-    await asyncio.sleep(0.4)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    assert most == 1
