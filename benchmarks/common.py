@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -340,10 +340,16 @@ async def count_until(client: KubeClient, paths: list[str], target: int, *, time
     return finished_at
 
 
-async def follow_copies(client: KubeClient, path: str, seen: dict[str, float]) -> None:
-    """Until cancelled: when each source resourceVersion was first seen on a copy under ``path``
-    (``seen``: source resourceVersion -> monotonic time), by a watch on the copies that lists again
-    after 410 Gone (a first LIST of 40,000 copies can outlast the watch cache's window)."""
+@contextlib.asynccontextmanager
+async def copies_seen(client: KubeClient, path: str, *, timeout: float = 300) -> AsyncIterator[dict[str, float]]:
+    """Within the block: when each source resourceVersion was first seen on a copy under ``path``
+    (source resourceVersion -> monotonic time), by a watch on the copies that lists again after 410
+    Gone. The block starts once the first LIST is done: a change made while it still lists (40,000
+    copies take seconds) is only seen when the watch that follows replays it, late by the rest of the
+    LIST, and would be counted as the pipeline's lag."""
+    seen: dict[str, float] = {}
+    ready = asyncio.Event()
+
     def note(obj: dict[str, Any]) -> None:
         source_rv = (obj["metadata"].get("annotations") or {}).get(ann.SOURCE_RESOURCE_VERSION)
         if source_rv:
@@ -352,9 +358,22 @@ async def follow_copies(client: KubeClient, path: str, seen: dict[str, float]) -
     def listed(items: list[dict[str, Any]]) -> None:
         for obj in items:
             note(obj)
+        ready.set()
 
-    await follow(client, path, listed=listed, changed=lambda _, obj: note(obj), retry_seconds=1.0, what="the copies",
-                 label_selector=f"{ann.MANAGED}=true")
+    task = asyncio.create_task(follow(client, path, listed=listed, changed=lambda _, obj: note(obj),
+                                      retry_seconds=1.0, what="the copies", label_selector=f"{ann.MANAGED}=true"))
+    try:
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiting], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if task.done():
+            task.result()  # raises what ended it
+        if not ready.is_set():
+            raise TimeoutError(f"the copies under {path} were not listed within {timeout:.0f}s")
+        yield seen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def connect_broker(server: LocalNats) -> Any:

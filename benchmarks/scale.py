@@ -50,10 +50,10 @@ from common import (
     as_read_from,
     configmap,
     connect_broker,
+    copies_seen,
     count_until,
     cpu_profile,
     deployment,
-    follow_copies,
     metric_by,
     metric_sum,
     namespace,
@@ -281,8 +281,6 @@ async def restart(env: Any, dst: KubeClient, metrics: dict[str, str], spaces: li
 
 async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str], keys: int, rate: float,
                  seconds: float, pids: dict[str, int], metrics: dict[str, str]) -> dict[str, Any]:
-    seen: dict[str, float] = {}
-    follower = asyncio.create_task(follow_copies(dst, "/api/v1/configmaps", seen))
     # When each source version reached the stream: a plain subscription sees what the watcher publishes.
     in_stream: dict[str, float] = {}
     nc = await connect_broker(server)
@@ -291,14 +289,15 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
         in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
     for ns in spaces:
         await nc.subscribe(subjects.plan_filter("standby", SYSTEM, ns), cb=on_message)
-    await asyncio.sleep(2)
-    cpu, outcomes = CpuMeter(pids), await handled(metrics)
-    written, achieved = await paced_updates(src, spaces, "cm", keys, rate=rate, seconds=seconds)
-    deadline = time.monotonic() + 30
-    while set(written) - set(seen) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    follower.cancel()
-    await asyncio.gather(follower, return_exceptions=True)
+    listing = time.monotonic()
+    async with copies_seen(dst, "/api/v1/configmaps") as seen:
+        listed_in = time.monotonic() - listing
+        await asyncio.sleep(2)
+        cpu, outcomes = CpuMeter(pids), await handled(metrics)
+        written, achieved = await paced_updates(src, spaces, "cm", keys, rate=rate, seconds=seconds)
+        deadline = time.monotonic() + 30
+        while set(written) - set(seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     await nc.close()
     lags = [max(0.0, seen[rv] - t) for rv, t in written.items() if rv in seen]
     # When in the phase the late ones were: the p99 of each 10 s (right after a restart, or all along).
@@ -310,7 +309,7 @@ async def steady(src: KubeClient, dst: KubeClient, server: Any, spaces: list[str
     to_stream = [max(0.0, in_stream[rv] - t) for rv, t in written.items() if rv in in_stream]
     stream_to_copy = [max(0.0, seen[rv] - in_stream[rv]) for rv in written if rv in seen and rv in in_stream]
     return {"changes": len(written), "achieved_write_rate_per_s": round(achieved, 1),
-            "missing": len(written) - len(lags),
+            "copies_listed_in_s": round(listed_in, 1), "missing": len(written) - len(lags),
             "lag_p50_ms": round(percentile(lags, 50) * 1000, 1), "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
             "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 1),
             "lag_p99_ms_each_10s": [round(percentile(w, 99) * 1000, 1) for _, w in sorted(windows.items())],

@@ -34,9 +34,9 @@ from common import (
     as_read_from,
     configmap,
     connect_broker,
+    copies_seen,
     count_until,
     deployment,
-    follow_copies,
     histogram_change,
     histograms,
     namespace,
@@ -172,7 +172,6 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
     await plan(dst, "steady", ["steady"], RESOURCES[:1])
     await count_until(dst, ["/api/v1/namespaces/steady/configmaps"], keys, timeout=120, predicate=is_copy)
 
-    seen: dict[str, float] = {}  # source resourceVersion -> time its copy was seen in the destination
 
     # Where the time goes: when each source version reached the stream (a plain subscription on the
     # plan's subjects sees what the watcher publishes).
@@ -183,20 +182,18 @@ async def steady(src: KubeClient, dst: KubeClient, server: LocalNats, rate: floa
         in_stream.setdefault((msg.headers or {}).get(streams.HDR_RV, ""), time.monotonic())
     await nc.subscribe(subjects.plan_filter("standby", SYSTEM, "steady"), cb=on_message)
 
-    watcher = asyncio.create_task(follow_copies(dst, "/api/v1/namespaces/steady/configmaps", seen))
-    await asyncio.sleep(1)
-    before = {service: await histograms(url) for service, url in metrics.items()}
-    server_before = await destination_server(dst)
-    cpu = CpuMeter(pids)
-    source_writes: list[float] = []
-    written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds,
-                                            latencies=source_writes)
-    count = len(written)
-    deadline = time.monotonic() + 30
-    while set(written) - set(seen) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    watcher.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
+    async with copies_seen(dst, "/api/v1/namespaces/steady/configmaps") as seen:
+        await asyncio.sleep(1)
+        before = {service: await histograms(url) for service, url in metrics.items()}
+        server_before = await destination_server(dst)
+        cpu = CpuMeter(pids)
+        source_writes: list[float] = []
+        written, achieved = await paced_updates(src, "steady", "s", keys, rate=rate, seconds=seconds,
+                                                latencies=source_writes)
+        count = len(written)
+        deadline = time.monotonic() + 30
+        while set(written) - set(seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     await nc.close()
     spent = cpu.spent()
     server_after = await destination_server(dst)
