@@ -107,9 +107,9 @@ class JobRun:
         self.timed("discovery", started)
         return resources
 
-    def timed(self, step: str, since: float) -> None:
-        """Record how long a step took (status.timings, seconds) and log it."""
-        seconds = round(time.monotonic() - since, 3)
+    def timed(self, step: str, since: float, *, seconds: float | None = None) -> None:
+        """Record how long a step took (status.timings: ``seconds``, or since ``since``) and log it."""
+        seconds = round(time.monotonic() - since if seconds is None else seconds, 3)
         self.status = self.status.model_copy(update={"timings": {**self.status.timings, step: seconds}})
         log.info("%s took %.2fs", step, seconds, extra={"job": self.name})
 
@@ -155,60 +155,82 @@ class JobRun:
 
     async def activate(self, rep: api.RecoveryExecutionPlanSpec, plan_keys: list[list[str]],
                        resources: list[ResourceInfo], *, dry_run: bool) -> None:
-        all_keys = {k for keys in plan_keys for k in keys}
+        """Wave by wave, rank by rank, each rank's copies in parallel as their LIST pages arrive. The
+        totals grow as the copies are found and are exact once the listing is complete."""
         started = time.monotonic()
-        targets = await activating.find_copies(self.client, all_keys, resources, metadata_only=not dry_run)
-        self.timed("findCopies", started)
         resumed = self.status.phase == "Activating"  # activated objects are no longer copies: not found again
         done_before = self.status.progress.done if resumed else 0
-        total = done_before + len(targets)
-        await self.save(phase="Activating", progress=status.progress(done_before, total))
         results: list[api.ObjectResult] = list(self.status.objects) if resumed else []
         waves = status.waves_of(rep, self.status.waves)
         failed_total = sum(1 for r in results if r.outcome == "Failed")
         done = done_before
         gate = asyncio.Semaphore(self.settings.concurrency)
-        for index, (wave, keys) in enumerate(zip(rep.waves, plan_keys, strict=True)):
-            wave_started = time.monotonic()
-            mine = [t for t in targets if t.plan in keys]
-            waves[index] = waves[index].model_copy(update={"phase": "Running", "total": waves[index].total + len(mine)})
-            await self.save(waves=list(waves))
-            failed = 0
-            for rank in sorted({t.rank for t in mine}):  # priority order, each rank in parallel
-                batch = [t for t in mine if t.rank == rank]
 
-                async def one(t: activating.Target) -> tuple[activating.Target, activating.Result]:
-                    async with gate:
-                        return t, await activating.activate_one(self.client, t, dry_run=dry_run, stream=self.stream)
+        async def one(t: activating.Target) -> tuple[activating.Target, activating.Result]:
+            async with gate:
+                return t, await activating.activate_one(self.client, t, dry_run=dry_run, stream=self.stream)
 
-                for t, r in await asyncio.gather(*(one(t) for t in batch)):
-                    metrics.activated(t.plan, r.outcome)
-                    if r.outcome == "Failed":
-                        failed += 1
-                    results.append(api.ObjectResult(plan=t.plan, ref=t.ref, outcome=r.outcome,
-                                                    reason=r.reason[:500], changes=list(r.changes)))
-                done += len(batch)
-                metrics.progress(self.name, done, total)
-                await self.save(progress=status.progress(done, total),
-                                objects=status.reported(results, self.settings.max_reported_objects))
-            self.timed(f"wave {wave.name} activated", wave_started)
-            message = ""
-            if wave.wait_for_ready and not dry_run:
-                failed_refs = {r.ref for r in results if r.outcome == "Failed"}
-                late = await activating.wait_ready(self.client, [t for t in mine if t.ref not in failed_refs],
-                                                   timeout=wave.timeout_seconds, poll=self.settings.ready_poll_seconds)
-                self.timed(f"wave {wave.name} ready", wave_started)
-                if late:
-                    failed += len(late)
-                    message = f"not ready after {wave.timeout_seconds}s: {', '.join(late[:10])}"
-            failed_total += failed
-            waves[index] = waves[index].model_copy(update={
-                "phase": "Completed" if not failed else "PartiallyFailed", "done": waves[index].done + len(mine),
-                "failed": failed, "message": message})
-            if index < len(rep.waves) - 1:  # the last wave's result goes with the job's own
-                await self.save(waves=list(waves))
-            self.notify("Normal" if not failed else "Warning", "WaveDone",
-                        f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
+        async with activating.Listing(self.client, {k for keys in plan_keys for k in keys}, resources,
+                                      metadata_only=not dry_run) as listing:
+
+            def totals(index: int, keys: list[str]) -> None:
+                """The job's and the wave's totals as found so far (each wave's totals are its own)."""
+                waves[index] = waves[index].model_copy(update={"total": waves[index].done + sum(
+                    listing.found[k] for k in keys)})
+                self.status = self.status.model_copy(update={"progress": status.progress(
+                    done, done_before + sum(listing.found.values()))})
+
+            await self.save(phase="Activating", progress=status.progress(done_before, done_before))
+            for index, (wave, keys) in enumerate(zip(rep.waves, plan_keys, strict=True)):
+                wave_started = time.monotonic()
+                waves[index] = waves[index].model_copy(update={"phase": "Running"})
+                mine: list[activating.Target] = []
+                failed = 0
+                for rank in listing.ranks:  # priority order, each rank in parallel
+                    running: list[asyncio.Task[tuple[activating.Target, activating.Result]]] = []
+                    try:
+                        async for page in listing.pages(rank):
+                            running += [asyncio.create_task(one(t)) for t in page if t.plan in keys]
+                        outcomes = await asyncio.gather(*running)
+                    finally:  # the listing failed: nothing goes on switching copies on unsupervised
+                        for task in running:
+                            task.cancel()
+                    if not running:
+                        continue
+                    for t, r in outcomes:
+                        mine.append(t)
+                        metrics.activated(t.plan, r.outcome)
+                        if r.outcome == "Failed":
+                            failed += 1
+                        results.append(api.ObjectResult(plan=t.plan, ref=t.ref, outcome=r.outcome,
+                                                        reason=r.reason[:500], changes=list(r.changes)))
+                    done += len(running)
+                    totals(index, keys)
+                    metrics.progress(self.name, done, self.status.progress.total)
+                    await self.save(waves=list(waves),
+                                    objects=status.reported(results, self.settings.max_reported_objects))
+                self.timed(f"wave {wave.name} activated", wave_started)
+                message = ""
+                if wave.wait_for_ready and not dry_run:
+                    failed_refs = {r.ref for r in results if r.outcome == "Failed"}
+                    late = await activating.wait_ready(self.client, [t for t in mine if t.ref not in failed_refs],
+                                                       timeout=wave.timeout_seconds,
+                                                       poll=self.settings.ready_poll_seconds)
+                    self.timed(f"wave {wave.name} ready", wave_started)
+                    if late:
+                        failed += len(late)
+                        message = f"not ready after {wave.timeout_seconds}s: {', '.join(late[:10])}"
+                failed_total += failed
+                totals(index, keys)
+                waves[index] = waves[index].model_copy(update={
+                    "phase": "Completed" if not failed else "PartiallyFailed", "done": waves[index].done + len(mine),
+                    "failed": failed, "message": message})
+                if index < len(rep.waves) - 1:  # the last wave's result goes with the job's own
+                    await self.save(waves=list(waves))
+                self.notify("Normal" if not failed else "Warning", "WaveDone",
+                            f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
+        self.timed("findCopies", started, seconds=listing.seconds)
+        total = done_before + sum(listing.found.values())
         phase, summary = status.outcome(failed=failed_total, total=total, dry_run=dry_run)
         await self.save(phase=phase, completion_time=now(), message=summary, waves=list(waves),
                         conditions=[status.complete(phase == "Completed", phase, summary)])

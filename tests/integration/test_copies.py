@@ -1,15 +1,20 @@
 """Finding one plan's copies among many plans' on a real API server: the server sends only the
 plan's (selected by the plan label), the copies an earlier Standby wrote without that label are
-found too, and two plans whose shortened labels coincide are told apart by the annotation."""
+found too, and two plans whose shortened labels coincide are told apart by the annotation. A
+failover's listing hands them over rank by rank, page by page."""
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from schemas import annotations as ann
+from schemas import ordering
 from services.common.copies import list_copies
-from services.common.kube import KubeClient
+from services.common.kube import KubeClient, ResourceInfo
 from services.devenv.clusters import LocalCluster
+from services.recovery import activating
 
 
 def configmap(ns: str, name: str, plan: str, *, labelled: bool = True, managed: bool = True) -> dict[str, object]:
@@ -49,5 +54,42 @@ async def test_one_plans_copies_are_selected_by_the_server(destination: LocalClu
             by_plan, unlabelled = ann.copies_selectors({"apps/a"})
             assert names((await client.list_all(collection, label_selector=by_plan))[0]) == {"a-1", "a-2"}
             assert names((await client.list_all(collection, label_selector=unlabelled))[0]) == {"a-old", "b-old"}
+        finally:
+            await client.request("DELETE", f"/api/v1/namespaces/{ns}", parse=False)
+
+
+async def test_a_failover_lists_the_copies_rank_by_rank_as_their_pages_arrive(destination: LocalCluster,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    ns = f"listing-{uuid.uuid4().hex[:6]}"
+    plan, other = f"apps/{ns}", f"apps/{ns}-other"  # plans of their own: the cluster holds other tests' copies
+    configmaps = ResourceInfo("", "v1", "configmaps", "ConfigMap", True)
+    secrets = ResourceInfo("", "v1", "secrets", "Secret", True)
+    nothing = ResourceInfo("example.com", "v1", "nothings", "Nothing", True)  # not served: 404, skipped
+    objects = [configmap(ns, f"cm-{i}", plan) for i in range(5)] + [configmap(ns, "old", plan, labelled=False),
+                                                                 configmap(ns, "theirs", other)]
+    secret = {**configmap(ns, "s-1", plan), "kind": "Secret"}
+    async with KubeClient.from_kubeconfig(destination.kubeconfig) as client:
+        await client.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}}, parse=False)
+        try:
+            for obj in objects:
+                await client.request("POST", f"/api/v1/namespaces/{ns}/configmaps", body=obj, parse=False)
+            await client.request("POST", f"/api/v1/namespaces/{ns}/secrets", body=secret, parse=False)
+            async with activating.Listing(client, {plan}, [nothing, configmaps, secrets], metadata_only=True,
+                                          page_size=2) as listing:
+                secret_rank, configmap_rank = (ordering.rank("", kind) for kind in ("Secret", "ConfigMap"))
+                assert listing.ranks == [secret_rank, configmap_rank, ordering.rank("example.com", "Nothing")]
+                pages = [page async for page in listing.pages(configmap_rank)]
+                assert len(pages) >= 3, "pages of 2 are handed over one by one"
+                names = sorted(t.obj["metadata"]["name"] for page in pages for t in page)
+                assert names == ["cm-0", "cm-1", "cm-2", "cm-3", "cm-4", "old"]
+                assert all(t.obj["kind"] == "ConfigMap" and t.plan == plan for page in pages for t in page)
+                # Each wave takes its pages again; a rank with no copies ends at once.
+                assert sum(map(len, [page async for page in listing.pages(configmap_rank)])) == 6
+                assert [t.ref async for page in listing.pages(secret_rank) for t in page] == [
+                    f"secrets.core/{ns}/s-1"]
+                assert [page async for page in listing.pages(ordering.rank("example.com", "Nothing"))] == []
+                assert [page async for page in listing.pages(-1)] == []
+            assert listing.found == {plan: 7} and listing.seconds > 0
+            assert "cannot list the copies of /apis/example.com/v1/nothings" in caplog.text
         finally:
             await client.request("DELETE", f"/api/v1/namespaces/{ns}", parse=False)
