@@ -51,6 +51,7 @@ from common import (
 
 from schemas import API_VERSION, api, sanitizing, transforms
 from schemas import annotations as ann
+from services.common import fencing
 from services.common.kube import ApiError
 
 WORKLOADS = "/apis/apps/v1/namespaces/{ns}/deployments"
@@ -265,8 +266,9 @@ async def main() -> dict[str, Any]:
             await gone(dst, "/api/v1/namespaces/act")
             fenced = await patched(dst, meter, "fenced", n, activation_patch)
             await gone(dst, "/api/v1/namespaces/fenced")
-            await dst.request("DELETE", f"/api/v1/namespaces/{SYSTEM}/configmaps",
-                              params={"labelSelector": f"{ann.FENCE_LABEL}=true"}, parse=False)
+            for fences in (f"/api/v1/namespaces/{SYSTEM}/configmaps",
+                           f"{fencing.ADMISSION}/validatingadmissionpolicybindings"):  # and their bindings
+                await dst.request("DELETE", fences, params={"labelSelector": f"{ann.FENCE_LABEL}=true"}, parse=False)
             again = await patched(dst, meter, "again", n, merge_replicas)
             await gone(dst, "/api/v1/namespaces/again")
             json_patches = await patched(dst, meter, "jsonpatch", n, activation_patch)

@@ -6,10 +6,11 @@ late message from ever deactivating an activated workload again:
 - the syncer's own (:class:`FenceCache`): it keeps a view of the fences fresh (a LIST every
   ``refresh_seconds``), checks it before every write and writes nothing while it is stale, and
   recovery waits longer than the staleness bound before activating;
-- the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy whose
-  parameters are the fences): no copy of a fenced plan is written or deleted, and no object
-  turned back into one, whoever writes and however late. Where it is installed, recovery proves it in force for each
-  fenced plan (:func:`enforced`) and activates at once instead of waiting."""
+- the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy that recovery
+  binds to each fenced plan's copies with the plan's fence as parameter, :func:`binding_body`): no
+  copy of a fenced plan is written or deleted, and no object turned back into one, whoever writes
+  and however late. Where it is installed, recovery proves it in force for each fenced plan
+  (:func:`enforced`) and activates at once instead of waiting."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from typing import Any
 from schemas import annotations as ann
 from services.common.kube import ApiError, KubeClient, UnreachableError
 
-POLICY = "standby-fence"  # the ValidatingAdmissionPolicy and its binding
-BINDING_PATH = f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{POLICY}"
+POLICY = "standby-fence"  # the ValidatingAdmissionPolicy
+FIELD_MANAGER = "standby-recovery"  # of the fences and their bindings
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+POLICY_PATH = f"{ADMISSION}/validatingadmissionpolicies/{POLICY}"
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,26 @@ def parse(cm: dict[str, Any]) -> Fence | None:
         return None
 
 
+def binding_path(plan_namespace: str, plan_name: str) -> str:
+    return f"{ADMISSION}/validatingadmissionpolicybindings/{ann.fence_name(plan_namespace, plan_name)}"
+
+
+def binding_body(namespace: str, plan_namespace: str, plan_name: str) -> dict[str, Any]:
+    """The fence policy bound to one plan: its copies, selected by their plan label (the API server
+    matches labels without CEL: a write of another plan's copy is never evaluated against this
+    fence), checked against its fence (``namespace``), the only parameter. Named like the fence;
+    without the fence it allows everything."""
+    name = ann.fence_name(plan_namespace, plan_name)
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": {ann.FENCE_LABEL: "true", "app.kubernetes.io/part-of": "standby"}},
+        "spec": {"policyName": POLICY, "validationActions": ["Deny"],
+                 "paramRef": {"name": name, "namespace": namespace, "parameterNotFoundAction": "Allow"},
+                 "matchResources": {"objectSelector": {"matchLabels": {
+                     ann.PLAN_LABEL: ann.plan_label(ann.plan_key(plan_namespace, plan_name))}}}},
+    }
+
+
 def fence_body(namespace: str, plan_namespace: str, plan_name: str, *, epoch: int, job: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -52,6 +75,24 @@ def fence_body(namespace: str, plan_namespace: str, plan_name: str, *, epoch: in
         "data": {"plan": ann.plan_key(plan_namespace, plan_name), "epoch": str(epoch), "job": job,
                  "activated": "true"},
     }
+
+
+async def write(client: KubeClient, namespace: str, plan: str, *, epoch: int, job: str) -> bool:
+    """Fence ``plan`` ("<namespace>/<name>"): its fence ConfigMap in ``namespace``, then the fence
+    policy bound to its copies. False when the binding could not be written (no policy API before
+    Kubernetes 1.30, or no right to bind it): then only the syncers' own guard holds, and it is logged."""
+    plan_namespace, plan_name = plan.split("/", 1)
+    await client.apply(f"/api/v1/namespaces/{namespace}/configmaps/{ann.fence_name(plan_namespace, plan_name)}",
+                       fence_body(namespace, plan_namespace, plan_name, epoch=epoch, job=job),
+                       field_manager=FIELD_MANAGER)
+    try:
+        await client.apply(binding_path(plan_namespace, plan_name), binding_body(namespace, plan_namespace, plan_name),
+                           field_manager=FIELD_MANAGER)
+    except ApiError as exc:
+        log.warning("cannot bind the fence policy to the copies of %s (%s): only the syncers' own fence check "
+                    "guards them", plan, exc)
+        return False
+    return True
 
 
 @dataclass
@@ -137,10 +178,10 @@ async def enforced(client: KubeClient, namespace: str, plans: set[str], *, timeo
                    poll_seconds: float = 0.02) -> bool:
     """Whether the API server refuses copies of every plan in ``plans`` within ``timeout``: the fence
     policy is bound, and a dry-run copy of each plan (a ConfigMap labelled as a copy, annotated with
-    the plan) is refused by it. False at once where the policy is not bound (it needs Kubernetes
+    the plan) is refused by it. False at once where the policy is not installed (it needs Kubernetes
     1.30 and the shipped manifests); False at ``timeout`` if it does not see a fence yet."""
     try:
-        await client.get(BINDING_PATH)
+        await client.get(POLICY_PATH)
     except (ApiError, UnreachableError):
         return False
     loop = asyncio.get_running_loop()
@@ -160,7 +201,8 @@ async def enforced(client: KubeClient, namespace: str, plans: set[str], *, timeo
 async def _refused(client: KubeClient, namespace: str, plan: str) -> bool:
     probe = {"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"generateName": "standby-fence-probe-", "namespace": namespace,
-                          "labels": {ann.MANAGED: ann.MANAGED_VALUE}, "annotations": {ann.PLAN: plan}}}
+                          "labels": {ann.MANAGED: ann.MANAGED_VALUE, ann.PLAN_LABEL: ann.plan_label(plan)},
+                          "annotations": {ann.PLAN: plan}}}
     try:
         await client.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", params={"dryRun": "All"},
                              body=probe, parse=False)

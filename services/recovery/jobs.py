@@ -114,31 +114,20 @@ class JobRun:
         log.info("%s took %.2fs", step, seconds, extra={"job": self.name})
 
     async def fence(self, plan_keys: set[str]) -> None:
+        """Write every plan's fence and bind the fence policy to its copies, all plans at once, at
+        one epoch recorded before any of them (a restarted operator writes the same again)."""
         started = time.monotonic()
-        await self.save(phase="Fencing")
         epoch = self.status.epoch
         if not epoch:
             existing = await self.client.list_all(f"/api/v1/namespaces/{self.settings.kube.namespace}/configmaps",
                                                   label_selector=f"{ann.FENCE_LABEL}=true")
             epoch = 1 + max((f.epoch for f in map(fencing.parse, existing[0]) if f is not None), default=0)
-        wrote = False
-        for key in sorted(plan_keys):
-            ns, name = key.split("/", 1)
-            path = f"/api/v1/namespaces/{self.settings.kube.namespace}/configmaps/{ann.fence_name(ns, name)}"
-            try:
-                current = fencing.parse(await self.client.get(path))
-            except ApiError:
-                current = None
-            if current is not None and current.job == self.name:
-                continue
-            await self.client.apply(path, fencing.fence_body(self.settings.kube.namespace, ns, name, epoch=epoch,
-                                                             job=self.name), field_manager="standby-recovery")
-            wrote = True
+        await self.save(phase="Fencing", epoch=epoch)
+        await asyncio.gather(*(fencing.write(self.client, self.settings.kube.namespace, key, epoch=epoch,
+                                             job=self.name) for key in sorted(plan_keys)))
         self.timed("fence", started)
-        await self.save(epoch=epoch)
         self.notify("Normal", "Fenced", f"sync fenced for {len(plan_keys)} plans at epoch {epoch}")
-        if wrote:
-            await self.in_force(plan_keys)
+        await self.in_force(plan_keys)
 
     async def in_force(self, plan_keys: set[str]) -> None:
         """Until no late change of the sync side can deactivate what is activated: the API server's

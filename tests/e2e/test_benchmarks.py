@@ -21,6 +21,7 @@ SMALL = {
     "sync.py": ["--objects", "100", "--rounds", "1", "--rate", "10", "--seconds", "3", "--memory-objects", "200"],
     "activation.py": ["--deployments", "10"],
     "clients.py": ["--objects", "50", "--rounds", "1"],
+    "fences.py": ["--deployments", "20", "--fences", "1,3", "--rounds", "1"],
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
     "rebuild.py": ["--objects", "100", "--rounds", "1"],
     "replication.py": ["--objects", "100", "--rate", "10", "--seconds", "3"],

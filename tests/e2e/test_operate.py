@@ -75,10 +75,11 @@ async def test_status_and_a_two_wave_failover_from_the_command_line(
              "timeoutSeconds": 5}]}},
         field_manager="test")
 
-    async def protecting() -> None:
-        ran = await standby(registered, "status", "op-web", "-o", "json")
-        assert ran.code == 0, (ran.out, ran.err)
-        assert json.loads(ran.out)["plans"][0]["protecting"] is True
+    async def protecting() -> None:  # both plans: a failover activates only the copies there are
+        for plan in ("op-web", "op-stuck"):
+            ran = await standby(registered, "status", plan, "-o", "json")
+            assert ran.code == 0, (ran.out, ran.err)
+            assert json.loads(ran.out)["plans"][0]["protecting"] is True
     await h.eventually(protecting, timeout=90, interval=1)
 
     ran = await standby(registered, "status", "op-web")

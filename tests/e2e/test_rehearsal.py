@@ -254,6 +254,7 @@ def test_two_clusters_install_protect_fail_over_upgrade_uninstall(rehearsal: Reh
     for kind in ("deployments", "secrets", "configmaps"):
         assert not play.kubectl("standby", "get", kind, "-A", "-l", "dr.standby.dev/managed=true", "-o", "name")
     assert not play.kubectl("source", "get", "serviceaccounts", "-n", SYSTEM, "--ignore-not-found", "-o", "name")
+    assert not play.kubectl("standby", "get", "validatingadmissionpolicybindings", "-o", "name")
 
 
 @pytest.mark.parametrize("rehearsal", ["three"], indirect=True)

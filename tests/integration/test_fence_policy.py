@@ -1,7 +1,8 @@
-"""The fence the API server enforces (k8s/base/fence/policy.yaml, a ValidatingAdmissionPolicy whose
-parameters are the fence ConfigMaps), on a real API server: once a plan is fenced, no copy of it is
-written or deleted and no object is turned back into one, whoever writes; activation, other plans'
-copies and everything else pass. Recovery's proof that it is in force (fencing.enforced) answers
+"""The fence the API server enforces (k8s/base/fence/policy.yaml, a ValidatingAdmissionPolicy that
+recovery binds to each fenced plan's copies, with the plan's fence ConfigMap as parameter), on a
+real API server: once a plan is fenced, no copy of it is written or deleted and no object is turned
+back into one, whoever writes, labelled as today or as before the plan label; activation, other
+plans' copies and everything else pass. Recovery's proof that it is in force (fencing.enforced) answers
 at once, and says no where the policy is not installed."""
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from tests.support import env as h
 NS = "fence-policy"
 
 
-def copy(name: str, plan: str) -> dict[str, object]:
+def copy(name: str, plan: str, *, labelled: bool = True) -> dict[str, object]:
+    """A copy as the syncer writes it (``labelled=False``: as a Standby before the plan label)."""
+    labels = {ann.MANAGED: ann.MANAGED_VALUE} | ({ann.PLAN_LABEL: ann.plan_label(plan)} if labelled else {})
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": NS, "labels": {ann.MANAGED: ann.MANAGED_VALUE},
+            "metadata": {"name": name, "namespace": NS, "labels": labels,
                          "annotations": {ann.PLAN: plan}}, "data": {"k": "v"}}
 
 
@@ -30,8 +33,8 @@ def path(name: str) -> str:
     return f"/api/v1/namespaces/{NS}/configmaps/{name}"
 
 
-async def write(client: KubeClient, name: str, plan: str) -> None:
-    await client.apply(path(name), copy(name, plan), field_manager=ann.FIELD_MANAGER)
+async def write(client: KubeClient, name: str, plan: str, *, labelled: bool = True) -> None:
+    await client.apply(path(name), copy(name, plan, labelled=labelled), field_manager=ann.FIELD_MANAGER)
 
 
 async def test_a_fenced_plans_copies_are_refused_by_the_api_server(destination: LocalCluster) -> None:
@@ -41,10 +44,11 @@ async def test_a_fenced_plans_copies_are_refused_by_the_api_server(destination: 
         await h.namespace(client, NS)
         await write(client, "waiting", plan)  # a copy, before the failover
         await write(client, "activated", plan)
+        await write(client, "legacy", plan, labelled=False)  # an earlier Standby's copy
+        await write(client, "legacy-other", other, labelled=False)
         assert not await fencing.enforced(client, h.SYSTEM, {plan}, timeout=0.2)
 
-        await client.apply(fence, fencing.fence_body(h.SYSTEM, *plan.split("/"), epoch=7, job="j"),
-                           field_manager="standby-recovery")
+        assert await fencing.write(client, h.SYSTEM, plan, epoch=7, job="j")  # the fence, and the policy bound
         try:
             started = time.monotonic()
             assert await fencing.enforced(client, h.SYSTEM, {plan}, timeout=5)
@@ -61,12 +65,19 @@ async def test_a_fenced_plans_copies_are_refused_by_the_api_server(destination: 
                                  body=[{"op": "remove", "path": "/metadata/labels/dr.standby.dev~1managed"}])
             with pytest.raises(ApiError, match="standby-fence"):
                 await write(client, "activated", plan)  # a late change switching it off again
+            # Copies written before the plan label existed: refused by the binding shipped for them.
+            with pytest.raises(ApiError, match="standby-fence"):
+                await write(client, "legacy", plan, labelled=False)
+            with pytest.raises(ApiError, match="standby-fence"):
+                await client.request("DELETE", path("legacy"), parse=False)
             await write(client, "others", other)  # another plan's copies
+            await write(client, "legacy-other", other, labelled=False)
             await client.apply(path("plain"), {"apiVersion": "v1", "kind": "ConfigMap",
                                                "metadata": {"name": "plain", "namespace": NS}},
                                field_manager="anyone")
         finally:
             await client.request("DELETE", fence, parse=False)
+            await client.request("DELETE", fencing.binding_path(*plan.split("/")), parse=False)
 
         async def lifted() -> None:
             try:
