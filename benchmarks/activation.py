@@ -230,6 +230,8 @@ async def main() -> dict[str, Any]:
             for ns in ("base", "act", "fenced", "again", "jsonpatch"):
                 await namespace(dst, ns)
                 await apply_all(dst, copies(ns, n, ns))
+            for plan in ("act", "fenced"):  # the fence policy bound to them, as the syncer does when it starts a plan
+                assert await fencing.bind(dst, SYSTEM, f"{SYSTEM}/{plan}")
 
             # Baseline: a plain concurrent client patching replicas back, in the fresh stand-by.
             base = await patched(dst, meter, "base", n, merge_replicas)
@@ -260,10 +262,13 @@ async def main() -> dict[str, Any]:
             await asyncio.wait_for(following, 60)
             status = (await dst.get(f"{JOBS}/{job['metadata']['name']}")).get("status") or {}
             specs = specs_at - t0
-            # The job's own JSON patches from the plain client with the job's fence still in place
-            # (the API server evaluates the fence policy for every write of a copy, as in the job);
-            # then, the fence gone, the baseline again and the same JSON patches, each alone.
+            # The job's own JSON patches from the plain client with a fence in place, as in the job
+            # (the API server evaluates the fence policy for every write of a fenced plan's copy);
+            # then, the fences gone, the baseline again and the same JSON patches, each alone.
             await gone(dst, "/api/v1/namespaces/act")
+            # The plain client's set fenced like the job's (its own plan's fence, in force).
+            assert await fencing.write(dst, SYSTEM, f"{SYSTEM}/fenced", epoch=1, job="bench")
+            assert await fencing.enforced(dst, SYSTEM, {f"{SYSTEM}/fenced"}, timeout=10)
             fenced = await patched(dst, meter, "fenced", n, activation_patch)
             await gone(dst, "/api/v1/namespaces/fenced")
             for fences in (f"/api/v1/namespaces/{SYSTEM}/configmaps",

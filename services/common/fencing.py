@@ -25,7 +25,8 @@ from schemas import annotations as ann
 from services.common.kube import ApiError, KubeClient, UnreachableError
 
 POLICY = "standby-fence"  # the ValidatingAdmissionPolicy
-FIELD_MANAGER = "standby-recovery"  # of the fences and their bindings
+FIELD_MANAGER = "standby-recovery"  # of the fences
+BINDING_MANAGER = "standby-fence"  # of the fence policy's bindings (the syncer's and recovery's)
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 POLICY_PATH = f"{ADMISSION}/validatingadmissionpolicies/{POLICY}"
 
@@ -77,22 +78,32 @@ def fence_body(namespace: str, plan_namespace: str, plan_name: str, *, epoch: in
     }
 
 
-async def write(client: KubeClient, namespace: str, plan: str, *, epoch: int, job: str) -> bool:
-    """Fence ``plan`` ("<namespace>/<name>"): its fence ConfigMap in ``namespace``, then the fence
-    policy bound to its copies. False when the binding could not be written (no policy API before
-    Kubernetes 1.30, or no right to bind it): then only the syncers' own guard holds, and it is logged."""
+async def bind(client: KubeClient, namespace: str, plan: str) -> bool:
+    """Bind the fence policy to the copies of ``plan`` ("<namespace>/<name>"), its fence in
+    ``namespace`` the parameter. The syncer does it when it starts a plan: the API server takes a
+    new binding into account at its next refresh of the policies (every second), a new fence at
+    once, so a failover that finds the binding there proves its fence in force in milliseconds.
+    False when it cannot be written (no policy API before Kubernetes 1.30, no right to bind it):
+    logged; only the syncers' own fence check guards the copies then."""
     plan_namespace, plan_name = plan.split("/", 1)
-    await client.apply(f"/api/v1/namespaces/{namespace}/configmaps/{ann.fence_name(plan_namespace, plan_name)}",
-                       fence_body(namespace, plan_namespace, plan_name, epoch=epoch, job=job),
-                       field_manager=FIELD_MANAGER)
     try:
         await client.apply(binding_path(plan_namespace, plan_name), binding_body(namespace, plan_namespace, plan_name),
-                           field_manager=FIELD_MANAGER)
+                           field_manager=BINDING_MANAGER)
     except ApiError as exc:
         log.warning("cannot bind the fence policy to the copies of %s (%s): only the syncers' own fence check "
                     "guards them", plan, exc)
         return False
     return True
+
+
+async def write(client: KubeClient, namespace: str, plan: str, *, epoch: int, job: str) -> bool:
+    """Fence ``plan`` ("<namespace>/<name>"): its fence ConfigMap in ``namespace``, and the fence
+    policy bound to its copies (:func:`bind`, normally there already; False if it cannot be)."""
+    plan_namespace, plan_name = plan.split("/", 1)
+    await client.apply(f"/api/v1/namespaces/{namespace}/configmaps/{ann.fence_name(plan_namespace, plan_name)}",
+                       fence_body(namespace, plan_namespace, plan_name, epoch=epoch, job=job),
+                       field_manager=FIELD_MANAGER)
+    return await bind(client, namespace, plan)
 
 
 @dataclass

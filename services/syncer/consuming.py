@@ -22,7 +22,7 @@ from nats.js import api as js_api
 
 from schemas import api, codec, sealing, subjects
 from schemas.envelope import Envelope
-from services.common import events, looping, plans, streams
+from services.common import events, fencing, looping, plans, streams
 from services.common.guarding import Guard
 from services.common.keys import StreamKeys
 from services.common.kube import KubeClient
@@ -85,6 +85,8 @@ class PlanConsumer:
     async def start(self) -> None:
         await streams.ensure_stream(self.js, self.settings.nats, self.plan.namespace, self.plan.name,
                                     self.plan.spec.history)
+        # The API server's guard for this plan's copies, in place before any failover needs it.
+        await fencing.bind(self.applier.dest, self.applier.fences.namespace, self.plan.key)
         await self.applier.warm()
         standing = await letters.read(self.js, self.stream, prefix=self.settings.nats.subject_prefix,
                                       plan_namespace=self.plan.namespace, plan_name=self.plan.name)

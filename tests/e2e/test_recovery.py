@@ -11,6 +11,7 @@ import pytest
 
 from schemas import API_VERSION
 from schemas import annotations as ann
+from services.common.fencing import binding_path
 from services.common.kube import ApiError
 from services.devenv.clusters import LocalCluster
 from services.devenv.natsd import LocalNats
@@ -83,6 +84,10 @@ async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registere
         assert (await deployment(pipe, ns, "web"))["metadata"]["annotations"][ann.PLAN] == f"{h.SYSTEM}/rec"
         assert (await pipe.dst.get(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/web"))
     await h.eventually(copied, timeout=30)
+    # The syncer bound the fence policy to the plan's copies when it started it, before any failover.
+    binding = (await pipe.dst.get(binding_path(h.SYSTEM, "rec")))["spec"]
+    assert binding["paramRef"]["name"] == ann.fence_name(h.SYSTEM, "rec"), binding
+    assert binding["matchResources"]["objectSelector"]["matchLabels"] == {ann.PLAN_LABEL: f"{h.SYSTEM}.rec"}
     await execution_plan(pipe, "rec", "rec")
     operator = recovery_process(registered, nats_server, "recovery-1").start()
     try:
