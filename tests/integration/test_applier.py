@@ -89,14 +89,14 @@ async def test_a_write_the_api_server_refuses_for_a_fence_the_view_has_not_shown
     first = await applier(kube)  # its view: read before the fence
     assert (await first.handle(change("a", "10"), 1)).outcome == "applied"
     fence = f"/api/v1/namespaces/{h.SYSTEM}/configmaps/{ann.fence_name(h.SYSTEM, 'applier')}"
-    await kube.apply(fence, fencing.fence_body(h.SYSTEM, h.SYSTEM, "applier", epoch=1, job="j"),
-                     field_manager="test")
+    assert await fencing.write(kube, h.SYSTEM, PLAN.key, epoch=1, job="j")  # the fence and its policy binding
     try:
         assert await fencing.enforced(kube, h.SYSTEM, {PLAN.key}, timeout=5)
         assert (await first.handle(change("a", "11", value="late"), 2)).outcome == "skipped_fenced"
         assert (await kube.get(f"/api/v1/namespaces/{NS}/configmaps/a"))["data"] == {"v": "1"}
     finally:
         await kube.request("DELETE", fence, parse=False)
+        await kube.request("DELETE", fencing.binding_path(*PLAN.key.split("/")), parse=False)
 
         async def lifted() -> None:  # the fixture deletes the copies
             assert not await fencing.enforced(kube, h.SYSTEM, {PLAN.key}, timeout=0)
