@@ -6,8 +6,8 @@ late message from ever deactivating an activated workload again:
 - the syncer's own (:class:`FenceCache`): it keeps a view of the fences fresh (a LIST every
   ``refresh_seconds``), checks it before every write and writes nothing while it is stale, and
   recovery waits longer than the staleness bound before activating;
-- the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy that recovery
-  binds to each fenced plan's copies with the plan's fence as parameter, :func:`binding_body`): no
+- the API server's (``k8s/base/fence/policy.yaml``, a ValidatingAdmissionPolicy the syncer binds
+  to each plan's copies with the plan's fence as parameter, :func:`bind`, recovery again): no
   copy of a fenced plan is written or deleted, and no object turned back into one, whoever writes
   and however late. Where it is installed, recovery proves it in force for each fenced plan
   (:func:`enforced`) and activates at once instead of waiting."""

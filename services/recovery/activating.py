@@ -48,10 +48,6 @@ class Target:
         where = f"{meta['namespace']}/" if meta.get("namespace") else ""
         return f"{self.info.resource}.{self.info.group or 'core'}/{where}{meta['name']}"
 
-    @property
-    def rank(self) -> int:
-        return ordering.rank(self.info.group, self.info.kind)
-
 
 @dataclass(frozen=True)
 class Result:
@@ -87,8 +83,8 @@ class Listing:
     on the first page of the lowest-ranked kinds while the others are still being listed
     (:meth:`pages`), instead of waiting for every LIST (in a stand-by of 1,000 Deployments, the LIST
     of their copies alone took as long as a tenth of their activation). A kind the API server
-    refuses to list is skipped and logged (its copies stay off); an unreachable API server ends the
-    listing with that error.
+    refuses to list is skipped and logged (its copies stay off); any other failure (an unreachable
+    API server) ends the listing with that error.
 
     ``metadata_only``: the copies' metadata, which is all an activation reads (the inverse, the
     plan's fromPatch and fromOriginal are annotations): less for the server to encode and for us
@@ -98,12 +94,12 @@ class Listing:
                  metadata_only: bool = False, page_size: int = LIST_PAGE_SIZE) -> None:
         self._client = client
         self._plans = plans
-        self._resources = sorted(resources, key=lambda r: ordering.rank(r.group, r.kind))
+        self._resources = sorted(resources, key=_rank)
         self._accept = METADATA_LIST if metadata_only else None
         self._page_size = page_size
         self._pages: dict[int, list[list[Target]]] = {}
         self._open: dict[int, int] = {}  # LISTs still running, per rank
-        self._error: UnreachableError | None = None
+        self._error: Exception | None = None
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self.found: collections.Counter[str] = collections.Counter()  # copies so far, per plan
@@ -113,14 +109,14 @@ class Listing:
     @property
     def ranks(self) -> list[int]:
         """The ranks of every kind listed, lowest first: each is switched on before the next."""
-        return sorted({ordering.rank(r.group, r.kind) for r in self._resources})
+        return sorted({_rank(r) for r in self._resources})
 
     async def __aenter__(self) -> Listing:
         self._started = time.monotonic()
         selectors = ann.copies_selectors(self._plans) if self._plans else ()
         for info in self._resources:
             for selector in selectors:
-                rank = ordering.rank(info.group, info.kind)
+                rank = _rank(info)
                 self._open[rank] = self._open.get(rank, 0) + 1
                 self._tasks.append(asyncio.create_task(self._list(info, selector, rank)))
         return self
@@ -140,7 +136,7 @@ class Listing:
                     await self._publish(rank, targets)
         except ApiError as exc:
             log.warning("cannot list the copies of %s (%s): none of them is activated", info.collection(), exc)
-        except UnreachableError as exc:
+        except Exception as exc:  # unreachable, or unforeseen: every pages() raises it, and the job fails with it
             self._error = exc
         finally:
             await self._publish(rank, None)
@@ -172,6 +168,10 @@ class Listing:
             if self._error is not None:
                 raise self._error
             return self._pages.get(rank, [])[seen:]
+
+
+def _rank(info: ResourceInfo) -> int:
+    return ordering.rank(info.group, info.kind)
 
 
 def _changes(before: Obj, after: Obj) -> tuple[str, ...]:
