@@ -30,11 +30,13 @@ async def list_copies(client: KubeClient, collection: str, plan_keys: Collection
 
 
 async def copy_pages(client: KubeClient, collection: str, selector: str, plan_keys: Collection[str], *,
-                     accept: str | None = None, page_size: int = 500) -> AsyncIterator[list[Obj]]:
+                     accept: str | None = None, page_size: int = 500,
+                     first_page_size: int | None = None) -> AsyncIterator[list[Obj]]:
     """The copies of ``plan_keys`` in ``collection`` that one of :func:`schemas.annotations.copies_selectors`
     selects, page by page as the API server sends them (a caller can act on the first page while the
-    next is on its way). Raises what the LIST raises."""
-    async for page, _ in client.list_pages(collection, label_selector=selector, accept=accept, page_size=page_size):
+    next is on its way; see :meth:`KubeClient.list_pages`). Raises what the LIST raises."""
+    async for page, _ in client.list_pages(collection, label_selector=selector, accept=accept, page_size=page_size,
+                                           first_page_size=first_page_size):
         yield _of(page, plan_keys)
 
 

@@ -389,10 +389,12 @@ class KubeClient:
         return items, resource_version
 
     async def list_pages(self, path: str, *, label_selector: str = "", page_size: int = 500,
+                         first_page_size: int | None = None,
                          accept: str | None = None) -> AsyncIterator[tuple[list[Obj], str]]:
         """The pages of one consistent LIST as they arrive, each with the list's resourceVersion
-        (every page of one LIST is of the same snapshot)."""
-        params = {"limit": str(page_size)}
+        (every page of one LIST is of the same snapshot). ``first_page_size``: a first page of
+        another size (a smaller one arrives sooner, for a caller that starts on it)."""
+        params = {"limit": str(first_page_size or page_size)}
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
@@ -401,7 +403,7 @@ class KubeClient:
             yield page.get("items") or [], str(meta.get("resourceVersion", ""))
             if not meta.get("continue"):
                 return
-            params["continue"] = meta["continue"]
+            params |= {"continue": meta["continue"], "limit": str(page_size)}
 
     async def watch(
         self, path: str, *, resource_version: str, label_selector: str = "", timeout_seconds: int = 300,

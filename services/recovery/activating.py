@@ -28,9 +28,11 @@ from services.common.kube import METADATA_LIST, METADATA_ONLY, ApiError, KubeCli
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-# Copies are listed in pages of 500: the first arrives soon enough to start on (1,000 Deployments'
-# metadata, managedFields included, are 2.5 MB), and the next one before that one is switched on.
+# Copies are listed in pages of 500 (1,000 Deployments' metadata, managedFields included, are
+# 2.5 MB), the first of 100: it arrives sooner, keeps every activation slot busy at once, and the
+# next page is there before it is switched on.
 LIST_PAGE_SIZE = 500
+FIRST_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,13 @@ class Listing:
     to decode than whole objects (a dry run compares whole objects)."""
 
     def __init__(self, client: KubeClient, plans: set[str], resources: list[ResourceInfo], *,
-                 metadata_only: bool = False, page_size: int = LIST_PAGE_SIZE) -> None:
+                 metadata_only: bool = False, page_size: int = LIST_PAGE_SIZE,
+                 first_page_size: int = FIRST_PAGE_SIZE) -> None:
         self._client = client
         self._plans = plans
         self._resources = sorted(resources, key=_rank)
         self._accept = METADATA_LIST if metadata_only else None
-        self._page_size = page_size
+        self._page_size, self._first_page_size = page_size, first_page_size
         self._pages: dict[int, list[list[Target]]] = {}
         self._open: dict[int, int] = {}  # LISTs still running, per rank
         self._error: Exception | None = None
@@ -104,6 +107,7 @@ class Listing:
         self._tasks: list[asyncio.Task[None]] = []
         self.found: collections.Counter[str] = collections.Counter()  # copies so far, per plan
         self.seconds = 0.0  # from the start until every LIST had ended
+        self.first_seconds: float | None = None  # from the start until the first copies were found
         self._started = 0.0
 
     @property
@@ -129,7 +133,8 @@ class Listing:
     async def _list(self, info: ResourceInfo, selector: str, rank: int) -> None:
         try:
             async for page in copy_pages(self._client, info.collection(), selector, self._plans,
-                                         accept=self._accept, page_size=self._page_size):
+                                         accept=self._accept, page_size=self._page_size,
+                                         first_page_size=self._first_page_size):
                 if page:
                     targets = [Target(info, {**obj, "apiVersion": info.api_version, "kind": info.kind}) for obj in page]
                     self.found.update(t.plan for t in targets)
@@ -149,6 +154,8 @@ class Listing:
                     self.seconds = time.monotonic() - self._started
             else:
                 self._pages.setdefault(rank, []).append(targets)
+                if self.first_seconds is None:
+                    self.first_seconds = time.monotonic() - self._started
             self._changed.notify_all()
 
     async def pages(self, rank: int) -> AsyncIterator[list[Target]]:

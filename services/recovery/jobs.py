@@ -218,6 +218,8 @@ class JobRun:
                     await self.save(waves=list(waves))
                 self.notify("Normal" if not failed else "Warning", "WaveDone",
                             f"wave {wave.name}: {len(mine)} objects, {failed} failed {message}".strip())
+        if listing.first_seconds is not None:
+            self.timed("firstCopies", started, seconds=listing.first_seconds)
         self.timed("findCopies", started, seconds=listing.seconds)
         total = done_before + sum(listing.found.values())
         phase, summary = status.outcome(failed=failed_total, total=total, dry_run=dry_run)

@@ -19,7 +19,7 @@ SMALL = {
     "transforms.py": ["--seconds", "0.2"],
     "watcher.py": ["--rate", "20", "--seconds", "2", "--burst", "50"],
     "sync.py": ["--objects", "100", "--rounds", "1", "--rate", "10", "--seconds", "3", "--memory-objects", "200"],
-    "activation.py": ["--deployments", "10"],
+    "activation.py": ["--deployments", "10", "--rounds", "1"],
     "clients.py": ["--objects", "50", "--rounds", "1"],
     "fences.py": ["--deployments", "20", "--fences", "1,3", "--rounds", "1"],
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
@@ -66,5 +66,5 @@ def test_scale_profiles_the_stand_by_api_server_on_cpus_of_its_own(tmp_path: Pat
 def test_activation_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
     """`activation.py --profile-into DIR`: a profile per measurement, the job's included."""
     run_small("activation.py", "--profile-into", str(tmp_path), "--profile-seconds", "1")
-    for name in ("job", "base", "fenced", "again", "jsonpatch"):
+    for name in ("act-0", "base-0", "fenced", "jsonpatch"):
         assert (tmp_path / f"{name}.pprof").read_bytes()[:2] == b"\x1f\x8b", name

@@ -75,11 +75,12 @@ async def test_a_failover_lists_the_copies_rank_by_rank_as_their_pages_arrive(de
                 await client.request("POST", f"/api/v1/namespaces/{ns}/configmaps", body=obj, parse=False)
             await client.request("POST", f"/api/v1/namespaces/{ns}/secrets", body=secret, parse=False)
             async with activating.Listing(client, {plan}, [nothing, configmaps, secrets], metadata_only=True,
-                                          page_size=2) as listing:
+                                          page_size=2, first_page_size=1) as listing:
                 secret_rank, configmap_rank = (ordering.rank("", kind) for kind in ("Secret", "ConfigMap"))
                 assert listing.ranks == [secret_rank, configmap_rank, ordering.rank("example.com", "Nothing")]
                 pages = [page async for page in listing.pages(configmap_rank)]
-                assert len(pages) >= 3, "pages of 2 are handed over one by one"
+                assert len(pages) >= 4, "pages of 1 then 2 are handed over one by one"
+                assert len(pages[0]) == 1, "the first page of a LIST is of first_page_size"
                 names = sorted(t.obj["metadata"]["name"] for page in pages for t in page)
                 assert names == ["cm-0", "cm-1", "cm-2", "cm-3", "cm-4", "old"]
                 assert all(t.obj["kind"] == "ConfigMap" and t.plan == plan for page in pages for t in page)
@@ -89,7 +90,8 @@ async def test_a_failover_lists_the_copies_rank_by_rank_as_their_pages_arrive(de
                     f"secrets.core/{ns}/s-1"]
                 assert [page async for page in listing.pages(ordering.rank("example.com", "Nothing"))] == []
                 assert [page async for page in listing.pages(-1)] == []
-            assert listing.found == {plan: 7} and listing.seconds > 0
+            assert listing.found == {plan: 7} and listing.first_seconds is not None
+            assert 0 < listing.first_seconds <= listing.seconds
             assert "cannot list the copies of /apis/example.com/v1/nothings" in caplog.text
         finally:
             await client.request("DELETE", f"/api/v1/namespaces/{ns}", parse=False)
