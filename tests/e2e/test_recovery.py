@@ -99,13 +99,15 @@ async def test_failover_dry_run_resume_fence_and_rerun(pipe: Pipeline, registere
         assert web["outcome"] == "WouldChange" and any("/spec/replicas" in c for c in web["changes"])
         assert (await deployment(pipe, ns, "web"))["spec"]["replicas"] == 0
 
-        # 2. The failover, with the operator killed mid-job (during fencing) and restarted.
+        # 2. The failover, with the operator killed mid-job and restarted. Fencing lasts as long as the
+        # fence writes and the API server's proof (tens of milliseconds here), Activating as long as
+        # the waves' readiness gates (seconds): the kill lands in whichever is seen first.
         name = await start_job(pipe, "rec")
 
-        async def fencing() -> None:
+        async def mid_job() -> None:
             status = (await pipe.dst.get(f"{JOBS}/{name}")).get("status") or {}
-            assert status.get("phase") == "Fencing"
-        await h.eventually(fencing, timeout=30, interval=0.05)
+            assert status.get("phase") in ("Fencing", "Activating"), status.get("phase")
+        await h.eventually(mid_job, timeout=30, interval=0.02)
         operator.kill()
         operator = recovery_process(registered, nats_server, "recovery-2").start()
         status = await finished(pipe, name)
