@@ -381,3 +381,98 @@ def test_activation_removes_the_plan_label() -> None:
     removed = {op["path"] for op in transforms.activation_patch(copy_) if op["op"] == "remove"}
     assert "/metadata/labels/dr.standby.dev~1plan" in removed
     assert ann.PLAN_LABEL not in (transforms.activate(copy_)["metadata"].get("labels") or {})
+
+
+def merge_patched(target: Any, patch: Any) -> Any:
+    """RFC 7386's own definition of applying a merge patch (section 2)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patched(out.get(key), value)
+    return out
+
+
+@pytest.mark.parametrize("obj", ALL_KINDS)
+def test_activation_as_a_merge_patch_equals_activate(obj: dict[str, Any]) -> None:
+    """Every kind's activation but an APIService's (it adds its service back, a map) is sent as a
+    merge patch, and gives what the RFC 6902 operations give."""
+    _, copy_ = roundtrip(obj)
+    operations = transforms.activation_patch(copy_)
+    merge = transforms.as_merge_patch(operations)
+    if obj["kind"] == "APIService":
+        assert merge is None
+        return
+    assert merge is not None
+    assert merge_patched(copy_, merge) == jsonpatch.apply_patch(copy_, operations)
+
+
+def test_activation_with_a_plans_from_patch_is_a_merge_patch() -> None:
+    prov = transforms.Provenance("ns", "p", 1, "u", "5", 0, (
+        {"op": "replace", "path": "/spec/replicas", "value": 9},
+        {"op": "add", "path": "/metadata/labels/restored~1by", "value": "standby"}))
+    copy_ = transforms.deactivate(sanitizing.sanitize(b.deployment(replicas=3)), prov)
+    merge = transforms.as_merge_patch(transforms.activation_patch(copy_))
+    assert merge is not None
+    assert merge["spec"] == {"replicas": 9}  # the inverse's 3, then fromPatch's 9: the last counts
+    assert merge["metadata"]["labels"]["restored/by"] == "standby"
+    assert merge["metadata"]["labels"][ann.MANAGED] is None
+    assert merge_patched(copy_, merge) == jsonpatch.apply_patch(copy_, transforms.activation_patch(copy_))
+
+
+@pytest.mark.parametrize("operations", [
+    pytest.param([{"op": "replace", "path": "/spec/containers/0/image", "value": "x"}], id="list-index"),
+    pytest.param([{"op": "add", "path": "/metadata/finalizers/-", "value": "x"}], id="list-end"),
+    pytest.param([{"op": "add", "path": "/spec/service", "value": {"name": "m"}}], id="a-map"),
+    pytest.param([{"op": "replace", "path": "/spec/paused", "value": None}], id="null"),
+    pytest.param([{"op": "move", "from": "/a", "path": "/b"}], id="move"),
+    pytest.param([{"op": "test", "path": "/a", "value": 1}], id="test"),
+    pytest.param([{"op": "replace", "path": "", "value": 1}], id="the-whole-document"),
+    pytest.param([{"op": "replace", "path": "spec", "value": 1}], id="not-a-pointer"),
+    pytest.param([{"op": "replace", "path": "/spec/replicas"}], id="no-value"),
+    pytest.param([{"op": "replace", "path": "/spec", "value": 1},
+                  {"op": "replace", "path": "/spec/replicas", "value": 2}], id="inside-an-earlier-path"),
+    pytest.param([{"op": "remove", "path": "/spec/replicas"},
+                  {"op": "remove", "path": "/spec"}], id="around-an-earlier-path"),
+])
+def test_operations_no_merge_patch_does_exactly_stay_operations(operations: list[dict[str, Any]]) -> None:
+    assert transforms.as_merge_patch(operations) is None
+
+
+def test_where_the_operations_fail_the_merge_patch_does_not() -> None:
+    merge = transforms.as_merge_patch([{"op": "remove", "path": "/spec/paused"},
+                                       {"op": "replace", "path": "/spec/template/x", "value": 1}])
+    assert merge is not None
+    with pytest.raises(jsonpatch.JsonPatchException):
+        jsonpatch.apply_patch({"spec": {}}, [{"op": "remove", "path": "/spec/paused"}])
+    assert merge_patched({"spec": {}}, merge) == {"spec": {"template": {"x": 1}}}
+
+
+KEYS = st.sampled_from(["a", "b", "x/y", "t~", "0", "-"])
+LEAVES = (st.none() | st.booleans() | st.integers(-2, 2) | st.text("ab", max_size=2)
+          | st.lists(st.integers(0, 2), max_size=2))
+DOCS = st.dictionaries(KEYS, st.recursive(LEAVES, lambda inner: st.dictionaries(KEYS, inner, max_size=3), max_leaves=6),
+                       max_size=4)
+POINTERS = st.lists(KEYS, min_size=1, max_size=3).map(lambda keys: "".join(
+    "/" + k.replace("~", "~0").replace("/", "~1") for k in keys))
+OPERATIONS = st.lists(st.one_of(
+    st.builds(lambda p: {"op": "remove", "path": p}, POINTERS),
+    st.builds(lambda o, p, v: {"op": o, "path": p, "value": v}, st.sampled_from(["add", "replace"]), POINTERS,
+              LEAVES | st.dictionaries(KEYS, LEAVES, max_size=2)),
+), min_size=1, max_size=4)
+
+
+@settings(max_examples=500, deadline=None)
+@given(DOCS, OPERATIONS)
+def test_property_a_merge_patch_does_what_the_operations_do_wherever_they_apply(
+        doc: dict[str, Any], operations: list[dict[str, Any]]) -> None:
+    merge = transforms.as_merge_patch(operations)
+    try:
+        expected = jsonpatch.apply_patch(doc, operations)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException):
+        return
+    if merge is not None:
+        assert merge_patched(doc, merge) == expected
