@@ -1,11 +1,10 @@
 """Find a plan's copies in the destination and switch each one on.
 
 Everything needed is on the copies themselves: the plan name, the exact inverse of deactivation,
-the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is one
-patch per copy that removes the bookkeeping labels and annotations, undoes deactivation and applies
-``fromPatch`` (``fromOriginal``: a server-side apply of the original under the syncer's field
-manager, which drops the bookkeeping the syncer owned in the same write). Activated objects no
-longer carry the managed label: a re-run finds nothing left to do."""
+the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is a
+server-side apply under the syncer's field manager, so the bookkeeping annotations the syncer
+owned disappear in the same write. Activated objects no longer carry the managed label: a re-run
+finds nothing left to do."""
 
 from __future__ import annotations
 
@@ -237,18 +236,8 @@ class StreamReader:
         return env
 
 
-def patch_body(operations: list[transforms.Op]) -> tuple[Any, str]:
-    """What to send for ``operations``: the merge patch that does exactly what they do, where there
-    is one (every built-in deactivation but an APIService's): the API server applies it for less
-    CPU than the operations, and a failover sends a thousand at once; the operations otherwise."""
-    merge = transforms.as_merge_patch(operations)
-    if merge is None:
-        return operations, "application/json-patch+json"
-    return merge, "application/merge-patch+json"
-
-
 async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
-    """Switch one copy on: a patch of exactly what deactivation recorded (or, for
+    """Switch one copy on: a JSON patch of exactly what deactivation recorded (or, for
     ``fromOriginal``, a server-side apply of the original from the stream). ``dry_run`` asks the
     server what would change and changes nothing."""
     obj = target.obj
@@ -263,9 +252,9 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
             changes: tuple[str, ...] = ("restored the original from the stream",)
         else:
             operations = transforms.activation_patch(obj)
-            body, content_type = patch_body(operations)
-            result = await client.request("PATCH", path, params=params, body=body, content_type=content_type,
-                                          parse=dry_run, accept=None if dry_run else METADATA_ONLY)
+            result = await client.request("PATCH", path, params=params, body=operations,
+                                          content_type="application/json-patch+json", parse=dry_run,
+                                          accept=None if dry_run else METADATA_ONLY)
             changes = tuple(f"{op['op']} {op['path']}" for op in operations)
     except (transforms.PatchError, ValueError, LookupError, ApiError, UnreachableError) as exc:
         return Result("Failed", str(exc))
