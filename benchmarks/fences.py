@@ -1,5 +1,5 @@
 """What fences cost the stand-by's API server: N deactivated Deployments of one plan switched on
-(the job's own JSON patches, 64 in flight) while F plans are fenced, that plan among them, in a
+(the job's own patches, 64 in flight) while F plans are fenced, that plan among them, in a
 light stand-by (API server and etcd only; the fence policy installed as shipped).
 
 The API server evaluates a ValidatingAdmissionPolicy once per parameter object of each binding
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from activation import activation_patch, copies
@@ -55,8 +56,10 @@ async def fence(dst: KubeClient, plans: list[str], layout: str) -> None:
                                   "parameterNotFoundAction": "Allow"}}}, field_manager="bench")
 
 
-async def round_of(dst: KubeClient, apiserver: int, ns: str, n: int, fences: int, layout: str) -> dict[str, float]:
-    """Switch on the N copies of plan ``ns`` with ``fences`` plans fenced (``ns`` and others)."""
+async def round_of(dst: KubeClient, apiserver: int, ns: str, n: int, fences: int, layout: str,
+                   patch: Callable[[dict[str, Any]], tuple[Any, str]] = activation_patch) -> dict[str, float]:
+    """Switch on the N copies of plan ``ns`` with ``fences`` plans fenced (``ns`` and others), each
+    with what ``patch`` gives for it (a body and its content type: by default the job's)."""
     await namespace(dst, ns)
     await apply_all(dst, copies(ns, n, ns))
     await unfence(dst)
@@ -68,7 +71,7 @@ async def round_of(dst: KubeClient, apiserver: int, ns: str, n: int, fences: int
     gate = asyncio.Semaphore(64)
 
     async def one(obj: dict[str, Any]) -> None:
-        body, content_type = activation_patch(obj)
+        body, content_type = patch(obj)
         async with gate:
             await dst.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{obj['metadata']['name']}",
                               body=body, content_type=content_type, parse=False)

@@ -236,10 +236,25 @@ class StreamReader:
         return env
 
 
+# Activation hands the object over, and with the bookkeeping goes the syncer's record of owning
+# every field it wrote (managedFields): the syncer never writes the object again (the fence, and no
+# managed label), and its original in the source carried no such record (sanitized). ``[{}]`` is
+# Kubernetes' documented way to strip them ("Clearing managedFields", server-side apply). They are
+# also most of the API server's work on the write: tracking the fields it changes, and converting
+# the object for the fence policy; without them 1,000 activations cost it about half the CPU
+# (docs/benchmarks.md, "Patches").
+HAND_OVER: transforms.Op = {"op": "add", "path": "/metadata/managedFields", "value": [{}]}
+
+
+def operations(copy_obj: Obj) -> list[transforms.Op]:
+    """The JSON patch that switches ``copy_obj`` on and hands it over."""
+    return [*transforms.activation_patch(copy_obj), HAND_OVER]
+
+
 async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
-    """Switch one copy on: a JSON patch of exactly what deactivation recorded (or, for
-    ``fromOriginal``, a server-side apply of the original from the stream). ``dry_run`` asks the
-    server what would change and changes nothing."""
+    """Switch one copy on: a JSON patch of exactly what deactivation recorded, handing the object
+    over (:data:`HAND_OVER`), or, for ``fromOriginal``, a server-side apply of the original from
+    the stream. ``dry_run`` asks the server what would change and changes nothing."""
     obj = target.obj
     meta = obj["metadata"]
     path = target.info.item(meta.get("namespace", ""), meta["name"])
@@ -251,11 +266,11 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
             result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run, parse=dry_run)
             changes: tuple[str, ...] = ("restored the original from the stream",)
         else:
-            operations = transforms.activation_patch(obj)
-            result = await client.request("PATCH", path, params=params, body=operations,
+            ops = operations(obj)
+            result = await client.request("PATCH", path, params=params, body=ops,
                                           content_type="application/json-patch+json", parse=dry_run,
                                           accept=None if dry_run else METADATA_ONLY)
-            changes = tuple(f"{op['op']} {op['path']}" for op in operations)
+            changes = tuple(f"{op['op']} {op['path']}" for op in ops)
     except (transforms.PatchError, ValueError, LookupError, ApiError, UnreachableError) as exc:
         return Result("Failed", str(exc))
     if dry_run:  # exactly what the server says would change

@@ -23,6 +23,7 @@ SMALL = {
     "clients.py": ["--objects", "50", "--rounds", "1"],
     "fences.py": ["--deployments", "20", "--fences", "1,3", "--rounds", "1"],
     "history.py": ["--objects", "100", "--states", "2", "--changes", "50"],
+    "patches.py": ["--deployments", "20", "--rounds", "1"],
     "rebuild.py": ["--objects", "100", "--rounds", "1"],
     "replication.py": ["--objects", "100", "--rate", "10", "--seconds", "3"],
     "scale.py": ["--objects", "300", "--plans", "3", "--rate", "10", "--seconds", "3"],
@@ -66,5 +67,5 @@ def test_scale_profiles_the_stand_by_api_server_on_cpus_of_its_own(tmp_path: Pat
 def test_activation_profiles_the_stand_by_api_server(tmp_path: Path) -> None:
     """`activation.py --profile-into DIR`: a profile per measurement, the job's included."""
     run_small("activation.py", "--profile-into", str(tmp_path), "--profile-seconds", "1")
-    for name in ("act-0", "base-0", "fenced", "jsonpatch"):
+    for name in ("act-0", "base-0", "fenced", "unfenced"):
         assert (tmp_path / f"{name}.pprof").read_bytes()[:2] == b"\x1f\x8b", name
