@@ -62,7 +62,7 @@ async def main() -> dict[str, Any]:
             apiserver = env.clusters["destination"].processes["kube-apiserver"].pid
             for r in range(args.rounds):
                 forms = list(FORMS.items())
-                forms = forms[r % len(forms):] + forms[:r % len(forms)]  # none always first after the copies
+                forms = forms[r % len(forms):] + forms[:r % len(forms)]  # no form always measured first
                 for fenced in (True, False):
                     for form, patch in forms:
                         if fenced and form == "replicas":  # the copy stays a copy: the fence refuses it

@@ -241,7 +241,7 @@ class StreamReader:
 # managed label), and its original in the source carried no such record (sanitized). ``[{}]`` is
 # Kubernetes' documented way to strip them ("Clearing managedFields", server-side apply). They are
 # also most of the API server's work on the write: tracking the fields it changes, and converting
-# the object for the fence policy; without them 1,000 activations cost it about half the CPU
+# the object for the fence policy; without them 1,000 activations cost it 0.52-0.87x the CPU
 # (docs/benchmarks.md, "Patches").
 HAND_OVER: transforms.Op = {"op": "add", "path": "/metadata/managedFields", "value": [{}]}
 

@@ -89,7 +89,7 @@ async def test_activation_hands_the_copy_over(destination: LocalCluster, build: 
             result = await activating.activate_one(client, activating.Target(info, copy_), dry_run=False,
                                                    stream=no_stream)
             assert result.outcome == "Activated", result.reason
-            info, twin = copies["by-operations"]
+            _, twin = copies["by-operations"]
             await client.request("PATCH", paths[1], body=transforms.activation_patch(twin),
                                  content_type="application/json-patch+json",
                                  params={"fieldManager": "standby-recovery"}, parse=False)
