@@ -1,10 +1,11 @@
 """Find a plan's copies in the destination and switch each one on.
 
 Everything needed is on the copies themselves: the plan name, the exact inverse of deactivation,
-the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is a
-server-side apply under the syncer's field manager, so the bookkeeping annotations the syncer
-owned disappear in the same write. Activated objects no longer carry the managed label: a re-run
-finds nothing left to do."""
+the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is one
+JSON patch per copy that undoes the deactivation, removes the bookkeeping and hands the object
+over (:data:`HAND_OVER`); for ``fromOriginal``, a server-side apply of the original under the
+syncer's field manager, so the bookkeeping it owned disappears in the same write. Activated
+objects no longer carry the managed label: a re-run finds nothing left to do."""
 
 from __future__ import annotations
 
