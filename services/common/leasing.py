@@ -3,7 +3,8 @@
 client-go's leader election, once per plan. The Leases (coordination.k8s.io/v1) live in the
 service's namespace, labelled with the component; each replica also renews a Lease of its own, its
 membership, from which every replica counts the live ones and so its fair share of the plans
-(:mod:`services.common.sharing` decides which to take and which to give back).
+(:mod:`services.common.sharing` decides which to take and which to give back), and knows which
+work that needs no Lease of its own is its (:meth:`PlanLeases.owns`: probing a ManagedCluster).
 
 Time, as in client-go: a Lease has expired when its record has not changed for its
 ``leaseDurationSeconds`` *as this replica saw it* (from the moment it saw the last change, on its
@@ -116,6 +117,8 @@ class PlanLeases:
         self._renewal = asyncio.Event()  # set and replaced at every renewal that may end a pause
         self._renewed: dict[str, float] = {}  # lease name -> when its last renewal was sent
         self._releasing: set[str] = set()
+        self._live: frozenset[str] = frozenset()  # the live replicas, as the last round saw them
+        self.surveyed = asyncio.Event()  # set once a round has counted the live replicas
 
     # -- what the supervisor asks and tells ----------------------------------------------------
     def holds(self, plan: str) -> bool:
@@ -157,6 +160,12 @@ class PlanLeases:
         self._serving = set(plans)
         if self._releasing - self._serving:
             self._wake.set()
+
+    def owns(self, key: str) -> bool:
+        """Whether this replica is the one of the live replicas that does ``key``'s work, for work
+        any of them could do but only one should (:func:`sharing.owner`); none before the first
+        round has counted them (:attr:`surveyed`)."""
+        return sharing.owner(self._live, key) == self.identity
 
     @property
     def renew_every(self) -> float:
@@ -237,6 +246,8 @@ class PlanLeases:
         except (ApiError, UnreachableError) as late:  # the others count one replica fewer; the plans come first
             log.warning("cannot renew this %s replica's membership: %s", self.component, late)
         live, holders, leases = await self._survey(now)
+        self._live = frozenset(live)
+        self.surveyed.set()
         if not self._known:
             return  # nothing is taken before the plans are known
         wanted = set(self._wanted) - self._releasing

@@ -19,6 +19,13 @@ def preference(identity: str, plan: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{identity}\x00{plan}".encode()).digest()[:8], "big")
 
 
+def owner(members: Collection[str], key: str) -> str | None:
+    """The one of ``members`` that most wants ``key``: work every replica could do but only one
+    should (probing a ManagedCluster), with no Lease of its own. When a member comes or goes, only
+    the keys that member owned, or will own, move."""
+    return max(members, key=lambda member: preference(member, key), default=None)
+
+
 def fair_share(plans: int, replicas: int) -> int:
     return -(-plans // max(1, replicas))
 

@@ -9,8 +9,8 @@ reading the fences in a destination). ``Ready`` says whether all of that worked 
 which step failed (``SecretNotFound``, ``KubeconfigMissing``, ``KubeconfigInvalid``,
 ``Unreachable``, ``Unauthorized``, ``CredentialsUnavailable`` for an exec plugin that failed,
 ``Forbidden`` naming each verb and resource refused). A change of ``Ready`` is an Event;
-``standby_managed_cluster_ready`` is 1 or 0 per cluster. A broken cluster is reported, never a
-crash, and nothing is written to it."""
+``standby_managed_cluster_ready`` is 1 or 0 per cluster, from the one replica that probes it
+(:class:`ClusterProber`). A broken cluster is reported, never a crash, and nothing is written to it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from schemas import API_VERSION, api
 from services.common import access, events, plans, settings
 from services.common.access import Access
 from services.common.kube import ApiError, KubeClient, UnreachableError
+from services.common.leasing import PlanLeases
 from services.watcher import metrics
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ async def probe(own: KubeClient, mc: Obj, *, timeout_seconds: float, wanted: set
         f", allowed the {len(wanted)} accesses its plans need" if wanted else ""), version)
 
 
+def reported(mc: Obj) -> Probe | None:
+    """What the ManagedCluster's status says of its last probe (another replica's); None before any."""
+    status = mc.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None:
+        return None
+    return Probe(ready.get("status") == "True", str(ready.get("reason") or ""), str(ready.get("message") or ""),
+                 status.get("serverVersion"))
+
+
 def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:
     return api.ManagedClusterStatus(
         conditions=[api.Condition(type="Ready", status="True" if result.ready else "False", reason=result.reason,
@@ -96,15 +107,24 @@ def status_of(result: Probe, now: str) -> api.ManagedClusterStatus:
 
 @dataclass
 class ClusterProber:
+    """Probes the ManagedClusters and tells the plans. With ``leases``, of the watcher's replicas
+    one probes each cluster and writes its status, events and metric (the live replica that most
+    wants it, :meth:`PlanLeases.owns`), and a plan's ``ClustersReady`` is written by the replica
+    serving the plan, from the clusters' statuses: every piece of state has one writer, and
+    replicas that see a cluster differently (one of them cut off) cannot make its status flap."""
+
     own: KubeClient
     fence_namespace: str = settings.NAMESPACE
     probe_seconds: float = 30.0
     timeout_seconds: float = 10.0
-    seen: dict[str, Probe] = field(default_factory=dict)  # namespace/name -> the last probe
+    leases: PlanLeases | None = None
+    seen: dict[str, Probe] = field(default_factory=dict)  # namespace/name -> this replica's last probe
     told: dict[str, tuple[str, ...]] = field(default_factory=dict)  # plan -> the not-Ready clusters it was told of
 
     async def run(self) -> None:
         """Until cancelled; a cluster that cannot be probed is a status, not a failure."""
+        if self.leases is not None:
+            await self.leases.surveyed.wait()  # until then, this replica does not know its share
         while True:
             try:
                 await self.probe_all()
@@ -119,17 +139,22 @@ class ClusterProber:
         for plan in valid:
             for key, accesses in needs(plan, fence_namespace=self.fence_namespace).items():
                 wanted.setdefault(key, set()).update(accesses)
-        keys = set()
+        known: dict[str, Probe | None] = {}  # every cluster: the last probe, this replica's or another's
+        mine = set()
         for mc in items:
             meta = mc["metadata"]
             key = f"{meta['namespace']}/{meta['name']}"
-            keys.add(key)
-            result = await probe(self.own, mc, timeout_seconds=self.timeout_seconds, wanted=wanted.get(key))
-            await self._report(mc, key, result)
-        for gone in self.seen.keys() - keys:
-            del self.seen[gone]
+            if self.leases is None or self.leases.owns(key):
+                mine.add(key)
+                result = await probe(self.own, mc, timeout_seconds=self.timeout_seconds, wanted=wanted.get(key))
+                await self._report(mc, key, result)
+                known[key] = result
+            else:
+                known[key] = reported(mc)
+        for gone in self.seen.keys() - mine:
+            del self.seen[gone]  # deleted, or another replica's now
             metrics.cluster_ready(gone, None)
-        await self._tell_plans(valid)
+        await self._tell_plans(valid, known)
 
     async def _plans(self) -> list[plans.Plan]:
         valid = []
@@ -140,16 +165,19 @@ class ClusterProber:
                 continue  # the plan loop reports it
         return valid
 
-    async def _tell_plans(self, valid: list[plans.Plan]) -> None:
-        """Each plan says whether the clusters it uses are Ready (``ClustersReady``), when that changes."""
+    async def _tell_plans(self, valid: list[plans.Plan], known: dict[str, Probe | None]) -> None:
+        """Each plan this replica serves says whether the clusters it uses are Ready
+        (``ClustersReady``), when that changes; not before each of them was probed once."""
         told: dict[str, tuple[str, ...]] = {}
         for plan in valid:
             refs = [plan.spec.source_cluster_ref] + ([plan.spec.destination_cluster_ref]
                                                      if plan.spec.destination_cluster_ref else [])
             names = [f"{r.namespace or plan.namespace}/{r.name}" for r in refs]
-            missing = tuple(n for n in names if n not in self.seen)
-            not_ready = tuple(f"{n} ({self.seen[n].reason})" for n in names if n in self.seen
-                              and not self.seen[n].ready) + tuple(f"{n} (NotFound)" for n in missing)
+            if (self.leases is not None and not self.leases.holds(plan.key)) or any(
+                    n in known and known[n] is None for n in names):
+                continue
+            not_ready = tuple(f"{n} ({probed.reason})" if probed else f"{n} (NotFound)"
+                              for n in names if not (probed := known.get(n)) or not probed.ready)
             told[plan.key] = not_ready
             if self.told.get(plan.key) != not_ready:
                 await plans.set_plan_conditions(self.own, plan, [plans.condition(

@@ -168,7 +168,7 @@ class Supervisor:
 
     async def run(self) -> None:
         prober = ClusterProber(self.own, self.settings.kube.namespace,
-                               probe_seconds=self.settings.cluster_probe_seconds)
+                               probe_seconds=self.settings.cluster_probe_seconds, leases=self.leases)
         clusters = self.guard.start("managed clusters", prober.run, kind="clusters")
         try:
             await looping.supervise(self, interval_seconds=self.settings.plan_resync_seconds, plans_from=self.own,

@@ -1,10 +1,14 @@
 """ManagedCluster status against real API servers: a good cluster is Ready with its version; each
-kind of bad input is a condition (and an Event) that says which, and nothing crashes."""
+kind of bad input is a condition (and an Event) that says which, and nothing crashes. Of several
+watcher replicas, one probes each cluster and the replica serving a plan tells it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,8 @@ import yaml
 
 from schemas import API_VERSION
 from services.common.kube import KubeClient
+from services.common.leasing import PlanLeases
+from services.common.settings import LeaseSettings
 from services.devenv import bootstrap, ports
 from services.devenv.clusters import LocalCluster
 from services.watcher.clusters import ClusterProber
@@ -115,3 +121,55 @@ async def test_each_managed_cluster_says_whether_it_can_be_used_and_why_not(
             await h.delete(kube, f"{MCS}/{name}")
             await h.delete(kube, f"/api/v1/namespaces/{h.SYSTEM}/secrets/mc-{name}")
 
+
+
+async def test_of_two_replicas_one_probes_each_cluster_and_the_one_serving_a_plan_tells_it(
+        kube: KubeClient, source: LocalCluster) -> None:
+    lease_namespace = f"probers-{uuid.uuid4().hex[:6]}"
+    await h.namespace(kube, lease_namespace)
+    names = [f"shared-{i}" for i in range(6)]
+    for name in names:
+        await managed(kube, name, {"kubeconfig.yaml": kubeconfig(source)})
+        await h.apply_plan(kube, h.plan_body(name, [{"version": "v1", "resource": "configmaps"}],
+                                             sourceClusterRef={"name": name, "namespace": h.SYSTEM}))
+    uids = {f"{h.SYSTEM}/{name}": (await kube.get(f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/"
+                                                  f"{name}"))["metadata"]["uid"] for name in names}
+    ours = set(uids)
+    replicas = [PlanLeases(kube, lease_namespace, "watcher", LeaseSettings(
+        identity=identity, duration_seconds=3, renew_deadline_seconds=2.0, retry_seconds=0.5))
+        for identity in ("watcher-a", "watcher-b")]
+
+    async def serve(leases: PlanLeases) -> None:  # a supervisor's part: the plans exist, the held ones run
+        while True:
+            leases.want(uids)
+            leases.serving(leases.assigned())
+            await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(task) for leases in replicas for task in (leases.run(), serve(leases))]
+    try:
+        async def shared() -> None:
+            assert sorted(len(leases.held()) for leases in replicas) == [3, 3]
+            assert all(sum(leases.owns(key) for leases in replicas) == 1 for key in ours)  # both count both
+        await h.eventually(shared, timeout=15)
+        probers = [ClusterProber(kube, timeout_seconds=3, leases=leases) for leases in replicas]
+        for prober in probers * 2:  # a plan is told once every cluster it uses was probed (by either)
+            await prober.probe_all()
+        probed = [set(prober.seen) & ours for prober in probers]
+        assert probed[0] and probed[1] and not probed[0] & probed[1] and probed[0] | probed[1] == ours, probed
+        for prober, leases in zip(probers, replicas, strict=True):
+            assert set(prober.told) & ours == leases.held(), (prober.told, leases.held())
+        for name in names:
+            status = (await kube.get(f"{MCS}/{name}"))["status"]
+            assert h.condition(status, "Ready")["status"] == "True", status
+            assert h.condition(await h.plan_status(kube, name), "ClustersReady")["status"] == "True"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for leases in replicas:
+            with contextlib.suppress(Exception):
+                await leases.close()
+        for name in names:
+            await h.delete(kube, f"/apis/{API_VERSION}/namespaces/{h.SYSTEM}/recoveryplans/{name}")
+            await h.delete(kube, f"{MCS}/{name}")
+            await h.delete(kube, f"/api/v1/namespaces/{h.SYSTEM}/secrets/mc-{name}")

@@ -65,3 +65,14 @@ def test_preferences_spread_evenly_and_do_not_depend_on_the_other_replicas() -> 
     assert all(850 < n < 1150 for n in first.values()), first
     assert sharing.preference("a", "ns/p1") == sharing.preference("a", "ns/p1")
     assert sharing.fair_share(30, 4) == 8 and sharing.fair_share(0, 3) == 0 and sharing.fair_share(5, 0) == 5
+
+
+def test_each_key_has_one_owner_and_only_a_leaving_members_keys_move() -> None:
+    keys = [f"ns/cluster-{i}" for i in range(300)]
+    three = {key: sharing.owner(["a", "b", "c"], key) for key in keys}
+    assert set(Counter(three.values())) == {"a", "b", "c"}
+    assert all(n > 60 for n in Counter(three.values()).values())
+    two = {key: sharing.owner(["a", "b"], key) for key in keys}  # c left
+    assert {key for key in keys if two[key] != three[key]} == {key for key in keys if three[key] == "c"}
+    assert sharing.owner(["b", "a"], keys[0]) == two[keys[0]]  # the order of the members does not matter
+    assert sharing.owner(["a"], keys[0]) == "a" and sharing.owner([], keys[0]) is None
