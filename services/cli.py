@@ -140,7 +140,8 @@ def _status(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _client(args) as client:
-            report = await status.gather(client, args.namespace, args.plan)
+            report = await status.gather(client, args.namespace, args.plan,
+                                         services_namespace=args.services_namespace)
         sys.stdout.write(report.render(args.output))
         return report.exit_code
 
@@ -450,9 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="is each plan protecting, can each cluster be used", epilog=EXIT_CODES,
                         description="Per plan: phase, source reachable and last heard, how far behind, objects in "
-                                    "and out of sync, dead letters, delete breaker, fence; per ManagedCluster: "
-                                    "Ready and why, version, last probe.")
+                                    "and out of sync, dead letters, delete breaker, fence, the watcher and syncer "
+                                    "replicas serving it; per ManagedCluster: Ready and why, version, last probe.")
     st.add_argument("plan", nargs="?", help="one plan (default: every plan in the namespace)")
+    st.add_argument("--services-namespace", help="where the watcher and syncer run, holding the plans' Leases "
+                                                 "(default: the plans' namespace)")
     _operating(st, formats=True)
     st.set_defaults(func=_status)
 

@@ -75,6 +75,12 @@ def micro_time() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def plan_lease_name(component: str, uid: str) -> str:
+    """The Lease of a plan among ``component``'s replicas: by the plan's uid, not its name, so a
+    re-created plan starts afresh."""
+    return f"standby-{component}-{uid}"
+
+
 def _holder(lease: Obj) -> str:
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
@@ -175,7 +181,7 @@ class PlanLeases:
 
     # -- names -------------------------------------------------------------------------------
     def plan_lease(self, uid: str) -> str:
-        return f"standby-{self.component}-{uid}"  # the uid, not the name: a re-created plan starts afresh
+        return plan_lease_name(self.component, uid)
 
     @property
     def member_lease(self) -> str:

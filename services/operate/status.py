@@ -1,9 +1,12 @@
 """``standby status [PLAN]``: is each plan protecting, and can each cluster be used?
 
-Everything comes from the statuses the services write (the plans' and the ManagedClusters'), read
-with the caller's credentials: no broker access, nothing written. A plan is *protecting* when it is
-``Synced``, its source answers, its clusters are Ready, no change was dead-lettered and its delete
-breaker is closed; the command exits ``NOT_MET`` when a plan or cluster shown is not."""
+Everything comes from the statuses the services write (the plans' and the ManagedClusters') and
+the Leases their replicas hold, read with the caller's credentials: no broker access, nothing
+written. A plan is *protecting* when it is ``Synced``, its source answers, its clusters are Ready,
+no change was dead-lettered, its delete breaker is closed and a live replica of the watcher and of
+the syncer each holds its Lease (a plan whose replicas are all gone keeps its last status, however
+good); the command exits ``NOT_MET`` when a plan or cluster shown is not. Leases the caller may not
+read are not held against a plan (``servedBy`` is null)."""
 
 from __future__ import annotations
 
@@ -13,11 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import API_VERSION
-from services.common.kube import KubeClient
+from services.common import leasing
+from services.common.kube import ApiError, KubeClient
 from services.operate import output, requests
 
 PLAN_COLUMNS = ("name", "phase", "source", "heard", "behind", "in-sync", "out-of-sync", "failed", "breaker",
-                "fence", "protecting")
+                "fence", "served-by", "protecting")
+SERVICES = ("watcher", "syncer")
+# A Lease counts as held while its renewal is younger than its duration and this much more: the
+# caller's clock is compared with the replicas' (the replicas themselves never do that).
+CLOCK_SKEW_SECONDS = 10.0
 CLUSTER_COLUMNS = ("cluster", "ready", "reason", "version", "probed")
 
 
@@ -31,8 +39,26 @@ def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
 
-def plan_facts(plan: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
-    """What ``status`` says of one plan, as data (``-o json``), from its object."""
+def served_by(plan: Mapping[str, Any], leases: Mapping[str, Mapping[str, Any]] | None,
+              now: datetime.datetime) -> dict[str, str | None] | None:
+    """The replica of each service that serves ``plan`` (its Lease's live holder; None: none does),
+    from the Leases by name; None when they could not be read."""
+    if leases is None:
+        return None
+    uid = str(plan["metadata"].get("uid", ""))
+    out: dict[str, str | None] = {}
+    for component in SERVICES:
+        spec = (leases.get(leasing.plan_lease_name(component, uid)) or {}).get("spec") or {}
+        renewed = _since(spec.get("renewTime"), now)
+        live = renewed is not None and renewed <= int(spec.get("leaseDurationSeconds") or 0) + CLOCK_SKEW_SECONDS
+        out[component] = str(spec["holderIdentity"]) if live and spec.get("holderIdentity") else None
+    return out
+
+
+def plan_facts(plan: Mapping[str, Any], now: datetime.datetime,
+               leases: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """What ``status`` says of one plan, as data (``-o json``), from its object and the Leases of
+    the services' replicas (by name; None: not readable)."""
     status = plan.get("status") or {}
     meta = plan["metadata"]
     source = _condition(status, "SourceReachable").get("status")
@@ -51,9 +77,11 @@ def plan_facts(plan: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any
         "fenced": status.get("phase") == "Activated",
         "clustersReady": clusters.get("status") != "False",
         "clustersMessage": clusters.get("message", ""),
+        "servedBy": served_by(plan, leases, now),
     }
+    served = facts["servedBy"] is None or all(facts["servedBy"].values())
     facts["protecting"] = (facts["phase"] == "Synced" and facts["sourceReachable"] is True
-                           and facts["clustersReady"] and not facts["deadLetters"] and not breaker_open)
+                           and facts["clustersReady"] and not facts["deadLetters"] and not breaker_open and served)
     return facts
 
 
@@ -67,8 +95,24 @@ def plan_row(facts: Mapping[str, Any]) -> dict[str, Any]:
         "in-sync": facts["objectsInSync"],
         "out-of-sync": "-" if facts["objectsOutOfSync"] is None else facts["objectsOutOfSync"],
         "failed": facts["deadLetters"], "breaker": "Open" if facts["deleteBreakerOpen"] else "Closed",
-        "fence": "Fenced" if facts["fenced"] else "-", "protecting": "Yes" if facts["protecting"] else "No",
+        "fence": "Fenced" if facts["fenced"] else "-", "served-by": _served_column(facts["servedBy"]),
+        "protecting": "Yes" if facts["protecting"] else "No",
     }
+
+
+def _served_column(served: Mapping[str, str | None] | None) -> str:
+    if served is None:
+        return "?"
+    return ",".join(served[component] or "-" for component in SERVICES)
+
+
+def unserved(facts: Mapping[str, Any]) -> str:
+    """Why the plan is not served, or ''."""
+    missing = [component for component, holder in (facts["servedBy"] or {}).items() if not holder]
+    if not missing:
+        return ""
+    return f"{facts['name']}: no live {' or '.join(missing)} replica holds its Lease: nothing is " + (
+        "recording its source's changes" if "watcher" in missing else "writing its copies")
 
 
 def cluster_facts(mc: Mapping[str, Any], now: datetime.datetime) -> dict[str, Any]:
@@ -100,6 +144,9 @@ class Report:
         if fmt != "table":
             return output.data({"plans": self.plans, "clusters": self.clusters}, fmt)
         text = output.table([plan_row(p) for p in self.plans], PLAN_COLUMNS) if self.plans else "No plans.\n"
+        for p in self.plans:
+            if why := unserved(p):
+                text += f"\n{why}"
         if self.clusters:
             text += "\n" + output.table([cluster_row(c) for c in self.clusters], CLUSTER_COLUMNS)
         for c in self.clusters:
@@ -108,8 +155,23 @@ class Report:
         return text if text.endswith("\n") else text + "\n"
 
 
-async def gather(client: KubeClient, namespace: str, plan: str | None = None) -> Report:
-    """The plans in ``namespace`` (or the one named) and the ManagedClusters they use."""
+async def plan_leases(client: KubeClient, namespace: str) -> dict[str, dict[str, Any]] | None:
+    """The plans' Leases of the services running in ``namespace``, by name; None when the caller
+    may not read them."""
+    try:
+        items, _ = await client.list_all(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                                         label_selector=f"{leasing.LEASE_ROLE}={leasing.PLAN}")
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            return None
+        raise
+    return {lease["metadata"]["name"]: lease for lease in items}
+
+
+async def gather(client: KubeClient, namespace: str, plan: str | None = None, *,
+                 services_namespace: str | None = None) -> Report:
+    """The plans in ``namespace`` (or the one named), who serves them (the Leases in
+    ``services_namespace``, by default ``namespace``) and the ManagedClusters they use."""
     base = f"/apis/{API_VERSION}/namespaces/{namespace}"
     now = datetime.datetime.now(datetime.UTC)
     if plan:
@@ -117,9 +179,10 @@ async def gather(client: KubeClient, namespace: str, plan: str | None = None) ->
     else:
         plans, _ = await client.list_all(f"{base}/recoveryplans")
     clusters, _ = await client.list_all(f"{base}/managedclusters")
+    leases = await plan_leases(client, services_namespace or namespace)
     used = {ref["name"] for p in plans for ref in (p["spec"].get("sourceClusterRef"),
                                                    p["spec"].get("destinationClusterRef")) if ref}
     if plan:
         clusters = [mc for mc in clusters if mc["metadata"]["name"] in used]
-    return Report([plan_facts(p, now) for p in sorted(plans, key=lambda p: p["metadata"]["name"])],
+    return Report([plan_facts(p, now, leases) for p in sorted(plans, key=lambda p: p["metadata"]["name"])],
                   [cluster_facts(mc, now) for mc in sorted(clusters, key=lambda m: m["metadata"]["name"])])

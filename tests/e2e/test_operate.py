@@ -79,7 +79,8 @@ async def test_status_and_a_two_wave_failover_from_the_command_line(
         for plan in ("op-web", "op-stuck"):
             ran = await standby(registered, "status", plan, "-o", "json")
             assert ran.code == 0, (ran.out, ran.err)
-            assert json.loads(ran.out)["plans"][0]["protecting"] is True
+            shown = json.loads(ran.out)["plans"][0]
+            assert shown["protecting"] is True and all(shown["servedBy"].values()), shown  # replicas hold its Leases
     await h.eventually(protecting, timeout=90, interval=1)
 
     ran = await standby(registered, "status", "op-web")

@@ -9,6 +9,7 @@ import io
 import pytest
 
 from schemas import api
+from services.common import leasing
 from services.operate import failover, output, status
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, 0, tzinfo=datetime.UTC)
@@ -27,7 +28,8 @@ def test_a_synced_plan_whose_source_answers_is_protecting() -> None:
     assert facts["protecting"] and facts["sourceLastHeardSeconds"] == 10
     assert status.plan_row(facts) | {} == {
         "name": "shop", "phase": "Synced", "source": "Reachable", "heard": "10s ago", "behind": "0s",
-        "in-sync": 12, "out-of-sync": 0, "failed": 0, "breaker": "Closed", "fence": "-", "protecting": "Yes"}
+        "in-sync": 12, "out-of-sync": 0, "failed": 0, "breaker": "Closed", "fence": "-", "served-by": "?",
+        "protecting": "Yes"}
 
 
 @pytest.mark.parametrize("change", [
@@ -39,6 +41,36 @@ def test_anything_that_stops_protection_is_not_protecting(change: dict[str, obje
     facts = status.plan_facts(plan(**change), NOW)
     assert not facts["protecting"]
     assert status.Report([facts], []).exit_code == output.NOT_MET
+
+
+def lease(component: str, holder: str, renewed: str = "2026-11-29T11:59:58.000000Z") -> dict[str, object]:
+    name = leasing.plan_lease_name(component, "uid-1")
+    return {name: {"metadata": {"name": name}, "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                                                         "renewTime": renewed}}}
+
+
+def test_a_plan_is_protected_only_while_a_live_watcher_and_syncer_replica_hold_its_lease() -> None:
+    obj = plan()
+    obj["metadata"]["uid"] = "uid-1"  # type: ignore[index]
+    both = lease("watcher", "watcher-0") | lease("syncer", "syncer-2")
+    facts = status.plan_facts(obj, NOW, both)
+    assert facts["servedBy"] == {"watcher": "watcher-0", "syncer": "syncer-2"} and facts["protecting"]
+    assert status.plan_row(facts)["served-by"] == "watcher-0,syncer-2"
+    assert "no live" not in status.Report([facts], []).render("table")
+
+    expired = lease("watcher", "watcher-0") | lease("syncer", "syncer-2", renewed="2026-11-29T11:59:30.000000Z")
+    for leases, missing in ((lease("watcher", "watcher-0"), "syncer"), (expired, "syncer"),
+                            (lease("syncer", "syncer-2"), "watcher"), ({}, "watcher or syncer")):
+        facts = status.plan_facts(obj, NOW, leases)
+        assert not facts["protecting"] and facts["servedBy"] == {
+            "watcher": "watcher-0" if "watcher" not in missing else None,
+            "syncer": "syncer-2" if "syncer" not in missing else None}
+        report = status.Report([facts], [])
+        assert report.exit_code == output.NOT_MET
+        assert f"shop: no live {missing} replica holds its Lease" in report.render("table")
+
+    unreadable = status.plan_facts(obj, NOW, None)  # the caller may not read Leases: not held against it
+    assert unreadable["servedBy"] is None and unreadable["protecting"]
 
 
 def test_a_suspended_plan_says_so_whatever_its_last_phase() -> None:
