@@ -4,8 +4,8 @@ Everything needed is on the copies themselves: the plan name, the exact inverse 
 the plan's ``fromPatch`` and whether to restore the original from the stream. Activation is one
 JSON patch per copy that undoes the deactivation, removes the bookkeeping and hands the object
 over (:data:`HAND_OVER`); for ``fromOriginal``, a server-side apply of the original under the
-syncer's field manager, so the bookkeeping it owned disappears in the same write. Activated
-objects no longer carry the managed label: a re-run finds nothing left to do."""
+syncer's field manager, so the bookkeeping it owned disappears in the same write, and then the
+hand-over. Activated objects no longer carry the managed label: a re-run finds nothing left to do."""
 
 from __future__ import annotations
 
@@ -252,10 +252,22 @@ def operations(copy_obj: Obj) -> list[transforms.Op]:
     return [*transforms.activation_patch(copy_obj), HAND_OVER]
 
 
+async def _hand_over(client: KubeClient, path: str, params: dict[str, str]) -> str:
+    """:data:`HAND_OVER` on its own, after a ``fromOriginal``'s apply (an apply cannot strip
+    managedFields). The object is on either way: a failure here is a note, not a failed activation."""
+    try:
+        await client.request("PATCH", path, params=params, body=[HAND_OVER], content_type="application/json-patch+json",
+                             parse=False, accept=METADATA_ONLY)
+    except (ApiError, UnreachableError) as exc:
+        log.warning("activated %s, but could not hand it over: %s", path, exc)
+        return f"not handed over: the syncer's field manager still owns its fields ({exc})"
+    return f"{HAND_OVER['op']} {HAND_OVER['path']}"
+
+
 async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, stream: StreamReader) -> Result:
     """Switch one copy on: a JSON patch of exactly what deactivation recorded, handing the object
     over (:data:`HAND_OVER`), or, for ``fromOriginal``, a server-side apply of the original from
-    the stream. ``dry_run`` asks the server what would change and changes nothing."""
+    the stream, then the hand-over. ``dry_run`` asks the server what would change and changes nothing."""
     obj = target.obj
     meta = obj["metadata"]
     path = target.info.item(meta.get("namespace", ""), meta["name"])
@@ -266,6 +278,8 @@ async def activate_one(client: KubeClient, target: Target, *, dry_run: bool, str
                                              target.info.kind, restoring.Active(transforms.stamped_from_patch(obj)))
             result = await client.apply(path, body, field_manager=ann.FIELD_MANAGER, dry_run=dry_run, parse=dry_run)
             changes: tuple[str, ...] = ("restored the original from the stream",)
+            if not dry_run:
+                changes += (await _hand_over(client, path, params),)
         else:
             ops = operations(obj)
             result = await client.request("PATCH", path, params=params, body=ops,

@@ -195,6 +195,8 @@ async def test_from_original_restores_from_the_stream_or_says_why(pipe: Pipeline
     creds = await pipe.dst.get("/api/v1/namespaces/orig/secrets/creds")
     assert base64.b64decode(creds["data"]["token"]) == b"original-token"
     assert creds["metadata"]["labels"].get("recovered") == "yes" and "standby" not in creds["metadata"]["labels"]
+    for restored in (web, creds):  # handed over as every activated object: the syncer owns none of its fields
+        assert ann.FIELD_MANAGER not in {m.get("manager") for m in restored["metadata"].get("managedFields") or []}
 
 
 async def test_delete_breaker_holds_mass_deletion_until_an_operator_resets_it(
