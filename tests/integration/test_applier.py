@@ -4,7 +4,7 @@ the copies already there."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -40,8 +40,8 @@ async def kube(registered: LocalCluster) -> AsyncIterator[KubeClient]:
             await h.delete(client, f"/api/v1/namespaces/{NS}/configmaps/{name}")
 
 
-async def applier(kube: KubeClient) -> PlanApplier:
-    fences = FenceCache(kube, h.SYSTEM)
+async def applier(kube: KubeClient, *, clock: Callable[[], float] = time.monotonic) -> PlanApplier:
+    fences = FenceCache(kube, h.SYSTEM, clock=clock)
     await fences.refresh()
     return PlanApplier(PLAN, kube, fences, SyncerSettings())
 
@@ -86,7 +86,9 @@ async def test_a_write_the_api_server_refuses_for_a_fence_the_view_has_not_shown
         kube: KubeClient) -> None:
     """The fence policy refuses a copy of a fenced plan before the syncer's own view of the fences
     shows the fence: the message is skipped as fenced, not retried or dead-lettered."""
-    first = await applier(kube)  # its view: read before the fence
+    # Its view: read before the fence and, by its clock, still within its bound however long the
+    # API server takes to enforce the fence (on the real clock it would go stale and hold the write).
+    first = await applier(kube, clock=lambda: 0.0)
     assert (await first.handle(change("a", "10"), 1)).outcome == "applied"
     fence = f"/api/v1/namespaces/{h.SYSTEM}/configmaps/{ann.fence_name(h.SYSTEM, 'applier')}"
     assert await fencing.write(kube, h.SYSTEM, PLAN.key, epoch=1, job="j")  # the fence and its policy binding
